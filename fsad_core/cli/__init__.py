@@ -1,0 +1,1 @@
+"""CLI commands of `python -m fsad_core` (one module per command)."""

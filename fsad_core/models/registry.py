@@ -1,0 +1,299 @@
+"""The one place that names, locates and fetches models.
+
+A model is a `ModelSpec`: kind + name + tag + profile + source. The UI's Models tab, the CLI's
+`models list|pull` and every loader read this table; nothing else downloads.
+
+Profiles:
+- ``standard``: real pretrained weights (Hugging Face hub cache or an official checkpoint URL,
+  or a local file the user points to).
+- ``tiny``: a small *random* model built in-process from a config. No files, no network. Its outputs
+  are meaningless; its code path is the real one. Used by tests, CI and offline demos.
+
+Offline behaviour: `hub_offline_if_unreachable()` sets ``HF_HUB_OFFLINE=1`` when the hub cannot be
+reached (it must run before anything imports huggingface_hub, or each failed lookup retries for
+~45 s). A missing model raises `ModelUnavailableError` whose message says which model, from where,
+how large, and how to provide it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+PROFILES = ("standard", "tiny")
+TINY_NOTE = "random weights — for testing only"
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model's weights are neither cached nor downloadable; the message says how to provide them."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str  # "clip" | "sam" | "diffusion" | ...
+    name: str  # architecture / repo name, e.g. "ViT-B-16-plus-240"
+    tag: str  # pretrained tag or variant, e.g. "laion400m_e31"; "random" for tiny
+    profile: str  # "standard" | "tiny"
+    source: str  # "hf-hub:<repo>", an https URL, or "builtin"
+    size_bytes: int = 0
+    sha256: str | None = None  # full digest, or a prefix (official SAM files carry one in their name)
+    filename: str | None = None  # file name in the cache for URL downloads
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def id(self) -> str:
+        """Stable id used in cache keys and the database: kind/name@tag."""
+        return f"{self.kind}/{self.name}@{self.tag}"
+
+    @property
+    def size_text(self) -> str:
+        return human_size(self.size_bytes) if self.size_bytes else "built in"
+
+    @property
+    def is_random(self) -> bool:
+        return self.profile == "tiny"
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+_SPECS: list[ModelSpec] = []
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if any(s.kind == spec.kind and s.name == spec.name and s.tag == spec.tag and s.profile == spec.profile for s in _SPECS):
+        raise ValueError(f"model {spec.id} ({spec.profile}) is registered twice")
+    _SPECS.append(spec)
+    return spec
+
+
+# --- CLIP (WinCLIP's backbone) -------------------------------------------------------------------
+register(ModelSpec(
+    kind="clip", name="ViT-B-16-plus-240", tag="laion400m_e31", profile="standard",
+    source="hf-hub:timm/vit_base_patch16_plus_240.laion400m_e31", size_bytes=830_000_000,
+    description="OpenCLIP ViT-B/16+ at 240 px, LAION-400M epoch 31 — the backbone of WinCLIP and anomalib.",
+))
+register(ModelSpec(
+    kind="clip", name="ViT-B-16-plus-240", tag="laion400m_e32", profile="standard",
+    source="hf-hub:timm/vit_base_patch16_plus_240.laion400m_e32", size_bytes=830_000_000,
+    description="OpenCLIP ViT-B/16+ at 240 px, LAION-400M epoch 32 (open_clip 3.x resolves it to the e31 files).",
+))
+register(ModelSpec(
+    kind="clip", name="fsad-tiny-clip", tag="random", profile="tiny", source="builtin",
+    description="2-layer, width-64 ViT with the 15x15 patch grid of ViT-B-16-plus-240 (" + TINY_NOTE + ").",
+    extra={"config": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 240, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }},
+))
+
+# --- Segment-Anything (mask assistant) -----------------------------------------------------------
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+register(ModelSpec(
+    kind="sam", name="vit_b", tag="sam_vit_b_01ec64", profile="standard", source=_SAM_URL + "sam_vit_b_01ec64.pth",
+    size_bytes=375_042_383, sha256="01ec64", filename="sam_vit_b_01ec64.pth",
+    description="Segment-Anything ViT-B (default on GPU; ~15 s per image embedding on a 2-core CPU).",
+))
+register(ModelSpec(
+    kind="sam", name="vit_l", tag="sam_vit_l_0b3195", profile="standard", source=_SAM_URL + "sam_vit_l_0b3195.pth",
+    size_bytes=1_249_524_607, sha256="0b3195", filename="sam_vit_l_0b3195.pth",
+    description="Segment-Anything ViT-L.",
+))
+register(ModelSpec(
+    kind="sam", name="vit_h", tag="sam_vit_h_4b8939", profile="standard", source=_SAM_URL + "sam_vit_h_4b8939.pth",
+    size_bytes=2_564_550_879, sha256="4b8939", filename="sam_vit_h_4b8939.pth",
+    description="Segment-Anything ViT-H (best masks, GPU recommended).",
+))
+register(ModelSpec(
+    kind="sam", name="fsad-tiny-sam", tag="random", profile="tiny", source="builtin",
+    description="Depth-2, width-64 SAM image encoder with the real prompt encoder and mask decoder (" + TINY_NOTE + ").",
+))
+
+# --- Diffusion (One-to-Normal personalization) ---------------------------------------------------
+register(ModelSpec(
+    kind="diffusion", name="stable-diffusion-v1-5", tag="fp16", profile="standard",
+    source="hf-hub:stable-diffusion-v1-5/stable-diffusion-v1-5", size_bytes=2_130_000_000,
+    description="Stable Diffusion 1.5 (fp16 variant), the One-to-Normal paper's base model.",
+))
+register(ModelSpec(
+    kind="diffusion", name="fsad-tiny-diffusion", tag="random", profile="tiny", source="builtin",
+    description="UNet (32, 64) + small VAE + 5-layer CLIP text encoder, as diffusers' own tests (" + TINY_NOTE + ").",
+))
+
+
+def specs(kind: str | None = None, profile: str | None = None) -> list[ModelSpec]:
+    return [s for s in _SPECS if (kind is None or s.kind == kind) and (profile is None or s.profile == profile)]
+
+
+def get(kind: str, name: str | None = None, tag: str | None = None, profile: str = "standard") -> ModelSpec:
+    """The spec of a model; with no name, the profile's default (the first registered) for that kind."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    cands = [s for s in specs(kind, profile) if (name is None or s.name == name) and (tag is None or s.tag == tag)]
+    if not cands:
+        known = ", ".join(f"{s.name}@{s.tag}" for s in specs(kind, profile)) or "none"
+        raise KeyError(f"no {profile} {kind} model named {name!r} (tag {tag!r}); known: {known}")
+    return cands[0]
+
+
+# --- cache and downloads -------------------------------------------------------------------------
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where weights live: `override`, else $FSAD_CACHE_DIR, else ~/.cache/fsad-studio."""
+    base = override or os.environ.get("FSAD_CACHE_DIR") or Path.home() / ".cache" / "fsad-studio"
+    p = Path(base).expanduser()
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def hub_offline_if_unreachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
+    """Set HF_HUB_OFFLINE=1 if the hub cannot be reached. Returns True when offline.
+
+    Call before anything imports huggingface_hub (open_clip, diffusers): the variable is read at
+    import time.
+    """
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return False
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return True
+
+
+def _hf_repo(spec: ModelSpec) -> str | None:
+    return spec.source[len("hf-hub:"):] if spec.source.startswith("hf-hub:") else None
+
+
+def local_path(spec: ModelSpec, cache: str | os.PathLike | None = None) -> Path | None:
+    """The cached file (URL sources) or snapshot folder (hub sources) if present, else None."""
+    if spec.source == "builtin":
+        return None
+    if spec.filename:
+        p = cache_dir(cache) / spec.kind / spec.filename
+        return p if p.is_file() else None
+    repo = _hf_repo(spec)
+    if repo:
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(repo, cache_dir=str(cache_dir(cache) / "hub"), local_files_only=True))
+        except Exception:
+            return None
+    return None
+
+
+def is_present(spec: ModelSpec, cache: str | os.PathLike | None = None) -> bool:
+    return spec.source == "builtin" or local_path(spec, cache) is not None
+
+
+def unavailable(spec: ModelSpec, reason: str, local_hint: str = "") -> ModelUnavailableError:
+    """The teaching error for a model that cannot be had."""
+    where = spec.source[len("hf-hub:"):] + " on the Hugging Face hub" if _hf_repo(spec) else spec.source
+    hint = local_hint or "or point the config at a local copy of the weights"
+    return ModelUnavailableError(
+        f"The {spec.kind} model {spec.name} ({spec.tag}, {spec.size_text}) is not available: {reason}. "
+        f"It comes from {where}. Fetch it on a machine with internet with "
+        f"`python -m fsad_core models pull {spec.kind} --name {spec.name} --tag {spec.tag}` "
+        f"(cache: {cache_dir()}), {hint}; or use `--profile tiny` ({TINY_NOTE})."
+    )
+
+
+def _verify(path: Path, sha256: str | None) -> None:
+    if not sha256:
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if not h.hexdigest().startswith(sha256):
+        raise ModelUnavailableError(f"checksum mismatch for {path.name}: expected {sha256}…, got {h.hexdigest()[:12]}…")
+
+
+def download_url(url: str, dest: Path, sha256: str | None = None, progress: Callable[[int, int], None] | bool = True) -> Path:
+    """Stream `url` to `dest` atomically (temp file + rename) with a tqdm bar, verifying the checksum."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp, os.fdopen(fd, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0)
+            bar = None
+            if progress is True:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name)
+            done = 0
+            for chunk in iter(lambda: resp.read(1 << 20), b""):
+                out.write(chunk)
+                done += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+                elif callable(progress):
+                    progress(done, total)
+            if bar is not None:
+                bar.close()
+            out.flush()
+            os.fsync(out.fileno())
+        _verify(Path(tmp), sha256)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool = True) -> Path | None:
+    """Fetch a model into the cache (no-op for builtin/tiny models). Raises ModelUnavailableError."""
+    if spec.source == "builtin":
+        return None
+    have = local_path(spec, cache)
+    if have is not None:
+        return have
+    try:
+        if spec.filename:
+            return download_url(spec.source, cache_dir(cache) / spec.kind / spec.filename, spec.sha256, progress)
+        repo = _hf_repo(spec)
+        if repo:
+            from huggingface_hub import snapshot_download
+
+            kw = {}
+            if spec.kind == "diffusion" and spec.tag == "fp16":
+                kw["allow_patterns"] = ["*.json", "*.txt", "*fp16*.safetensors", "tokenizer/*"]
+            return Path(snapshot_download(repo, cache_dir=str(cache_dir(cache) / "hub"), **kw))
+    except ModelUnavailableError:
+        raise
+    except Exception as exc:  # network errors, HTTP errors, offline mode
+        raise unavailable(spec, f"download failed ({exc.__class__.__name__}: {str(exc)[:160]})") from None
+    raise unavailable(spec, f"unknown source {spec.source!r}")
+
+
+def describe(all_specs: Iterable[ModelSpec] | None = None, cache: str | os.PathLike | None = None) -> list[dict]:
+    """Rows for `models list` and the Models tab."""
+    rows = []
+    for s in all_specs if all_specs is not None else _SPECS:
+        rows.append({
+            "kind": s.kind, "name": s.name, "tag": s.tag, "profile": s.profile, "source": s.source,
+            "size": s.size_text, "present": is_present(s, cache), "description": s.description,
+        })
+    return rows
+
+
+def remove_cached(spec: ModelSpec, cache: str | os.PathLike | None = None) -> bool:
+    p = local_path(spec, cache)
+    if p is None:
+        return False
+    shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return True
