@@ -1,0 +1,279 @@
+"""Engine: shots, class name, caches, and `score(query) -> Result`.
+
+Recompute only what changed:
+- every image is encoded once per (model, precision, sha256); window embeddings are computed per
+  scale on demand and cached with the encoding;
+- a new mask or a removed shot only rebuilds the memory banks from cached features;
+- text embeddings are cached per (model, class name);
+- re-weighting a Result never touches the engine.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+
+from .aggregate import scale_px
+from .config import EngineConfig
+from .images import ImageError, ImageInput, sha256_of_array, to_mask_array, to_rgb_array
+from .memory import normalize
+from .models.clip import ClipBackbone, Encoding
+from .prompts import readable_class_name
+from .results import Result, ScoreMap, constant_scoremap, scoremap_from_grid
+from .scorers.anomalous import anomalous_grid
+from .scorers.reference import normal_grid
+from .scorers.text import text_embeddings, text_score, zero_shot_grid
+from .selection import select_windows
+
+ZERO_SHOT_SCALES = (2, 3)  # WinCLIP's zero-shot windows (32 and 48 px)
+KINDS = ("normal", "anomalous")
+
+
+@dataclass
+class Features:
+    """An encoded image: the Encoding plus its per-scale features (scale 1 = patch tokens)."""
+
+    sha256: str
+    size_hw: tuple[int, int]
+    encoding: Encoding
+    windows: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        ts = [self.encoding.image_emb, self.encoding.patch_tokens, self.encoding.token_map, *self.windows.values()]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+
+@dataclass(frozen=True)
+class Shot:
+    id: str
+    kind: str
+    defect_type: str | None
+    size_hw: tuple[int, int]
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+class Engine:
+    """Few-shot anomaly scoring with WinCLIP+ and an anomalous memory.
+
+    >>> engine = Engine(EngineConfig(profile="tiny"))            # doctest: +SKIP
+    >>> engine.add_shot(normal, kind="normal")                   # doctest: +SKIP
+    >>> engine.score(query).aggregate().score                    # doctest: +SKIP
+    """
+
+    def __init__(self, config: EngineConfig | None = None, backbone: ClipBackbone | None = None):
+        self.config = config or EngineConfig()
+        self.backbone = backbone if backbone is not None else ClipBackbone(self.config)
+        self.class_name = "object"
+        self._shots: OrderedDict[str, Shot] = OrderedDict()
+        self._shot_features: dict[str, Features] = {}
+        self._cache: OrderedDict[str, Features] = OrderedDict()  # query features, LRU by bytes
+        self._banks: dict[str, dict[int, torch.Tensor]] | None = None
+        self._lock = threading.RLock()
+        # shared per backbone: engines that share a backbone share text embeddings
+        if not hasattr(self.backbone, "text_cache"):
+            self.backbone.text_cache = {}
+
+    # -- configuration ------------------------------------------------------------------------------
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return self.config.scales
+
+    @property
+    def window_scales(self) -> tuple[int, ...]:
+        """Every window scale the engine computes: the configured ones and zero-shot's 2 and 3."""
+        return tuple(sorted(set(s for s in self.scales if s > 1) | set(ZERO_SHOT_SCALES)))
+
+    def set_class_name(self, name: str) -> None:
+        if not isinstance(name, str) or len(name) > 200:
+            raise ValueError("the class name must be a string of at most 200 characters")
+        self.class_name = readable_class_name(name)
+
+    def text_embeddings(self) -> torch.Tensor:
+        key = (self.backbone.model_id, self.class_name)
+        cache = self.backbone.text_cache
+        if key not in cache:
+            cache[key] = text_embeddings(self.backbone.encode_text, self.class_name)
+        return cache[key]
+
+    # -- encoding and caches ------------------------------------------------------------------------
+    def _features(self, rgb: np.ndarray, sha: str, pin: bool = False) -> Features:
+        with self._lock:
+            if sha in self._shot_features:
+                return self._shot_features[sha]
+            if sha in self._cache:
+                self._cache.move_to_end(sha)
+                return self._cache[sha]
+        feats = Features(sha, rgb.shape[:2], self.backbone.encode(rgb))
+        with self._lock:
+            if not pin:
+                self._cache[sha] = feats
+                self._evict()
+        return feats
+
+    def _evict(self) -> None:
+        budget = self.config.encoding_cache_mb * 1_000_000
+        while len(self._cache) > 1 and sum(f.nbytes for f in self._cache.values()) > budget:
+            self._cache.popitem(last=False)
+
+    def _scale_features(self, feats: Features, scale: int) -> torch.Tensor:
+        """(n_windows, D) features of one scale; scale 1 = the patch tokens."""
+        if scale == 1:
+            return feats.encoding.patch_tokens
+        if scale not in feats.windows:
+            feats.windows[scale] = self.backbone.window_embeddings(feats.encoding.token_map, scale)
+        return feats.windows[scale]
+
+    # -- shots --------------------------------------------------------------------------------------
+    @property
+    def shots(self) -> list[Shot]:
+        return list(self._shots.values())
+
+    def add_shot(self, image: ImageInput, kind: str = "normal", mask=None, defect_type: str | None = None) -> str:
+        """Encode a shot (once) and add it to the memories. Returns its id (the pixels' sha256).
+
+        Anomalous shots need a non-empty bool mask of the image's size.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be 'normal' or 'anomalous', got {kind!r}")
+        rgb = to_rgb_array(image)
+        size = rgb.shape[:2]
+        m = None
+        if kind == "anomalous":
+            if mask is None:
+                raise ImageError("An anomalous shot needs a defect mask (bool HxW, True on the defect).")
+            m = to_mask_array(mask, size, what="defect mask")
+            if not m.any():
+                raise ImageError("The defect mask is empty: paint or click the defect before adding an anomalous shot.")
+        elif mask is not None:
+            raise ValueError("normal shots take no mask")
+        sha = sha256_of_array(rgb)
+        with self._lock:
+            cached = self._cache.pop(sha, None)
+        feats = self._shot_features.get(sha) or cached or self._features(rgb, sha, pin=True)
+        for s in self.window_scales:
+            self._scale_features(feats, s)
+        with self._lock:
+            self._shot_features[sha] = feats
+            self._shots[sha] = Shot(sha, kind, defect_type if kind == "anomalous" else None, size, m)
+            self._banks = None
+        return sha
+
+    def update_mask(self, shot_id: str, mask, defect_type: str | None = None) -> None:
+        """Replace an anomalous shot's mask (and optionally its defect type); no re-encoding."""
+        with self._lock:
+            shot = self._shots.get(shot_id)
+            if shot is None:
+                raise KeyError(f"no shot with id {shot_id!r}")
+            if shot.kind != "anomalous":
+                raise ValueError("only anomalous shots have masks")
+            m = to_mask_array(mask, shot.size_hw, what="defect mask")
+            if not m.any():
+                raise ImageError("The defect mask is empty: paint or click the defect.")
+            self._shots[shot_id] = Shot(shot.id, shot.kind, defect_type or shot.defect_type, shot.size_hw, m)
+            self._banks = None
+
+    def remove_shot(self, shot_id: str) -> None:
+        with self._lock:
+            if self._shots.pop(shot_id, None) is None:
+                raise KeyError(f"no shot with id {shot_id!r}")
+            feats = self._shot_features.pop(shot_id)
+            self._cache[shot_id] = feats  # keep it warm: it may come back as a query
+            self._evict()
+            self._banks = None
+
+    def clear_shots(self) -> None:
+        with self._lock:
+            for sid in list(self._shots):
+                self.remove_shot(sid)
+
+    # -- memories -----------------------------------------------------------------------------------
+    def banks(self) -> dict[str, dict[int, torch.Tensor]]:
+        """{'normal': {scale: (M, D)}, 'anomalous': {scale: (M, D)}}, L2-normalised; empty banks omitted."""
+        with self._lock:
+            if self._banks is not None:
+                return self._banks
+            normal: dict[int, list[torch.Tensor]] = {s: [] for s in self.scales}
+            anomalous: dict[int, list[torch.Tensor]] = {s: [] for s in self.scales}
+            for shot in self._shots.values():
+                feats = self._shot_features[shot.id]
+                for s in self.scales:
+                    f = self._scale_features(feats, s)
+                    if shot.kind == "normal":
+                        normal[s].append(f)
+                    else:
+                        bad, clean = select_windows(shot.mask, self.backbone.grid, s, self.config.mask_coverage)
+                        anomalous[s].append(f[torch.from_numpy(bad)])
+                        normal[s].append(f[torch.from_numpy(clean)])
+            banks = {
+                "normal": {s: normalize(torch.cat(v)) for s, v in normal.items() if v and sum(len(t) for t in v)},
+                "anomalous": {s: normalize(torch.cat(v)) for s, v in anomalous.items() if v and sum(len(t) for t in v)},
+            }
+            self._banks = banks
+            return banks
+
+    @property
+    def component_names(self) -> list[str]:
+        """Names the current shots produce, in the stable order."""
+        banks = self.banks()
+        names = ["text", "zero_shot"]
+        names += [f"normal@{scale_px(s)}" for s in self.scales if s in banks["normal"]]
+        names += [f"anomalous@{scale_px(s)}" for s in self.scales if s in banks["anomalous"]]
+        return names
+
+    # -- scoring ------------------------------------------------------------------------------------
+    def score(self, query: ImageInput) -> Result:
+        """All components for one query (encodes it once; cached by content hash)."""
+        result = None
+        for result in self.score_progressive(query):
+            pass
+        return result
+
+    def score_progressive(self, query: ImageInput) -> Iterator[Result]:
+        """Yield Results with growing components: patch level first, then each window scale."""
+        rgb = to_rgb_array(query)
+        sha = sha256_of_array(rgb)
+        size = rgb.shape[:2]
+        feats = self._features(rgb, sha)
+        banks = self.banks()
+        grid = self.backbone.grid
+        text = self.text_embeddings()
+        t = self.config.temperature
+        comps: dict[str, ScoreMap] = {}
+        image_score = text_score(feats.encoding.image_emb, text, t)
+        comps["text"] = constant_scoremap(image_score, size)
+
+        def memory_components(scale: int) -> None:
+            f = None
+            for kind, fn in (("normal", normal_grid), ("anomalous", anomalous_grid)):
+                if scale in banks[kind]:
+                    f = self._scale_features(feats, scale) if f is None else f
+                    comps[f"{kind}@{scale_px(scale)}"] = scoremap_from_grid(fn(f, banks[kind][scale], grid, scale), size)
+
+        if 1 in self.scales:
+            memory_components(1)
+        remaining = list(self.window_scales)
+        yield Result(dict(comps), size, sha, complete=not remaining)
+        for i, s in enumerate(remaining):
+            self._scale_features(feats, s)
+            if s in self.scales:
+                memory_components(s)
+            if all(z in feats.windows for z in ZERO_SHOT_SCALES) and "zero_shot" not in comps:
+                zs = zero_shot_grid(image_score, {z: feats.windows[z] for z in ZERO_SHOT_SCALES}, text, t, grid)
+                comps["zero_shot"] = scoremap_from_grid(zs, size)
+            yield Result(self._ordered(comps), size, sha, complete=i == len(remaining) - 1)
+
+    def _ordered(self, comps: Mapping[str, ScoreMap]) -> dict[str, ScoreMap]:
+        order = ["text", "zero_shot"] + [f"{k}@{scale_px(s)}" for k in KINDS for s in self.scales]
+        return {n: comps[n] for n in order if n in comps}
+
+    # -- tuning (issue 5) ---------------------------------------------------------------------------
+    def tune_weights(self, **kwargs):
+        """Monte-Carlo weight search on augmented shots; see `fsad_core.tuning.tune_weights`."""
+        from .tuning import tune_weights
+
+        return tune_weights(self, **kwargs)

@@ -1,0 +1,247 @@
+"""ClipBackbone: an open_clip model turned into WinCLIP encodings.
+
+One image pass gives the pooled image embedding, the patch tokens and the token map that enters the
+transformer; window embeddings are then computed per scale from that token map (the expensive step
+split from the cheap one: scoring and re-weighting never re-encode).
+
+Window embedding at scale s (WinCLIP): the visual transformer run on the CLS token plus the s x s
+patch tokens of the window (positional embeddings already added, as in the full pass), pooled and
+projected exactly as the image's pooled output is.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import EngineConfig
+from ..windows import window_indices
+from . import registry
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+_TINY_LOCK = threading.Lock()
+_TINY_REGISTERED = False
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One image through the backbone (fp32, CPU tensors).
+
+    image_emb: (D,) projected pooled embedding (not normalised).
+    patch_tokens: (P, W) ln_post'ed, unprojected patch tokens (P = grid h*w).
+    token_map: (1 + P, W) CLS + patch tokens with positional embeddings, before patch-dropout/ln_pre;
+        the input from which window embeddings are computed.
+    """
+
+    image_emb: torch.Tensor
+    patch_tokens: torch.Tensor
+    token_map: torch.Tensor
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        if device.type == "cpu":
+            raise ValueError("fp16 autocast is for GPUs; on CPU use precision='bf16' or 'auto'")
+        return torch.float16
+    # auto
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def _register_tiny_config() -> str:
+    """Write the tiny CLIP config where open_clip finds it (once per process)."""
+    global _TINY_REGISTERED
+    import open_clip
+
+    spec = registry.get("clip", profile="tiny")
+    with _TINY_LOCK:
+        if not _TINY_REGISTERED:
+            folder = Path(tempfile.mkdtemp(prefix="fsad-tiny-clip-"))
+            (folder / f"{spec.name}.json").write_text(json.dumps(spec.extra["config"]))
+            open_clip.add_model_config(folder)
+            _TINY_REGISTERED = True
+    return spec.name
+
+
+def build_open_clip(config: EngineConfig):
+    """Create the open_clip model for a config -> (model, spec). Random weights for `tiny`."""
+    import open_clip
+
+    if config.profile == "tiny":
+        name = _register_tiny_config()
+        torch.manual_seed(0)  # the tiny model is the same random model in every process
+        model = open_clip.create_model(name, pretrained=None)
+        return model, registry.get("clip", profile="tiny")
+
+    pretrained = config.clip_pretrained
+    if pretrained and (os.path.sep in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))):
+        path = Path(pretrained).expanduser()
+        spec = registry.ModelSpec(kind="clip", name=config.clip_model, tag=path.name, profile="standard",
+                                  source=str(path), description="local checkpoint")
+        if not path.is_file():
+            raise registry.unavailable(spec, f"no file at {path}", "or fix the path given as clip_pretrained")
+        try:
+            model = open_clip.create_model(config.clip_model, pretrained=str(path))
+        except Exception as exc:
+            raise registry.unavailable(spec, f"the file could not be loaded as {config.clip_model} "
+                                       f"({exc.__class__.__name__}: {str(exc)[:200]})") from None
+        return model, spec
+    try:
+        spec = registry.get("clip", name=config.clip_model, tag=pretrained)
+    except KeyError:
+        spec = registry.ModelSpec(kind="clip", name=config.clip_model, tag=pretrained, profile="standard",
+                                  source="open_clip pretrained registry", description="open_clip model")
+    try:
+        model = open_clip.create_model(config.clip_model, pretrained=pretrained,
+                                       cache_dir=str(registry.cache_dir(config.cache_dir) / "hub"))
+    except Exception as exc:  # offline, not cached, unknown tag
+        raise registry.unavailable(spec, f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
+    return model, spec
+
+
+class ClipBackbone:
+    """open_clip model + preprocessing + WinCLIP encodings. Thread-safe for inference."""
+
+    def __init__(self, config: EngineConfig):
+        model, spec = build_open_clip(config)
+        self.config = config
+        self.spec = spec
+        self.device = resolve_device(config.device)
+        self.autocast_dtype = resolve_precision(config.precision, self.device)
+        self.model = model.eval().to(self.device)
+        self.model.visual.output_tokens = True
+        visual = self.model.visual
+        size = visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        g = visual.grid_size
+        self.grid: tuple[int, int] = (int(g[0]), int(g[1]))
+        self.mean = getattr(visual, "image_mean", None) or OPENAI_MEAN
+        self.std = getattr(visual, "image_std", None) or OPENAI_STD
+        import open_clip
+
+        self._tokenizer = open_clip.get_tokenizer(spec.name if config.profile == "tiny" else config.clip_model)
+        self._lock = threading.RLock()
+
+    # -- identity ---------------------------------------------------------------------------------
+    @property
+    def precision_name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.spec.id}|{self.config.profile}"
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    # -- preprocessing ----------------------------------------------------------------------------
+    def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W, 3) -> float (1, 3, S, S): resized (not cropped: defects sit at edges too)
+        with bicubic interpolation, scaled to [0, 1], normalised with the model's mean/std."""
+        img = Image.fromarray(rgb).resize((self.image_size, self.image_size), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return ((x - mean) / std).unsqueeze(0)
+
+    # -- encoders ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_batch(self, pixels: torch.Tensor) -> list[Encoding]:
+        """Preprocessed images (B, 3, S, S) -> one Encoding each."""
+        captured = {}
+
+        def hook(_module, inputs, _output):
+            captured["token_map"] = inputs[0].detach()
+
+        visual = self.model.visual
+        with self._lock:
+            handle = visual.patch_dropout.register_forward_hook(hook)
+            try:
+                with self.autocast():
+                    pooled, tokens = self.model.encode_image(pixels.to(self.device))
+            finally:
+                handle.remove()
+        token_map = captured["token_map"]
+        return [Encoding(pooled[i].float().cpu(), tokens[i].float().cpu(), token_map[i].float().cpu())
+                for i in range(pixels.shape[0])]
+
+    def encode(self, rgb: np.ndarray) -> Encoding:
+        return self.encode_batch(self.preprocess(rgb))[0]
+
+    @torch.no_grad()
+    def window_embeddings(self, token_map: torch.Tensor, scale: int, chunk: int = 256) -> torch.Tensor:
+        """Token map(s) (1+P, W) or (B, 1+P, W) -> window embeddings (n_windows, D) or (B, n_windows, D).
+
+        Every window is a sequence [CLS, its s*s patch tokens] run through ln_pre, the transformer,
+        the pooling and the projection; windows are batched `chunk` at a time.
+        """
+        single = token_map.dim() == 2
+        maps = token_map.unsqueeze(0) if single else token_map
+        idx = window_indices(self.grid, scale) + 1  # +1: index 0 is the CLS token
+        n_win = idx.shape[0]
+        seq_idx = torch.cat([torch.zeros(n_win, 1, dtype=torch.long), idx], dim=1)  # (n_win, 1+s*s)
+        visual = self.model.visual
+        outs = []
+        with self._lock:
+            for b in range(maps.shape[0]):
+                seqs = maps[b].to(self.device)[seq_idx]  # (n_win, 1+s*s, W)
+                embs = []
+                for start in range(0, n_win, chunk):
+                    x = seqs[start:start + chunk]
+                    with self.autocast():
+                        x = visual.patch_dropout(x)
+                        x = visual.ln_pre(x)
+                        x = visual.transformer(x)  # batch-first (N, L, D) in open_clip >= 2.2x
+                        pooled, _ = visual._pool(x)
+                        if visual.proj is not None:
+                            pooled = pooled @ visual.proj
+                    embs.append(pooled.float())
+                outs.append(torch.cat(embs).cpu())
+        out = torch.stack(outs)
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str], batch: int = 128) -> torch.Tensor:
+        """Prompts -> (N, D) L2-normalised text embeddings (fp32)."""
+        outs = []
+        with self._lock:
+            for start in range(0, len(prompts), batch):
+                tokens = self._tokenizer(prompts[start:start + batch]).to(self.device)
+                with self.autocast():
+                    emb = self.model.encode_text(tokens)
+                outs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+        return torch.cat(outs)

@@ -1,0 +1,14 @@
+"""The worked examples in the pure modules' docstrings are tests too."""
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["fsad_core.windows", "fsad_core.memory", "fsad_core.prompts", "fsad_core.images"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    mod = importlib.import_module(name)
+    res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0
