@@ -21,6 +21,7 @@ import os
 import shutil
 import socket
 import tempfile
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,12 +83,12 @@ def register(spec: ModelSpec) -> ModelSpec:
 # --- CLIP (WinCLIP's backbone) -------------------------------------------------------------------
 register(ModelSpec(
     kind="clip", name="ViT-B-16-plus-240", tag="laion400m_e31", profile="standard",
-    source="hf-hub:timm/vit_base_patch16_plus_240.laion400m_e31", size_bytes=830_000_000,
+    source="hf-hub:timm/vit_base_patch16_plus_clip_240.laion400m_e31", size_bytes=830_000_000,
     description="OpenCLIP ViT-B/16+ at 240 px, LAION-400M epoch 31 — the backbone of WinCLIP and anomalib.",
 ))
 register(ModelSpec(
     kind="clip", name="ViT-B-16-plus-240", tag="laion400m_e32", profile="standard",
-    source="hf-hub:timm/vit_base_patch16_plus_240.laion400m_e32", size_bytes=830_000_000,
+    source="hf-hub:timm/vit_base_patch16_plus_clip_240.laion400m_e31", size_bytes=830_000_000,
     description="OpenCLIP ViT-B/16+ at 240 px, LAION-400M epoch 32 (open_clip 3.x resolves it to the e31 files).",
 ))
 register(ModelSpec(
@@ -117,9 +118,31 @@ register(ModelSpec(
     size_bytes=2_564_550_879, sha256="4b8939", filename="sam_vit_h_4b8939.pth",
     description="Segment-Anything ViT-H (best masks, GPU recommended).",
 ))
+# SAM 2.1 tiny (Hiera-T, 39 M parameters): the light encoder, CPU default when the `sam2` package is
+# installed (~4 s per image embedding on 2 CPU threads against ~15 s for vit_b). Its checkpoint ships
+# without a published digest: size is approximate and the file is not checksummed.
+_SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
+register(ModelSpec(
+    kind="sam", name="sam2.1_hiera_t", tag="sam2.1_hiera_tiny_092824", profile="standard",
+    source=_SAM2_URL + "sam2.1_hiera_tiny.pt", size_bytes=156_000_000, filename="sam2.1_hiera_tiny.pt",
+    description="SAM 2.1 tiny (Hiera-T): light image encoder, CPU default (needs the `sam2` package).",
+    extra={"family": "sam2", "config": "configs/sam2.1/sam2.1_hiera_t.yaml"},
+))
 register(ModelSpec(
     kind="sam", name="fsad-tiny-sam", tag="random", profile="tiny", source="builtin",
     description="Depth-2, width-64 SAM image encoder with the real prompt encoder and mask decoder (" + TINY_NOTE + ").",
+    extra={"family": "segment_anything", "encoder": {
+        "depth": 2, "embed_dim": 64, "num_heads": 2, "global_attn_indexes": [1], "window_size": 14,
+    }},
+))
+register(ModelSpec(
+    kind="sam", name="fsad-tiny-sam2", tag="random", profile="tiny", source="builtin",
+    description="5-block, width-16 Hiera with SAM 2.1's real prompt encoder and mask decoder (" + TINY_NOTE + ").",
+    extra={"family": "sam2", "config": "configs/sam2.1/sam2.1_hiera_t.yaml", "overrides": [
+        "++model.image_encoder.trunk.embed_dim=16", "++model.image_encoder.trunk.stages=[1,1,2,1]",
+        "++model.image_encoder.trunk.global_att_blocks=[3]",
+        "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]", "++model.memory_attention.num_layers=1",
+    ]},
 ))
 
 # --- Diffusion (One-to-Normal personalization) ---------------------------------------------------
@@ -131,6 +154,17 @@ register(ModelSpec(
 register(ModelSpec(
     kind="diffusion", name="fsad-tiny-diffusion", tag="random", profile="tiny", source="builtin",
     description="UNet (32, 64) + small VAE + 5-layer CLIP text encoder, as diffusers' own tests (" + TINY_NOTE + ").",
+))
+# TAESD: a 2.4 M-parameter drop-in VAE for the SD-1.x latent space (the fast preset's encode/decode;
+# the full VAE's 512 px encode+decode costs ~76 s on a 2-core CPU).
+register(ModelSpec(
+    kind="vae", name="taesd", tag="main", profile="standard", source="hf-hub:madebyollin/taesd",
+    size_bytes=10_000_000,
+    description="Tiny AutoEncoder for SD-1.x (AutoencoderTiny); the fast personalization preset's VAE.",
+))
+register(ModelSpec(
+    kind="vae", name="fsad-tiny-taesd", tag="random", profile="tiny", source="builtin",
+    description="Two-block AutoencoderTiny matching the tiny diffusion model (" + TINY_NOTE + ").",
 ))
 
 
@@ -174,6 +208,16 @@ def hub_offline_if_unreachable(host: str = "huggingface.co", timeout: float = 1.
         return True
 
 
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1" and host == "huggingface.co":
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hf_repo(spec: ModelSpec) -> str | None:
     return spec.source[len("hf-hub:"):] if spec.source.startswith("hf-hub:") else None
 
@@ -186,6 +230,14 @@ def local_path(spec: ModelSpec, cache: str | os.PathLike | None = None) -> Path 
         p = cache_dir(cache) / spec.kind / spec.filename
         return p if p.is_file() else None
     repo = _hf_repo(spec)
+    if repo and spec.kind == "clip":  # open_clip fetches one weights file, not the whole repo
+        from huggingface_hub import try_to_load_from_cache
+
+        for fname in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            hit = try_to_load_from_cache(repo, fname, cache_dir=str(cache_dir(cache) / "hub"))
+            if isinstance(hit, str):
+                return Path(hit)
+        return None
     if repo:
         try:
             from huggingface_hub import snapshot_download
@@ -262,10 +314,23 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool
     have = local_path(spec, cache)
     if have is not None:
         return have
+    host = "huggingface.co" if _hf_repo(spec) else urllib.parse.urlparse(spec.source).hostname
+    if host and not _reachable(host):
+        raise unavailable(spec, f"no network connection to {host} (offline?)")
     try:
         if spec.filename:
             return download_url(spec.source, cache_dir(cache) / spec.kind / spec.filename, spec.sha256, progress)
         repo = _hf_repo(spec)
+        if repo and spec.kind == "clip":
+            import open_clip
+
+            cfg = open_clip.get_pretrained_cfg(spec.name, spec.tag)
+            if not cfg:
+                raise unavailable(spec, f"open_clip knows no pretrained tag {spec.tag!r} for {spec.name}")
+            got = open_clip.download_pretrained(cfg, cache_dir=str(cache_dir(cache) / "hub"))
+            if not got:
+                raise unavailable(spec, "open_clip could not download it")
+            return Path(got)
         if repo:
             from huggingface_hub import snapshot_download
 

@@ -1,0 +1,48 @@
+# fsad-studio: `make app` starts the studio, `make test` runs the tests. Both set up everything
+# they need on a fresh machine (virtualenv, Python packages, Debian's chromium for browser tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APP_STAMP := $(VENV)/.app-installed
+DEV_STAMP := $(VENV)/.dev-installed
+ARGS ?=
+
+.PHONY: app test venv dev chromium models bench bench-engine clean-venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(APP_STAMP): requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $(APP_STAMP) $@
+
+venv: $(APP_STAMP)
+dev: $(DEV_STAMP)
+
+# Debian's chromium drives the end-to-end browser tests (`playwright install` cannot download here).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; \
+	fi
+
+app: $(APP_STAMP)
+	$(PY) app.py $(ARGS)
+
+test: $(DEV_STAMP) chromium
+	$(PY) -m pytest -q
+
+models: $(APP_STAMP)
+	$(PY) -m fsad_core models pull clip
+	$(PY) -m fsad_core models pull sam
+
+bench: $(DEV_STAMP)
+	$(PY) benchmarks/bench_vs_anomalib.py
+
+clean-venv:
+	rm -rf $(VENV)
