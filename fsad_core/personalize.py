@@ -15,8 +15,9 @@
 Scoring (S_P, S_N) lives in `fsad_core.scorers.personal`; the aggregation preset is
 `fsad_core.aggregate.PRESETS["one-to-normal"]`.
 
-Presets: "paper" (all 23 prompts, classifier-free guidance 7.5, the full VAE, 512 px) and "fast"
-(a 4-prompt subset, no guidance, TAESD, 256 px, bf16 autocast where the CPU has native bf16).
+Presets: "paper" (all 23 prompts, 15 of 50 DDIM steps, classifier-free guidance 7.5, the full VAE,
+512 px) and "fast" (the 3 state-level prompts in one batch, 6 of 20 DDIM steps from the same
+t = 0.3 T, no guidance, TAESD, 256 px, bf16 autocast where the CPU has native bf16).
 Every field left as None in `PersonalizeConfig` takes its preset's value. See docs/personalize.md.
 """
 from __future__ import annotations
@@ -46,8 +47,8 @@ STATE_LEVEL = ("{o} without flaw", "{o} without defect", "{o} without damage")
 PHYSICAL_SIZE = ("a photo of a small {c}", "a photo of the small {c}", "a photo of a large {c}",
                  "a photo of the large {c}")
 PHYSICAL_ADJECTIVES = ("bright", "dark", "blurry", "bad", "good", "cropped", "close-up", "low resolution")
-# The fast preset's subset: the three state-level prompts and the plain "good photo".
-FAST_PROMPT_INDICES = (0, 1, 2, 16)
+# The fast preset's subset: the three state-level prompts (the ones that name the normal state).
+FAST_PROMPT_INDICES = (0, 1, 2)
 
 
 def readable(class_name: str) -> str:
@@ -69,13 +70,13 @@ def class_prompt(class_name: str) -> str:
 def normal_prompts(class_name: str, which: str | Sequence[str] = "all") -> list[str]:
     """The normal-state prompts c_i, in a fixed order.
 
-    which: "all" (23 prompts: 3 state-level, 4 size, 8 adjectives x a/the), "fast" (4 of them), or
+    which: "all" (23 prompts: 3 state-level, 4 size, 8 adjectives x a/the), "fast" (the 3 state-level), or
     an explicit list of templates with `{c}` (subject) / `{o}` (instance prompt) placeholders.
 
     >>> normal_prompts("metal_nut")[:2]
     ['a photo of normal metal nut without flaw', 'a photo of normal metal nut without defect']
     >>> len(normal_prompts("x")), normal_prompts("x", "fast")[-1]
-    (23, 'a good photo of the normal x')
+    (23, 'a photo of normal x without damage')
     """
     c = f"normal {readable(class_name)}"
     o = instance_prompt(class_name)
@@ -97,13 +98,15 @@ def normal_prompts(class_name: str, which: str | Sequence[str] = "all") -> list[
 # --- configuration ---------------------------------------------------------------------------------
 PRESETS: dict[str, dict] = {
     # The method as published: every prompt, CFG at diffusers' default scale, full VAE, 512 px.
-    "paper": dict(guidance_scale=7.5, resolution=512, train_steps=400, prompts="all", tiny_vae=False,
-                  precision="auto", num_class_images=50, augmentations_per_shot=10, pool_strength=1.0,
+    "paper": dict(num_inference_steps=50, guidance_scale=7.5, resolution=512, train_steps=400, prompts="all",
+                  tiny_vae=False, precision="auto", num_class_images=50, augmentations_per_shot=10, pool_strength=1.0,
                   batch_size=8),
-    # CPU-friendly: 4 prompts in one batch, no CFG (half the UNet calls), TAESD, 256 px.
-    "fast": dict(guidance_scale=1.0, resolution=256, train_steps=200, prompts="fast", tiny_vae=True,
-                 precision="auto", num_class_images=8, augmentations_per_shot=4, pool_strength=0.6,
-                 batch_size=4),
+    # CPU-friendly: the 3 state-level prompts in one batch, 6 DDIM steps from the same t = 0.3 T
+    # (20-step schedule), no CFG (half the UNet calls), TAESD, 256 px: 18 UNet sample-steps
+    # instead of the paper's 690 (23 prompts x 15 steps x 2).
+    "fast": dict(num_inference_steps=20, guidance_scale=1.0, resolution=256, train_steps=200, prompts="fast",
+                 tiny_vae=True, precision="auto", num_class_images=8, augmentations_per_shot=4,
+                 pool_strength=0.6, batch_size=4),
 }
 # The tiny profile keeps each preset's logic (CFG or not, TAESD or not) but at test size.
 TINY_OVERRIDES = dict(resolution=32, train_steps=2, num_class_images=2, augmentations_per_shot=2)
@@ -116,7 +119,8 @@ class PersonalizeConfig:
     profile: "standard" (real Stable Diffusion weights) | "tiny" (random test model, 32 px).
     preset: "paper" | "fast" (see PRESETS).
     strength: SDEdit noise level t / T in (0, 1]; the paper uses 0.3.
-    num_inference_steps: DDIM schedule length; int(steps * strength) denoising steps run.
+    num_inference_steps: DDIM schedule length ("trailing" spacing); int(steps * strength) denoising
+        steps run, starting at t = strength * T (paper: 50, fast: 20).
     guidance_scale: classifier-free guidance; <= 1 disables it (one UNet call per step, not two).
     resolution: working side in px (square, a multiple of 8 for SD); outputs return at input size.
     lora_rank: LoRA rank r (alpha = r). train_steps: optimizer steps. learning_rate: AdamW lr.
@@ -135,7 +139,7 @@ class PersonalizeConfig:
     profile: str = "standard"
     preset: str = "fast"
     strength: float = 0.3
-    num_inference_steps: int = 50
+    num_inference_steps: int | None = None
     guidance_scale: float | None = None
     resolution: int | None = None
     lora_rank: int = 4
@@ -322,10 +326,17 @@ class Personalizer:
     Thread-safe: one lock serialises every use of the pipeline (training, personalization, pool).
     """
 
-    def __init__(self, config: PersonalizeConfig | None = None):
+    def __init__(self, config: PersonalizeConfig | None = None, pipeline=None, spec=None):
+        """pipeline: an already built StableDiffusionImg2ImgPipeline to use instead of loading one
+        (benchmarks with random real-size weights; sharing one pipeline between personalizers)."""
         self.config = config or PersonalizeConfig()
-        self._pipe = None
-        self.spec = None
+        self._pipe = pipeline
+        self.spec = spec
+        if pipeline is not None and spec is None:
+            from .models import registry
+
+            self.spec = registry.ModelSpec(kind="diffusion", name=type(pipeline).__name__, tag="injected",
+                                           profile=self.config.profile, source="in-memory")
         self._lock = threading.RLock()
         self._embeds: dict[str, object] = {}
         self._lora_dir: Path | None = None

@@ -41,7 +41,7 @@ def test_normal_prompts_follow_appendix_a1():
     assert len(ps) == 23 and len(set(ps)) == 23
     assert ps[:3] == [f"a photo of normal metal nut without {w}" for w in ("flaw", "defect", "damage")]
     assert "a photo of the small normal metal nut" in ps and "a low resolution photo of a normal metal nut" in ps
-    assert normal_prompts("metal_nut", "fast") == ps[:3] + ["a good photo of the normal metal nut"]
+    assert normal_prompts("metal_nut", "fast") == ps[:3]
     assert normal_prompts("x", ("{o}", "a dark photo of {c}")) == ["a photo of normal x", "a dark photo of normal x"]
     with pytest.raises(ValueError, match="prompts must be"):
         normal_prompts("x", "some")
@@ -51,7 +51,7 @@ def test_config_presets_and_validation():
     fast, paper = PersonalizeConfig(preset="fast"), PersonalizeConfig(preset="paper")
     assert fast.guidance_scale <= 1 and fast.tiny_vae and fast.resolution == 256 and fast.prompts == "fast"
     assert paper.guidance_scale > 1 and not paper.tiny_vae and paper.resolution == 512 and paper.prompts == "all"
-    assert fast.denoising_steps == 15 == paper.denoising_steps  # int(50 * 0.3)
+    assert paper.denoising_steps == 15 and fast.denoising_steps == 6  # int(50 * 0.3), int(20 * 0.3)
     assert PersonalizeConfig(preset="fast", resolution=512).resolution == 512  # explicit beats preset
     assert PersonalizeConfig(profile="tiny").resolution == 32
     for bad in (dict(strength=0.0), dict(strength=1.5), dict(resolution=100), dict(preset="x"),
@@ -96,10 +96,9 @@ def test_sdedit_runs_int_strength_times_steps_from_0_3_T(fast):
     finally:
         handle.remove()
     assert isinstance(r, PersonalizationResult)
-    # fast preset: 4 prompts in one batch, no CFG -> 15 UNet calls of batch 4
-    assert [b for b, _ in calls] == [4] * 15
-    first_t = calls[0][1]
-    assert 0.25 * 1000 <= first_t <= 0.3 * 1000  # noised to ~0.3 T
+    # fast preset: 3 prompts in one batch, no CFG -> int(20 * 0.3) = 6 UNet calls of batch 3
+    assert [b for b, _ in calls] == [3] * 6
+    assert [t for _, t in calls] == [299, 249, 199, 149, 99, 49]  # from t = 0.3 T, trailing spacing
     assert r.chosen.shape == q.shape and r.chosen.dtype == np.uint8
     assert [p for p, _, _ in r.reconstructions] == normal_prompts("bottle", "fast")
     assert all(im.shape == q.shape and im.dtype == np.uint8 for _, im, _ in r.reconstructions)
@@ -131,8 +130,9 @@ def test_paper_preset_uses_cfg_and_every_prompt():
     finally:
         handle.remove()
     assert len(r.reconstructions) == 23
-    # 23 prompts in batches of 8 (8, 8, 7), each doubled by CFG, 3 steps (int(10 * 0.3))
+    # 23 prompts in batches of 8 (8, 8, 7), each doubled by CFG, 3 steps (int(10 * 0.3)) from 0.3 T
     assert [b for b, _ in calls] == [16] * 3 + [16] * 3 + [14] * 3
+    assert [t for _, t in calls[:3]] == [299, 199, 99]
 
 
 # --- training, checkpoints, resume ---------------------------------------------------------------------

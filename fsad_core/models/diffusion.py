@@ -68,6 +68,10 @@ SD_SCHEDULER_CONFIG: dict = {
     "set_alpha_to_one": False,
     "steps_offset": 1,
     "prediction_type": "epsilon",
+    # "trailing": the truncated schedule of an SDEdit at strength s starts at t = s*T - 1 exactly
+    # (0.3 -> t = 299 with 20 or 50 steps; "leading" would start at 251 or 281), and few-step
+    # sampling is better behaved (Lin et al. 2024).
+    "timestep_spacing": "trailing",
 }
 
 LORA_TARGET_MODULES = ("to_k", "to_q", "to_v", "to_out.0")
@@ -249,7 +253,7 @@ def load_pipeline(profile: str = "standard", *, base: str | None = None, tiny_va
         pipe = StableDiffusionImg2ImgPipeline.from_pretrained(source, **kw)
     except Exception as exc:  # offline, not cached, wrong repo, missing variant
         raise _load_error(spec, exc) from None
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     if tiny_vae:
         pipe.vae = load_tiny_vae(profile, dtype, cache_dir)
     pipe.set_progress_bar_config(disable=True)
