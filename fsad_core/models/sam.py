@@ -351,7 +351,8 @@ class MaskAssistant:
         self._model = None
         self._enc_pred = None  # predictor that runs set_image (under _encode_lock)
         self._dec_pred = None  # predictor that runs predict (under _predict_lock)
-        self._lock = threading.RLock()  # guards the cache, pending table, current image, loading
+        self._lock = threading.RLock()  # guards the caches, the pending table and the current image
+        self._load_lock = threading.Lock()  # held while building/downloading (is_ready must not wait on it)
         self._encode_lock = threading.Lock()
         self._predict_lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, str], _Embedding] = OrderedDict()  # whole images
@@ -411,8 +412,11 @@ class MaskAssistant:
         )
 
     def load(self) -> "MaskAssistant":
-        """Build the model and its predictors now (otherwise the first `set_image` does). Idempotent."""
-        with self._lock:
+        """Build the model and its predictors now (otherwise the first `set_image` does). Idempotent.
+        May download the weights first (see `weights_path`)."""
+        if self._model is not None:
+            return self
+        with self._load_lock:
             if self._model is not None:
                 return self
             spec, fam = self.spec, self.family
@@ -428,9 +432,9 @@ class MaskAssistant:
                 path = self.weights_path()
                 model = self._load_weights(path)
             model = model.to(self.device).eval()
-            self._model = model
             self._enc_pred = _predictor_for(model, fam)
             self._dec_pred = _predictor_for(model, fam)
+            self._model = model  # last: other threads test it without the lock
             return self
 
     def _load_weights(self, path: Path):
