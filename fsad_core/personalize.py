@@ -332,6 +332,8 @@ class Personalizer:
         self.config = config or PersonalizeConfig()
         self._pipe = pipeline
         self.spec = spec
+        if pipeline is not None:
+            pipeline.set_progress_bar_config(disable=True)
         if pipeline is not None and spec is None:
             from .models import registry
 
