@@ -230,3 +230,13 @@ def test_engine_with_other_scales(tiny_config, tiny_backbone, images):
     e.add_shot(images["normal"])
     r = e.score(images["query"])
     assert list(r.components) == ["text", "zero_shot", "normal@16", "normal@32"]
+
+
+def test_truncated_text_context_equals_open_clip_encode_text(tiny_backbone):
+    from fsad_core.prompts import winclip_ensemble
+
+    prompts = winclip_ensemble("metal_nut")[1][:20]
+    ours = tiny_backbone.encode_text(prompts)
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(tiny_backbone.model.encode_text(tiny_backbone._tokenizer(prompts)), dim=-1)
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)

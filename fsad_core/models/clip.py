@@ -234,6 +234,30 @@ class ClipBackbone:
         out = torch.stack(outs)
         return out[0] if single else out
 
+    def _encode_text_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """open_clip's CLIP.encode_text, run on the first L context positions only.
+
+        The text transformer is causal and pools at the end-of-text token (argmax pooling), so the
+        positions after the longest prompt's EOT cannot change the result: truncating the 77-token
+        context to L (about 20 for the WinCLIP prompts) gives the same embeddings ~4x faster.
+        Falls back to the model's own encode_text for architectures without that structure.
+        """
+        m = self.model
+        plain = (getattr(m, "text_pool_type", None) == "argmax" and getattr(m, "attn_mask", None) is not None
+                 and hasattr(m, "token_embedding") and hasattr(m, "positional_embedding"))
+        if not plain:
+            return m.encode_text(tokens)
+        length = int(tokens.argmax(dim=-1).max()) + 1
+        t = tokens[:, :length]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(t).to(cast) + m.positional_embedding[:length].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
+        if m.text_projection is not None:
+            x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+        return x
+
     @torch.no_grad()
     def encode_text(self, prompts: list[str], batch: int = 128) -> torch.Tensor:
         """Prompts -> (N, D) L2-normalised text embeddings (fp32)."""
@@ -242,6 +266,6 @@ class ClipBackbone:
             for start in range(0, len(prompts), batch):
                 tokens = self._tokenizer(prompts[start:start + batch]).to(self.device)
                 with self.autocast():
-                    emb = self.model.encode_text(tokens)
+                    emb = self._encode_text_tokens(tokens)
                 outs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
         return torch.cat(outs)
