@@ -13,12 +13,19 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# SAM 2.1 tiny (the light CPU mask encoder) builds against the installed torch; without it the
+# mask assistant falls back to SAM vit_b, so a failed build is a warning, not an error.
+SAM2 = SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation "sam2==1.1.0" \
+	|| echo "warning: sam2 did not install; the mask assistant will use SAM vit_b"
+
 $(APP_STAMP): requirements.txt | $(VENV)/bin/python
 	$(PY) -m pip install -r requirements.txt
+	$(SAM2)
 	touch $@
 
 $(DEV_STAMP): requirements.txt requirements-dev.txt | $(VENV)/bin/python
 	$(PY) -m pip install -r requirements-dev.txt
+	$(SAM2)
 	touch $(APP_STAMP) $@
 
 venv: $(APP_STAMP)
