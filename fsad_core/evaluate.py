@@ -1,0 +1,438 @@
+"""Evaluation on MVTec-AD / VisA style folders with the papers' protocol and metrics.
+
+Protocol (Abdali et al. 2025; WinCLIP; One-to-Normal):
+- K normal shots are drawn with the seed from `train/good`;
+- J anomalous shots are drawn with the same seed from the anomalous *test* images (all defect types
+  pooled) together with their ground-truth masks, and are then excluded from the evaluation;
+- the remaining test images (at most `max_test`, a stratified seeded subset) are scored with every
+  component; image and pixel metrics are computed for the aggregate and for each component.
+
+Pixel metrics are computed on maps and masks resized so that the longer side is at most
+`pixel_size` (256 by default; maps bilinear, masks nearest), which bounds memory at about
+4 bytes x 256^2 x (components + 1) per test image; the engine's maps are upsampled from a 15x15
+patch grid, so nothing is lost at 256 px.
+
+Layouts:
+- MVTec AD: ROOT/CAT/train/good/*.png, ROOT/CAT/test/<type>/*.png,
+  ROOT/CAT/ground_truth/<type>/<stem>_mask.png (also what `fsad_core.synth` writes);
+- VisA: ROOT/split_csv/1cls.csv (columns object, split, label, image, mask; paths relative to ROOT),
+  as distributed with the dataset; defect types are not in the split, so they read "anomaly".
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .metrics import METRIC_NAMES, evaluate_all
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VISA_SPLIT = Path("split_csv") / "1cls.csv"
+
+__all__ = ["Sample", "Split", "load_split", "draw_protocol", "EvalRun", "evaluate_category", "write_run",
+           "write_summary", "summary_rows", "list_categories"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset. label: 1 anomalous, 0 good; mask_path: None for good images."""
+
+    path: str
+    label: int
+    defect_type: str
+    mask_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Split:
+    category: str
+    train: tuple[Sample, ...]  # good training images (the normal shot pool)
+    test: tuple[Sample, ...]
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else []
+
+
+def detect_layout(root: Path) -> str:
+    return "visa" if (Path(root) / VISA_SPLIT).is_file() else "mvtec"
+
+
+def list_categories(root) -> list[str]:
+    """Categories under ROOT: folders with train/ and test/ (MVTec) or the `object`s of VisA's split."""
+    root = Path(root)
+    if detect_layout(root) == "visa":
+        with open(root / VISA_SPLIT, newline="") as f:
+            return sorted({r["object"] for r in csv.DictReader(f)})
+    return sorted(p.name for p in root.iterdir() if (p / "train").is_dir() and (p / "test").is_dir()) \
+        if root.is_dir() else []
+
+
+def load_split(root, category: str, layout: str = "auto") -> Split:
+    """The train/test samples of one category (see the module docstring for the layouts)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {str(root)!r} does not exist")
+    layout = detect_layout(root) if layout == "auto" else layout
+    if layout == "visa":
+        return _load_visa(root, category)
+    if layout != "mvtec":
+        raise ValueError(f"layout must be auto, mvtec or visa, got {layout!r}")
+    d = root / category
+    if not (d / "train" / "good").is_dir() or not (d / "test").is_dir():
+        found = ", ".join(list_categories(root)) or "none"
+        raise FileNotFoundError(f"{str(d)!r} is not an MVTec-layout category (needs train/good and test/); "
+                                f"categories found under {str(root)!r}: {found}")
+    train = tuple(Sample(str(p), 0, "good") for p in _images(d / "train" / "good"))
+    test: list[Sample] = []
+    for tdir in sorted(p for p in (d / "test").iterdir() if p.is_dir()):
+        for p in _images(tdir):
+            if tdir.name == "good":
+                test.append(Sample(str(p), 0, "good"))
+                continue
+            m = d / "ground_truth" / tdir.name / f"{p.stem}_mask.png"
+            if not m.is_file():
+                raise FileNotFoundError(f"no ground-truth mask for {p}: expected {m}")
+            test.append(Sample(str(p), 1, tdir.name, str(m)))
+    if not train:
+        raise FileNotFoundError(f"no training images in {str(d / 'train' / 'good')!r}")
+    if not test:
+        raise FileNotFoundError(f"no test images under {str(d / 'test')!r}")
+    return Split(category, train, tuple(test))
+
+
+def _load_visa(root: Path, category: str) -> Split:
+    train, test = [], []
+    with open(root / VISA_SPLIT, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("object") == category]
+    if not rows:
+        raise FileNotFoundError(f"category {category!r} not in {root / VISA_SPLIT}; "
+                                f"found: {', '.join(list_categories(root))}")
+    for r in rows:
+        anomalous = r["label"].strip().lower() in ("anomaly", "anomalous", "1")
+        s = Sample(str(root / r["image"]), int(anomalous), "anomaly" if anomalous else "good",
+                   str(root / r["mask"]) if anomalous and r.get("mask") else None)
+        (train if r["split"].strip().lower() == "train" else test).append(s)
+    train = [s for s in train if s.label == 0]
+    return Split(category, tuple(train), tuple(test))
+
+
+@dataclass(frozen=True)
+class Protocol:
+    normal_shots: tuple[Sample, ...]
+    anomalous_shots: tuple[Sample, ...]
+    test: tuple[Sample, ...]
+
+
+def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None = None) -> Protocol:
+    """Draw K normal shots (train) and J anomalous shots (test, excluded afterwards) with the seed."""
+    rng = np.random.default_rng([seed, sum(map(ord, split.category))])
+    if k > len(split.train):
+        raise ValueError(f"{k} normal shots asked but {split.category} has {len(split.train)} training images")
+    anomalous = [s for s in split.test if s.label == 1 and s.mask_path]
+    if j > len(anomalous):
+        raise ValueError(f"{j} anomalous shots asked but {split.category} has {len(anomalous)} anomalous test images")
+    normals = [split.train[i] for i in sorted(rng.choice(len(split.train), k, replace=False))]
+    picked = [anomalous[i] for i in sorted(rng.choice(len(anomalous), j, replace=False))]
+    taken = {s.path for s in picked}
+    test = [s for s in split.test if s.path not in taken]
+    if max_test is not None and len(test) > max_test:
+        # stratified: keep the good/defect ratio, and at least one of each when both exist
+        good = [s for s in test if s.label == 0]
+        bad = [s for s in test if s.label == 1]
+        n_bad = int(round(max_test * len(bad) / len(test)))
+        if good and bad:
+            n_bad = min(max(n_bad, 1), max_test - 1)
+        n_good = max_test - n_bad
+        keep = {good[i].path for i in rng.choice(len(good), min(n_good, len(good)), replace=False)}
+        keep |= {bad[i].path for i in rng.choice(len(bad), min(n_bad, len(bad)), replace=False)}
+        test = [s for s in test if s.path in keep]
+    if not test:
+        raise ValueError(f"no test images left for {split.category} after drawing the shots")
+    return Protocol(tuple(normals), tuple(picked), tuple(test))
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """One category x one seed. metrics: the aggregate's; component_metrics: per component.
+
+    rows: one dict per test image (path, label, defect_type, aggregate, <component>...).
+    """
+
+    category: str
+    seed: int
+    metrics: dict[str, float]
+    component_metrics: dict[str, dict[str, float]]
+    rows: list[dict]
+    components: list[str]
+    weights: dict[str, float]
+    weights_mode: str
+    shots: dict[str, list[str]]
+    n_test: tuple[int, int]  # (good, defective)
+    seconds: dict[str, float]
+    model: dict[str, str] = field(default_factory=dict)
+    tuning: dict | None = None
+
+
+def _resize_for_pixels(arr: np.ndarray, pixel_size: int, nearest: bool) -> np.ndarray:
+    import cv2
+
+    h, w = arr.shape[:2]
+    s = pixel_size / max(h, w)
+    if s >= 1:
+        return arr
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    if nearest:
+        return cv2.resize(arr.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+    return cv2.resize(arr.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+
+
+def resolve_weights(mode: str | Mapping[str, float] | None, names: Sequence[str]) -> dict[str, float]:
+    """'default' -> the paper's eq. 2 weights over `names`; a mapping -> itself (validated)."""
+    from .aggregate import default_weights, validate_weights
+
+    if mode is None or mode == "default":
+        return default_weights(names)
+    if isinstance(mode, str):
+        from .aggregate import PRESETS
+
+        if mode in PRESETS:
+            return {k: v for k, v in PRESETS[mode].items() if k in names}
+        raise ValueError(f"weights must be default, tuned, a preset ({', '.join(PRESETS)}) or name=w,...; got {mode!r}")
+    w = validate_weights(mode)
+    unknown = [k for k in w if k not in names]
+    if unknown:
+        raise ValueError(f"weights for unknown components {', '.join(unknown)}; components: {', '.join(names)}")
+    if not any(v > 0 for v in w.values()):
+        raise ValueError("at least one weight must be positive")
+    return w
+
+
+def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomalous_shots: int = 1, seed: int = 0,
+                      max_test: int | None = None, weights: str | Mapping[str, float] | None = "default",
+                      pixel_size: int = 256, layout: str = "auto", tune_kwargs: Mapping | None = None,
+                      progress: Callable[[int, int], None] | None = None) -> EvalRun:
+    """Run the protocol for one category and seed on `engine` (its shots are replaced).
+
+    weights: "default" | "tuned" (Monte-Carlo on augmented shots, `fsad_core.tuning`) | a preset name |
+    a {component: weight} mapping. progress(done, total) is called after each test image.
+    """
+    from .images import to_mask_array, to_rgb_array
+
+    t0 = time.perf_counter()
+    root = Path(root)
+    split = load_split(root, category, layout)
+    proto = draw_protocol(split, normal_shots, anomalous_shots, seed, max_test)
+    engine.clear_shots()
+    engine.set_class_name(category)
+    images = {}
+    for s in proto.normal_shots:
+        rgb = to_rgb_array(s.path)
+        images[engine.add_shot(rgb, kind="normal")] = rgb
+    for s in proto.anomalous_shots:
+        rgb = to_rgb_array(s.path)
+        mask = to_mask_array(s.mask_path, rgb.shape[:2], what=f"mask {s.mask_path}")
+        images[engine.add_shot(rgb, kind="anomalous", mask=mask, defect_type=s.defect_type)] = rgb
+    names = list(engine.component_names)
+    t_shots = time.perf_counter()
+    tuning = None
+    if weights == "tuned":
+        from .tuning import tune_weights
+
+        tr = tune_weights(engine, images=images, **dict(tune_kwargs or {}))
+        w = dict(tr.weights)
+        tuning = tr.to_dict()
+    else:
+        w = resolve_weights(weights, names)
+    t_tune = time.perf_counter()
+    labels, rows = [], []
+    scores: dict[str, list[float]] = {n: [] for n in ["aggregate", *names]}
+    maps: dict[str, list[np.ndarray]] = {n: [] for n in ["aggregate", *names]}
+    masks: list[np.ndarray] = []
+    total = len(proto.test)
+    for i, s in enumerate(proto.test):
+        rgb = to_rgb_array(s.path)
+        if s.label and s.mask_path:
+            gt = to_mask_array(s.mask_path, rgb.shape[:2], what=f"mask {s.mask_path}")
+        else:
+            gt = np.zeros(rgb.shape[:2], bool)
+        result = engine.score(rgb)
+        agg = result.aggregate(w)
+        comps = {"aggregate": agg, **{n: result.components[n] for n in names}}
+        row = {"path": Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root) else s.path,
+               "label": s.label, "defect_type": s.defect_type}
+        for n, sm in comps.items():
+            scores[n].append(float(sm.score))
+            maps[n].append(_resize_for_pixels(sm.map, pixel_size, nearest=False))
+            row[n] = float(sm.score)
+        masks.append(_resize_for_pixels(gt, pixel_size, nearest=True))
+        labels.append(s.label)
+        rows.append(row)
+        if progress is not None:
+            progress(i + 1, total)
+    t_score = time.perf_counter()
+    per = {n: evaluate_all(labels, scores[n], masks, maps[n]) for n in ["aggregate", *names]}
+    t_metrics = time.perf_counter()
+    bb = getattr(engine, "backbone", None)
+    model = {"clip": getattr(bb, "model_id", "?"), "profile": getattr(engine.config, "profile", "?")}
+    if model["profile"] == "tiny":
+        model["note"] = "tiny profile: random weights, numbers test the pipeline only"
+    n_bad = int(sum(labels))
+    return EvalRun(
+        category=category, seed=seed, metrics=per["aggregate"], component_metrics={n: per[n] for n in names},
+        rows=rows, components=names, weights={k: float(v) for k, v in w.items()},
+        weights_mode=weights if isinstance(weights, str) else "custom",
+        shots={"normal": [s.path for s in proto.normal_shots], "anomalous": [s.path for s in proto.anomalous_shots]},
+        n_test=(len(labels) - n_bad, n_bad),
+        seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
+                 "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
+                 "total": t_metrics - t0},
+        model=model, tuning=tuning,
+    )
+
+
+def _clean(x):
+    """NaN -> None for strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def write_run(run: EvalRun, out_dir) -> Path:
+    """DIR/metrics.json, DIR/scores.csv and DIR/roc.png for one run; returns DIR."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    d = asdict(run)
+    rows = d.pop("rows")
+    d["aggregate"] = d.pop("metrics")
+    d["components"] = d.pop("component_metrics")
+    d["component_order"] = run.components
+    (out / "metrics.json").write_text(json.dumps(_clean(d), indent=2))
+    with open(out / "scores.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *run.components])
+        wr.writeheader()
+        wr.writerows(rows)
+    plot_roc([run], out / "roc.png", title=f"{run.category} (seed {run.seed})")
+    return out
+
+
+def plot_roc(runs: Sequence[EvalRun], path, title: str = "") -> None:
+    """Image-level ROC: the aggregate of every run (solid) and each component of the first (thin)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    for r in runs:
+        y = [row["label"] for row in r.rows]
+        if len(set(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, [row["aggregate"] for row in r.rows])
+        ax.plot(fpr, tpr, lw=2, label=f"aggregate s{r.seed} ({r.metrics['image_auroc']:.3f})")
+    first = runs[0] if runs else None
+    if first is not None and len({row["label"] for row in first.rows}) == 2:
+        y = [row["label"] for row in first.rows]
+        for n in first.components:
+            fpr, tpr, _ = roc_curve(y, [row[n] for row in first.rows])
+            ax.plot(fpr, tpr, lw=0.8, alpha=0.7, label=f"{n} ({first.component_metrics[n]['image_auroc']:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# -- several seeds and categories -> the papers' tables -------------------------------------------------
+METRIC_LABELS = {"image_auroc": "I-AUROC", "image_ap": "I-AP", "image_f1_max": "I-F1max",
+                 "pixel_auroc": "P-AUROC", "pixel_f1_max": "P-F1max", "pro": "PRO"}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=0))
+
+
+def summary_rows(runs: Sequence[EvalRun], component: str = "aggregate") -> list[dict]:
+    """Per category (and a final "mean" row): {metric: (mean, std)} over seeds, in percent."""
+    cats = list(dict.fromkeys(r.category for r in runs))
+    out = []
+    for c in cats:
+        rs = [r for r in runs if r.category == c]
+        row = {"category": c, "seeds": len(rs)}
+        for m in METRIC_NAMES:
+            vals = [(r.metrics if component == "aggregate" else r.component_metrics.get(component, {})).get(m,
+                    float("nan")) for r in rs]
+            row[m] = tuple(100 * x for x in _mean_std(vals))
+        out.append(row)
+    if len(out) > 1:
+        mean = {"category": "mean", "seeds": max(r["seeds"] for r in out)}
+        for m in METRIC_NAMES:
+            means = [r[m][0] for r in out if math.isfinite(r[m][0])]
+            stds = [r[m][1] for r in out if math.isfinite(r[m][1])]
+            mean[m] = (float(np.mean(means)) if means else float("nan"), float(np.mean(stds)) if stds else float("nan"))
+        out.append(mean)
+    return out
+
+
+def _fmt(ms: tuple[float, float], seeds: int) -> str:
+    m, s = ms
+    if not math.isfinite(m):
+        return "–"
+    return f"{m:.1f} ± {s:.1f}" if seeds > 1 else f"{m:.1f}"
+
+
+def write_summary(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str, Path]:
+    """table.md / table.csv (aggregate, mean ± std over seeds, %), components.md (image and pixel AUROC
+    per component), roc_<category>.png; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(runs)
+    heads = [METRIC_LABELS[m] for m in METRIC_NAMES]
+    md = []
+    if title:
+        md += [f"**{title}**", ""]
+    md += ["| category | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for r in rows:
+        md.append(f"| {r['category']} | " + " | ".join(_fmt(r[m], r["seeds"]) for m in METRIC_NAMES) + " |")
+    paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "components_md": out / "components.md"}
+    paths["table_md"].write_text("\n".join(md) + "\n")
+    with open(paths["table_csv"], "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["category", "seeds"] + [f"{m}_{k}" for m in METRIC_NAMES for k in ("mean", "std")])
+        for r in rows:
+            wr.writerow([r["category"], r["seeds"]] + [f"{x:.4f}" for m in METRIC_NAMES for x in r[m]])
+    comps = list(dict.fromkeys(n for r in runs for n in r.components))
+    cats = list(dict.fromkeys(r.category for r in runs))
+    cmd = ["Image AUROC / pixel AUROC (%) per component, mean over seeds", "",
+           "| component | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
+    for n in ["aggregate", *comps]:
+        cells = []
+        for c in cats:
+            rs = [r for r in runs if r.category == c]
+            get = (lambda r, m: r.metrics[m]) if n == "aggregate" else \
+                (lambda r, m: r.component_metrics.get(n, {}).get(m, float("nan")))
+            ia = _mean_std([get(r, "image_auroc") for r in rs])[0]
+            pa = _mean_std([get(r, "pixel_auroc") for r in rs])[0]
+            cells.append("–" if not math.isfinite(ia) else f"{100 * ia:.1f} / {100 * pa:.1f}")
+        cmd.append(f"| {n} | " + " | ".join(cells) + " |")
+    paths["components_md"].write_text("\n".join(cmd) + "\n")
+    for c in cats:
+        p = out / f"roc_{c}.png"
+        plot_roc([r for r in runs if r.category == c], p, title=c)
+        paths[f"roc_{c}"] = p
+    return paths

@@ -1,0 +1,142 @@
+"""`python -m fsad_core eval` end to end on a small synthetic set with the tiny profile, and the protocol."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from fsad_core import synth
+from fsad_core.evaluate import draw_protocol, load_split, summary_rows
+from fsad_core.metrics import METRIC_NAMES
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    synth.make_dataset(root, categories=("brick", "grass"), n_train=3, n_test_good=3, n_test_defect=4, size=96,
+                       seed=0)
+    return root
+
+
+def test_protocol_excludes_anomalous_shots_and_is_seeded(data):
+    split = load_split(data, "brick")
+    assert len(split.train) == 3 and len(split.test) == 7
+    p = draw_protocol(split, k=2, j=1, seed=0)
+    assert len(p.normal_shots) == 2 and len(p.anomalous_shots) == 1
+    assert p.anomalous_shots[0].mask_path and p.anomalous_shots[0].path not in {s.path for s in p.test}
+    assert len(p.test) == 6
+    assert draw_protocol(split, 2, 1, seed=0) == p
+    assert {draw_protocol(split, 1, 1, seed=s).anomalous_shots[0].path for s in range(8)} != {p.anomalous_shots[0].path}
+    small = draw_protocol(split, 1, 1, seed=0, max_test=3)
+    assert len(small.test) == 3 and {s.label for s in small.test} == {0, 1}
+    with pytest.raises(ValueError, match="training images"):
+        draw_protocol(split, 9, 1, seed=0)
+
+
+def test_eval_cli_single_run(data, tmp_path):
+    from fsad_core.__main__ import main
+
+    out = tmp_path / "ev"
+    rc = main(["eval", "--data", str(data), "--category", "brick", "--normal-shots", "1", "--anomalous-shots", "1",
+               "--seed", "0", "--out", str(out), "--profile", "tiny", "--precision", "fp32", "--max-test", "6"])
+    assert rc == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["aggregate"]) == set(METRIC_NAMES)
+    assert all(m["aggregate"][k] is None or 0 <= m["aggregate"][k] <= 1 for k in METRIC_NAMES)
+    comps = m["component_order"]
+    assert comps[:2] == ["text", "zero_shot"] and "anomalous@16" in comps
+    assert set(m["components"]) == set(comps)
+    assert m["weights"]["zero_shot"] == pytest.approx(1 / 3) and m["n_test"] == [3, 3]
+    assert "random weights" in m["model"]["note"]
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", *comps]
+    assert {r["defect_type"] for r in rows if r["label"] == "0"} == {"good"}
+    assert all(not r["path"].startswith("/") for r in rows)  # relative to --data
+    # the aggregate column is the weighted mean of the component columns (eq. 2 weights)
+    r = rows[0]
+    w = m["weights"]
+    expect = sum(w[c] * float(r[c]) for c in comps) / sum(w[c] for c in comps)
+    assert float(r["aggregate"]) == pytest.approx(expect, rel=1e-5)
+    assert (out / "roc.png").stat().st_size > 1000 and (out / "table.md").is_file()
+
+
+def test_eval_cli_seeds_categories_table_and_tuned(data, tmp_path):
+    from fsad_core.__main__ import main
+
+    out = tmp_path / "ev"
+    rc = main(["eval", "--data", str(data), "--category", "all", "--seed", "0", "--seed", "1", "--out", str(out),
+               "--profile", "tiny", "--precision", "fp32", "--max-test", "3", "--scales", "1,2",
+               "--weights", "tuned", "--tune-m", "2", "--tune-samples", "20"])
+    assert rc == 0
+    for cat in ("brick", "grass"):
+        for s in (0, 1):
+            m = json.loads((out / cat / f"seed{s}" / "metrics.json").read_text())
+            assert m["weights_mode"] == "tuned" and m["tuning"]["auroc_tuned"] >= m["tuning"]["auroc_default"]
+            assert sum(m["weights"].values()) == pytest.approx(1.0)
+        assert (out / f"roc_{cat}.png").is_file()
+    md = (out / "table.md").read_text()
+    assert "| brick |" in md and "| grass |" in md and "| mean |" in md and "±" in md
+    with open(out / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["category"] for r in rows] == ["brick", "grass", "mean"] and rows[0]["seeds"] == "2"
+    assert "normal@16" in (out / "components.md").read_text()
+
+
+def test_eval_cli_custom_weights_and_errors(data, tmp_path, capsys):
+    from fsad_core.__main__ import main
+
+    base = ["eval", "--data", str(data), "--category", "grass", "--out", str(tmp_path / "o"), "--profile", "tiny",
+            "--precision", "fp32", "--max-test", "2", "--scales", "1"]
+    assert main(base + ["--weights", "normal@16=1,zero_shot=1"]) == 0
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert m["weights"] == {"normal@16": 1.0, "zero_shot": 1.0}
+    assert main(base + ["--weights", "normal@99=1"]) == 2
+    assert "unknown components" in capsys.readouterr().err
+    assert main(["eval", "--data", str(tmp_path / "nope"), "--category", "x", "--out", str(tmp_path)]) == 2
+    assert "synth" in capsys.readouterr().err
+    assert main(base[:4] + ["wood"] + base[5:]) == 2
+    assert "brick, grass" in capsys.readouterr().err
+
+
+def test_visa_layout(data, tmp_path):
+    """VisA: images anywhere under ROOT, listed in split_csv/1cls.csv."""
+    root = tmp_path / "visa"
+    rows = []
+    for split, sub in (("train", "train/good"), ("test", "test/good"), ("test", "test/hole")):
+        for p in sorted((data / "brick" / sub).glob("*.png")):
+            rel = f"candle/Data/{split}_{p.parent.name}_{p.name}"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, root / rel)
+            mask = ""
+            if p.parent.name == "hole":
+                mask = f"candle/Data/Masks/{p.stem}.png"
+                (root / mask).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(data / "brick" / "ground_truth" / "hole" / f"{p.stem}_mask.png", root / mask)
+            rows.append({"object": "candle", "split": split, "label": "anomaly" if mask else "normal",
+                         "image": rel, "mask": mask})
+    (root / "split_csv").mkdir(parents=True)
+    with open(root / "split_csv" / "1cls.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["object", "split", "label", "image", "mask"])
+        w.writeheader()
+        w.writerows(rows)
+    split = load_split(root, "candle")
+    assert len(split.train) == 3 and sum(s.label for s in split.test) == 1
+    assert split.test[-1].defect_type == "anomaly" and split.test[-1].mask_path.endswith(".png")
+
+
+def test_summary_rows_mean_std():
+    from fsad_core.evaluate import EvalRun
+
+    def run(cat, seed, a):
+        m = {k: a for k in METRIC_NAMES}
+        return EvalRun(cat, seed, m, {}, [], [], {}, "default", {}, (1, 1), {})
+
+    rows = summary_rows([run("a", 0, 0.8), run("a", 1, 0.6), run("b", 0, 1.0)])
+    assert rows[0]["image_auroc"] == pytest.approx((70.0, 10.0))
+    assert rows[-1]["category"] == "mean" and rows[-1]["image_auroc"][0] == pytest.approx(85.0)
+    assert np.isnan(summary_rows([run("c", 0, float("nan"))])[0]["pro"][0])
