@@ -1,0 +1,278 @@
+"""The studio's glue without a browser: handlers on a real Store and the tiny engine / SAM.
+
+Handlers are plain functions `fn(ctx, ...) -> {output name: value}`; these tests call them the way
+the layout does and check what the user would see and what lands in the store.
+"""
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from ui import events, render
+from ui.context import StudioContext
+
+storage = pytest.importorskip("storage", reason="the storage package is needed for the studio's handlers")
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def backbone():
+    from fsad_core import EngineConfig
+    from fsad_core.models.clip import ClipBackbone
+
+    return ClipBackbone(EngineConfig(profile="tiny"))
+
+
+@pytest.fixture()
+def ctx(tmp_path, backbone):
+    store = storage.Store(tmp_path / "data")
+    return StudioContext(store, profile="tiny", banner="tiny", backbone=backbone, data_dir=tmp_path / "data")
+
+
+def texture(defect: bool = False, seed: int = 0, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = np.arange(size)[None, :].repeat(size, 0)
+    base = (128 + 40 * np.sin(x / 5.0) + rng.normal(0, 6, (size, size))).clip(0, 255)
+    img = np.stack([base, base * 0.9, base * 0.8], -1)
+    if defect:
+        img[40:60, 30:70] = 25
+    return img.astype(np.uint8)
+
+
+def png(tmp_path, name, img) -> str:
+    path = tmp_path / f"{name}.png"
+    Image.fromarray(img).save(path)
+    return str(path)
+
+
+def stroke_layer(size_hw, box) -> dict:
+    """An ImageEditor value with one painted layer (alpha > 0 inside box = (y0, y1, x0, x1))."""
+    layer = np.zeros(size_hw + (4,), np.uint8)
+    y0, y1, x0, x1 = box
+    layer[y0:y1, x0:x1] = (255, 40, 40, 153)
+    return {"background": None, "layers": [layer], "composite": None}
+
+
+def project_with_shots(ctx, tmp_path):
+    view = events.open_project(ctx, "line-3", "fabric")
+    pid = view["pid"]
+    events.add_normals(ctx, pid, [png(tmp_path, "n1", texture(seed=1)), png(tmp_path, "n2", texture(seed=2))])
+    out = events.add_anomalous(ctx, pid, [png(tmp_path, "a1", texture(True, seed=3))])
+    iid = out["anom_id"]
+    editor = stroke_layer((96, 96), (40, 60, 30, 70))
+    events.save_shot(ctx, pid, iid, editor, "scratch")
+    return pid, iid
+
+
+def run_score(ctx, pid, img, weights=None):
+    outs = list(events.score(ctx, pid, img, None, weights, 0.5, 0.5))
+    return outs
+
+
+# --- render --------------------------------------------------------------------------------------
+def test_render_maps_masks_and_clicks():
+    m = np.zeros((6, 6), bool)
+    m[1:5, 1:5] = True
+    b = render.boundary(m)
+    assert b.sum() == 12 and not b[2, 2]
+    img = np.full((6, 6, 3), 100, np.uint8)
+    assert (render.overlay(img, np.ones((6, 6), np.float32), 0.0) == img).all()
+    assert (render.overlay(img, np.ones((6, 6), np.float32), 1.0) == render.colormap_lut()[255]).all()
+    assert render.normalise(np.full((3, 3), 7.0)).max() == 0.0  # flat map: no division by zero
+    # layer alpha is the mask, never its RGB
+    layer = np.zeros((4, 4, 4), np.uint8)
+    layer[0, 0] = (0, 0, 0, 10)
+    layer[1, 1] = (255, 0, 0, 0)
+    assert render.layer_to_mask(layer).tolist()[0][0] and not render.layer_to_mask(layer)[1, 1]
+    # click coordinates map back from the enlarged view to image pixels
+    assert render.click_to_image((280, 100), (100, 200), side=400) == (140, 50)
+    assert render.click_to_image((9999, -5), (100, 200), side=400) == (199, 0)
+    # the editor shows the mask in its background and starts with no layer (see render.editor_value)
+    val = render.editor_value(texture(), m.repeat(16, 0).repeat(16, 1))
+    assert val["layers"] == [] and val["background"].shape == (96, 96, 3)
+    assert not (val["background"] == texture()).all()
+
+
+def test_aggregate_panel_threshold_draws_a_contour():
+    img = np.full((64, 64, 3), 128, np.uint8)
+    values = np.zeros((64, 64), np.float32)
+    values[20:40, 20:40] = 1.0
+    with_contour = render.aggregate_panel(img, values, 0.0, 0.5, max_side=64)
+    without = render.aggregate_panel(img, values, 0.0, None, max_side=64)
+    cyan = (with_contour == np.array(render.CONTOUR_RGB, np.uint8)).all(axis=2)
+    assert cyan.sum() > 40 and not (without == np.array(render.CONTOUR_RGB, np.uint8)).all(axis=2).any()
+    assert cyan[20, 30] and not cyan[30, 30]  # on the region's edge, not inside
+
+
+# --- project bar ---------------------------------------------------------------------------------
+def test_create_open_and_restore_project(ctx):
+    view = events.open_project(ctx, "bottles", "bottle")
+    pid = view["pid"]
+    assert view["class_name"] == "bottle" and "bottles" in view["project_status"]
+    again = events.open_project(ctx, "bottles", "")
+    assert again["pid"] == pid
+    events.open_project(ctx, "other", "cable")
+    # a page reload restores the browser's last project, else the newest
+    assert events.on_load(ctx, pid)["pid"] == pid
+    assert events.on_load(ctx, None)["project_name"] == "other"
+    events.set_class_name(ctx, pid, "wine bottle")
+    assert ctx.store.get_project(pid)["class_name"] == "wine bottle"
+    with pytest.raises(gr.Error, match="project name"):
+        events.open_project(ctx, "  ", "x")
+
+
+def test_shots_are_saved_and_reach_the_engine(ctx, tmp_path):
+    pid, iid = project_with_shots(ctx, tmp_path)
+    assert len(ctx.store.list_images(pid, role="normal")) == 2
+    mask = ctx.store.get_mask(iid)
+    assert mask is not None and mask[50, 50] and not mask[10, 10]
+    assert "scratch" in ctx.store.defect_types(pid)
+    engine = ctx.engine(pid)
+    kinds = sorted(s.kind for s in engine.shots)
+    assert kinds == ["anomalous", "normal", "normal"]
+    # a fresh process rebuilds the same engine from the store
+    ctx2 = StudioContext(ctx.store, profile="tiny", backbone=ctx._backbone)
+    assert sorted(s.kind for s in ctx2.engine(pid).shots) == kinds
+    # removing a normal image removes its shot
+    normal_id = ctx.store.list_images(pid, role="normal")[0]["id"]
+    events.remove_image(ctx, pid, normal_id)
+    assert sorted(s.kind for s in engine.shots) == ["anomalous", "normal"]
+
+
+def test_mask_edits_strokes_and_empty_save(ctx, tmp_path):
+    pid = events.open_project(ctx, "p", "fabric")["pid"]
+    out = events.add_anomalous(ctx, pid, [png(tmp_path, "a", texture(True))])
+    iid = out["anom_id"]
+    assert out["editor"]["layers"] == []
+    with pytest.raises(gr.Error, match="mask is empty"):
+        events.save_shot(ctx, pid, iid, {"background": None, "layers": [], "composite": None}, "hole")
+    assert ctx.store.get_mask(iid) is None or not np.asarray(ctx.store.get_mask(iid)).any()
+    res = events.commit_strokes(ctx, iid, stroke_layer((96, 96), (10, 30, 10, 30)), "add")
+    assert "400 px" in res["mask_status"]
+    res = events.commit_strokes(ctx, iid, stroke_layer((96, 96), (10, 20, 10, 30)), "remove")
+    assert "200 px" in res["mask_status"]
+    # save = kept mask + strokes not yet applied
+    events.save_shot(ctx, pid, iid, stroke_layer((96, 96), (50, 60, 50, 60)), "hole")
+    assert int(np.asarray(ctx.store.get_mask(iid)).sum()) == 300
+    assert ctx.store.list_images(pid, role="anomalous")[0]["defect_type"] == "hole"
+
+
+def test_sam_click_proposes_and_applies_a_mask(ctx, tmp_path):
+    pytest.importorskip("segment_anything")
+    pid = events.open_project(ctx, "sam", "fabric")["pid"]
+    out = events.add_anomalous(ctx, pid, [png(tmp_path, "a", texture(True))])
+    iid, prompts = out["anom_id"], out["sam_prompts"]
+    ctx.sam_jobs[prompts["sha"]].join(60)  # the background embedding started at upload
+    view_xy = (render.CLICK_SIDE * 50 / 96, render.CLICK_SIDE * 50 / 96)
+    res = events.sam_click(ctx, pid, iid, prompts, events.SAM_MODES[0], view_xy)
+    assert res["sam_prompts"]["points"] == [[50, 50, True]]
+    assert len(res["sam_proposals"]) >= 1 and "random weights" in res["sam_status"]
+    t0 = time.perf_counter()
+    again = events.sam_click(ctx, pid, iid, res["sam_prompts"], events.SAM_MODES[1], (10, 10))
+    assert time.perf_counter() - t0 < 5  # the embedding is reused: no encoder pass
+    applied = events.sam_apply(ctx, iid, again["sam_prompts"], None, "replace")
+    proposal = ctx.sam_proposals.get(iid)[0].mask
+    assert (ctx.mask_drafts.get(iid) == proposal).all()
+    assert applied["editor"]["layers"] == []
+
+
+# --- inspect -------------------------------------------------------------------------------------
+def test_score_is_progressive_and_sliders_reaggregate(ctx, tmp_path):
+    pid, _ = project_with_shots(ctx, tmp_path)
+    query = texture(True, seed=9)
+    outs = run_score(ctx, pid, query)
+    panels = [len(o["heatmaps"]) for o in outs if "heatmaps" in o]
+    assert panels[0] < panels[-1] and panels[-1] >= 10  # patch level first, then the window scales
+    final = outs[-1]
+    sha = final["query_sha"]
+    visible = [n for n in events.WEIGHT_NAMES if final[f"weight:{n}"].get("visible")]
+    assert {"text", "zero_shot", "normal@16", "anomalous@32"} <= set(visible)
+    assert not final["weight:personal"]["visible"]
+    first = events.reaggregate(ctx, pid, sha, events.initial_weights(), 0.5, 0.5)
+    only_normal = {n: (1.0 if n == "normal@16" else 0.0) for n in events.WEIGHT_NAMES}
+    t0 = time.perf_counter()
+    second = events.reaggregate(ctx, pid, sha, only_normal, 0.5, 0.5)
+    assert time.perf_counter() - t0 < 0.5
+    result = ctx.get_result(pid, sha).result
+    assert float(second["aggregate_score"]) == pytest.approx(result.components["normal@16"].score, abs=1e-4)
+    assert first["aggregate_score"] != second["aggregate_score"]
+    zero = events.reaggregate(ctx, pid, sha, {n: 0.0 for n in events.WEIGHT_NAMES}, 0.5, 0.5)
+    assert "every weight is 0" in zero["aggregate_score"]
+    runs = ctx.store.list_runs(pid)
+    assert any((r["kind"] if isinstance(r, dict) else r[1]) == "inspect" for r in runs)
+
+
+def test_presets_and_saved_presets(ctx, tmp_path):
+    pid, _ = project_with_shots(ctx, tmp_path)
+    sha = run_score(ctx, pid, texture(True, seed=5))[-1]["query_sha"]
+    out = events.apply_preset(ctx, pid, sha, "only zero_shot", 0.5, 0.0)
+    assert out["weight:zero_shot"]["value"] == 1.0 and out["weight:text"]["value"] == 0.0
+    comp = ctx.get_result(pid, sha).result.components["zero_shot"]
+    assert float(out["aggregate_score"]) == pytest.approx(comp.score, abs=1e-4)
+    eq = events.apply_preset(ctx, pid, sha, "equal", 0.5, 0.0)
+    assert eq["weight:text"]["value"] == eq["weight:normal@16"]["value"] > 0
+    mine = dict(events.initial_weights(), text=0.7)
+    saved = events.save_preset(ctx, pid, "mine", mine)
+    assert "saved: mine" in saved["preset"]["choices"]
+    back = events.apply_preset(ctx, pid, sha, "saved: mine", 0.5, 0.0)
+    assert back["weight:text"]["value"] == 0.7
+
+
+def test_tune_moves_sliders_and_undo_restores(ctx, tmp_path):
+    pytest.importorskip("fsad_core.tuning")
+    pid, _ = project_with_shots(ctx, tmp_path)
+    sha = run_score(ctx, pid, texture(True, seed=4))[-1]["query_sha"]
+    before = events.initial_weights()
+    out = events.tune(ctx, pid, sha, before, 0.5, 0.5)
+    tuned = {n: out[f"weight:{n}"]["value"] for n in events.WEIGHT_NAMES}
+    assert abs(sum(tuned.values()) - 1.0) < 0.01 and len(out["tune_chart"]) >= 3
+    assert "AUROC" in out["tune_status"] and out["undo_weights"] == before
+    undone = events.undo_tune(ctx, pid, sha, out["undo_weights"], 0.5, 0.5)
+    assert undone["weight:zero_shot"]["value"] == pytest.approx(before["zero_shot"], abs=1e-4)
+
+
+def test_errors_are_readable(ctx):
+    with pytest.raises(gr.Error, match="Open or create a project"):
+        list(events.score(ctx, None, texture(), None, None, 0.5, 0.5))
+    pid = events.open_project(ctx, "e", "x")["pid"]
+    with pytest.raises(gr.Error, match="query"):
+        list(events.score(ctx, pid, None, None, None, 0.5, 0.5))
+    with pytest.raises(gr.Error, match="not a readable image"):
+        events.add_query(ctx, pid, b"not an image")
+
+
+def test_sample_project_and_compare(ctx):
+    pytest.importorskip("fsad_core.synth")
+    view = events.load_sample(ctx)
+    pid = view["pid"]
+    assert len(ctx.store.list_images(pid, role="query")) >= 2 and view["normal_gallery"]
+    q = ctx.store.list_images(pid, role="query")
+    a = run_score(ctx, pid, None if False else ctx.store.read_image(q[0]["id"]))[-1]["query_sha"]
+    run_score(ctx, pid, ctx.store.read_image(q[1]["id"]))
+    choices = events.compare_choices(ctx, pid)
+    assert len(choices["cmp_query_a"]["choices"]) == 2
+    out = events.compare(ctx, pid, a, "aggregate", a, "text", events.initial_weights(), 0.5)
+    assert out["cmp_a"].shape == out["cmp_b"].shape and "text" in out["cmp_caption"]
+
+
+def test_layout_has_the_stable_element_ids(ctx):
+    from ui.studio import build_studio
+
+    demo = build_studio(ctx)
+    ids = {getattr(b, "elem_id", None) for b in demo.blocks.values()}
+    needed = {"project-name", "class-name", "normal-upload", "anomalous-upload", "mask-editor", "sam-click",
+              "defect-type", "save-shot", "query-upload", "score-button", "heatmaps", "aggregate-map",
+              "aggregate-score", "preset", "threshold", "models-tab", "tune-button", "batch-run",
+              "personalize-train", "personalize-run", "personalized-compare", "personalize-strength",
+              "pool-gallery", "weight-anomalous@32", "weight-text"}
+    assert needed <= ids, needed - ids
+    assert {f"weight-{n}" for n in events.WEIGHT_NAMES} <= ids
+    # every component that shows a mask or a heatmap is sent as PNG, never lossy WebP
+    for b in demo.blocks.values():
+        if getattr(b, "elem_id", None) in ("heatmaps", "aggregate-map", "sam-click", "mask-editor",
+                                           "query-upload", "personalized-compare", "compare-a"):
+            assert b.format == "png", b.elem_id

@@ -1,0 +1,1 @@
+"""The studio's Gradio UI: layout (studio.py), handlers (events.py), pixels (render.py)."""

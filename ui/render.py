@@ -1,0 +1,323 @@
+"""Pixels for the browser: heatmap colouring, overlays, contours, mask layers and panels.
+
+Pure numpy/Pillow functions (no gradio, no torch) so they are testable and fast. Everything the
+studio shows as a heatmap or a mask goes through here and leaves as uint8 RGB(A) arrays; the
+components that show them use ``format="png"`` so nothing is re-encoded lossily on the way.
+
+Conventions: images are uint8 (H, W, 3); maps are float32 (H, W), higher = more anomalous;
+masks are bool (H, W).
+"""
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+#: Longest side of the images sent to the browser. Maps stay at full resolution in the engine;
+#: the display copy is smaller so a slider move re-encodes a small PNG (the < 100 ms budget).
+PANEL_SIDE = 320
+AGGREGATE_SIDE = 512
+MIN_AGGREGATE_SIDE = 384  # small queries are enlarged to this so the contour stays readable
+CLICK_SIDE = 560  # the SAM click view: small images are enlarged so a click can be precise
+
+MASK_RGB = (255, 40, 40)
+CONTOUR_RGB = (0, 255, 255)
+
+
+@lru_cache(maxsize=4)
+def colormap_lut(name: str = "turbo") -> np.ndarray:
+    """A matplotlib colormap as a uint8 (256, 3) lookup table (computed once)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps[name]
+    return (np.asarray(cmap(np.linspace(0.0, 1.0, 256)))[:, :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def value_range(values: np.ndarray) -> tuple[float, float]:
+    """(lo, hi) of a map for display; a flat map gets a unit-wide range so nothing divides by 0."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        finite = values[np.isfinite(values)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi - lo < 1e-12:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def normalise(values: np.ndarray, vrange: tuple[float, float] | None = None) -> np.ndarray:
+    """float (H, W) -> float32 (H, W) in [0, 1] over `vrange` (default: the map's own min..max).
+
+    >>> normalise(np.array([[0.0, 2.0], [1.0, 4.0]])).tolist()
+    [[0.0, 0.5], [0.25, 1.0]]
+    """
+    lo, hi = vrange if vrange is not None else value_range(values)
+    out = (np.nan_to_num(values.astype(np.float32), nan=lo) - lo) / max(hi - lo, 1e-12)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def resize_image(img: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (h, w, 3), bilinear (area when shrinking)."""
+    if img.shape[:2] == tuple(size_hw):
+        return img
+    pil = Image.fromarray(img)
+    shrink = size_hw[0] < img.shape[0]
+    return np.asarray(pil.resize((size_hw[1], size_hw[0]), Image.BOX if shrink else Image.BILINEAR))
+
+
+def resize_map(values: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """float (H, W) -> float32 (h, w), bilinear (Pillow's 32-bit float mode, no quantisation)."""
+    if values.shape == tuple(size_hw):
+        return values.astype(np.float32, copy=False)
+    pil = Image.fromarray(values.astype(np.float32), mode="F")
+    return np.asarray(pil.resize((size_hw[1], size_hw[0]), Image.BILINEAR), dtype=np.float32)
+
+
+def display_size(size_hw: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """Fit (H, W) inside max_side, keeping the aspect ratio; never upscale."""
+    h, w = size_hw
+    s = min(1.0, max_side / max(h, w))
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def fit_size(size_hw: tuple[int, int], side: int) -> tuple[int, int]:
+    """(H, W) scaled so the longer side is exactly `side` (up or down), aspect kept."""
+    h, w = size_hw
+    s = side / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def click_view(img: np.ndarray, side: int = CLICK_SIDE) -> np.ndarray:
+    """The image as shown for SAM clicks (longer side = `side`); see `click_to_image`."""
+    return resize_image(img, fit_size(img.shape[:2], side))
+
+
+def click_to_image(xy: Sequence[float], size_hw: tuple[int, int], side: int = CLICK_SIDE) -> tuple[int, int]:
+    """A click in `click_view` pixels -> (x, y) in the image's own pixels, clamped inside it.
+
+    >>> click_to_image((280, 100), (100, 200), side=400)
+    (140, 50)
+    """
+    vh, vw = fit_size(size_hw, side)
+    h, w = size_hw
+    x = min(w - 1, max(0, int(float(xy[0]) * w / vw)))
+    y = min(h - 1, max(0, int(float(xy[1]) * h / vh)))
+    return x, y
+
+
+def colorize(unit: np.ndarray, cmap: str = "turbo") -> np.ndarray:
+    """float (H, W) in [0, 1] -> uint8 (H, W, 3) through a colormap."""
+    idx = np.clip(unit * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return colormap_lut(cmap)[idx]
+
+
+def overlay(img: np.ndarray, unit: np.ndarray, opacity: float = 0.5, cmap: str = "turbo") -> np.ndarray:
+    """Blend a [0, 1] map over an image: (1 - a) * img + a * cmap(map). Same (H, W) for both.
+
+    opacity 0 shows the image, 1 the bare heatmap. (Pillow's C blend: ~10x faster than numpy
+    float math, which matters on the slider path.)
+    """
+    a = float(np.clip(opacity, 0.0, 1.0))
+    if a <= 0.0:
+        return img.copy()
+    col = colorize(unit, cmap)
+    if a >= 1.0:
+        return col
+    return np.asarray(Image.blend(Image.fromarray(img), Image.fromarray(col), a))
+
+
+def boundary(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """bool (H, W) -> bool (H, W): the mask's inner boundary pixels, `thickness` px wide
+    (the mask minus its erosion by a (2 t + 1) square; outside the image counts as background).
+
+    >>> m = np.zeros((5, 5), bool); m[1:4, 1:4] = True
+    >>> boundary(m).astype(int)[2].tolist()
+    [0, 1, 0, 1, 0]
+    """
+    from PIL import ImageFilter
+
+    mask = np.asarray(mask, bool)
+    t = max(1, int(thickness))
+    padded = np.pad(mask, t, constant_values=False).astype(np.uint8) * 255
+    eroded = Image.fromarray(padded).filter(ImageFilter.MinFilter(2 * t + 1))
+    inner = np.asarray(eroded)[t:-t, t:-t] > 0
+    return mask & ~inner
+
+
+def draw_contour(img: np.ndarray, mask: np.ndarray, rgb=CONTOUR_RGB, thickness: int = 2) -> np.ndarray:
+    """Paint the boundary of `mask` onto a copy of `img` (uint8 H x W x 3)."""
+    out = img.copy()
+    out[boundary(mask, thickness)] = rgb
+    return out
+
+
+def tint_mask(img: np.ndarray, mask: np.ndarray, rgb=MASK_RGB, alpha: float = 0.45) -> np.ndarray:
+    """The image with `mask` tinted and outlined (for the SAM click view and shot thumbnails)."""
+    out = img.astype(np.float32)
+    m = np.asarray(mask, bool)
+    out[m] = out[m] * (1.0 - alpha) + np.asarray(rgb, np.float32) * alpha
+    out = (out + 0.5).astype(np.uint8)
+    return draw_contour(out, m, rgb, thickness=max(1, round(max(img.shape[:2]) / 256)))
+
+
+def draw_prompts(img: np.ndarray, points: Sequence[tuple[int, int, bool]] = (), box: Sequence[int] | None = None) -> np.ndarray:
+    """Mark SAM prompts on a copy of the image: green dots (add), red dots (remove), a yellow box."""
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    r = max(3, round(max(img.shape[:2]) / 90))
+    if box is not None:
+        x0, y0, x1, y1 = box
+        d.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=(255, 220, 0), width=max(1, r // 2))
+    for x, y, positive in points:
+        fill = (40, 220, 70) if positive else (240, 40, 40)
+        d.ellipse([x - r, y - r, x + r, y + r], fill=fill, outline=(255, 255, 255), width=max(1, r // 3))
+    return np.asarray(pil)
+
+
+def mask_to_layer(mask: np.ndarray, rgb=MASK_RGB, alpha: int = 255) -> np.ndarray:
+    """bool (H, W) -> uint8 (H, W, 4) editor layer: `rgb` with `alpha` where the mask is set, clear elsewhere."""
+    m = np.asarray(mask, bool)
+    layer = np.zeros(m.shape + (4,), np.uint8)
+    layer[m, :3] = rgb
+    layer[m, 3] = alpha
+    return layer
+
+
+def layer_to_mask(layer: np.ndarray | None, size_hw: tuple[int, int] | None = None) -> np.ndarray | None:
+    """An editor layer -> bool (H, W) from its alpha channel (never its RGB: see NOTES.md).
+
+    RGB/grey layers (no alpha) count any non-black pixel. With `size_hw` a layer of another size is
+    resized (nearest) to it, which happens when the editor's canvas differs from the image.
+    """
+    if layer is None:
+        return None
+    arr = np.asarray(layer)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        m = arr[..., 3] > 0
+    elif arr.ndim == 3:
+        m = arr.max(axis=2) > 0
+    else:
+        m = arr > 0
+    if size_hw is not None and m.shape != tuple(size_hw):
+        pil = Image.fromarray(m.astype(np.uint8) * 255).resize((size_hw[1], size_hw[0]), Image.NEAREST)
+        m = np.asarray(pil) > 127
+    return m
+
+
+def editor_value(img: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """The gr.ImageEditor value for an image whose current mask is `mask`.
+
+    The mask is drawn into the *background* (tinted and outlined) and the editable layer starts
+    empty: Gradio 6.31's editor keeps server-sent layers in its value but does not draw them, so a
+    mask sent as a layer would be invisible and lost at the first brush stroke. The studio keeps the
+    mask on the server and reads only the user's new strokes from the layer (`editor_mask`).
+    """
+    shown = tint_mask(img, mask) if mask is not None and np.asarray(mask).any() else img
+    return {"background": shown, "layers": [], "composite": None}
+
+
+def editor_mask(value, size_hw: tuple[int, int]) -> np.ndarray:
+    """The strokes painted in a gr.ImageEditor value: union of its layers' alpha, bool (H, W)."""
+    mask = np.zeros(size_hw, bool)
+    if not value:
+        return mask
+    for layer in value.get("layers") or []:
+        m = layer_to_mask(layer, size_hw)
+        if m is not None:
+            mask |= m
+    return mask
+
+
+def heat_panel(img: np.ndarray, values: np.ndarray, opacity: float, max_side: int = PANEL_SIDE,
+               vrange: tuple[float, float] | None = None, cmap: str = "turbo") -> np.ndarray:
+    """A component panel: the query with its map overlaid, at display size (uint8 h x w x 3).
+
+    `img` and `values` may have different sizes (the map is resized to the display size).
+    """
+    hw = display_size(img.shape[:2], max_side)
+    small = resize_image(img, hw)
+    unit = normalise(resize_map(values, hw), vrange or value_range(values))
+    return overlay(small, unit, opacity, cmap)
+
+
+def aggregate_panel(img: np.ndarray, values: np.ndarray, opacity: float, threshold: float | None,
+                    max_side: int = AGGREGATE_SIDE, cmap: str = "turbo") -> np.ndarray:
+    """The aggregate view: overlay plus the contour of {map >= threshold}, threshold in [0, 1] of
+    the map's display range (None, <= 0 or >= 1 draws no contour). The longer side is the query's,
+    clamped to [MIN_AGGREGATE_SIDE, max_side]."""
+    side = min(max_side, max(MIN_AGGREGATE_SIDE, max(img.shape[:2])))
+    hw = fit_size(img.shape[:2], side)
+    small = resize_image(img, hw)
+    unit = normalise(resize_map(values, hw), value_range(values))
+    out = overlay(small, unit, opacity, cmap)
+    if threshold is not None and 0.0 < threshold < 1.0:
+        out = draw_contour(out, unit >= threshold, thickness=max(1, round(max(hw) / 200)))
+    return out
+
+
+def side_by_side(images: Iterable[np.ndarray], gap: int = 6, max_side: int = PANEL_SIDE) -> np.ndarray:
+    """Images resized to a common height and placed left to right on white (uint8 H x W x 3)."""
+    imgs = [np.asarray(i) for i in images]
+    if not imgs:
+        raise ValueError("side_by_side needs at least one image")
+    h = min(max_side, max(i.shape[0] for i in imgs))
+    row = []
+    for i in imgs:
+        if i.ndim == 2:
+            i = np.repeat(i[..., None], 3, axis=2)
+        w = max(1, round(i.shape[1] * h / i.shape[0]))
+        row.append(resize_image(i[..., :3], (h, w)))
+    width = sum(r.shape[1] for r in row) + gap * (len(row) - 1)
+    out = np.full((h, width, 3), 255, np.uint8)
+    x = 0
+    for r in row:
+        out[:, x:x + r.shape[1]] = r
+        x += r.shape[1] + gap
+    return out
+
+
+def difference_image(a: np.ndarray, b: np.ndarray, cmap: str = "inferno") -> np.ndarray:
+    """|a - b| (mean over RGB) as a colour heatmap at a's size, uint8 (H, W, 3)."""
+    b = resize_image(b, a.shape[:2])
+    diff = np.abs(a.astype(np.float32) - b.astype(np.float32)).mean(axis=2)
+    return colorize(normalise(diff), cmap)
+
+
+def thumbnail(img: np.ndarray, max_side: int = 160) -> np.ndarray:
+    return resize_image(img, display_size(img.shape[:2], max_side))
+
+
+class PngCache:
+    """Arrays -> PNG files written with zlib level 1, handed to Gradio as paths.
+
+    Gradio encodes numpy outputs as PNG at zlib level 6 (~4x slower on heatmaps, where most of a
+    slider round trip goes); a path is served as it is. Lossless either way. Keeps the newest
+    `keep` files and deletes older ones.
+    """
+
+    def __init__(self, keep: int = 600):
+        import collections
+        import itertools
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="fsad-ui-png-"))
+        self.keep = keep
+        self._files: "collections.deque[Path]" = collections.deque()
+        self._n = itertools.count()
+        self._lock = threading.Lock()
+
+    def __call__(self, arr: np.ndarray, name: str = "img") -> str:
+        with self._lock:
+            path = self.dir / f"{name}-{next(self._n)}.png"
+        Image.fromarray(np.ascontiguousarray(arr)).save(path, format="png", compress_level=1)
+        with self._lock:
+            self._files.append(path)
+            while len(self._files) > self.keep:
+                self._files.popleft().unlink(missing_ok=True)
+        return str(path)
+
+
+png_file = PngCache()
