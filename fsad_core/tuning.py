@@ -179,12 +179,14 @@ def _shot_image(engine, shot, images: Mapping[str, object] | None):
 
 
 def validation_set(engine, m: int = 10, seed: int = 0, images: Mapping[str, object] | None = None,
-                   holdout: str = "auto", progress: ProgressFn | None = None) -> ValidationSet:
+                   holdout: str = "auto", progress: ProgressFn | None = None,
+                   require_anomalous: bool = True) -> ValidationSet:
     """Augment every shot m times and score the copies with every component.
 
     holdout: "auto" = leave-one-shot-out for each kind with >= 2 shots (see the module docstring);
     "none" = score every copy against all shots (self-matches; for measuring their effect).
     Uses a second Engine on the same backbone, so the caller's engine is never modified.
+    require_anomalous=False allows normal shots only (all labels 0; for thresholds, not for tuning).
     """
     from .augment import augment_shot
     from .engine import Engine
@@ -194,7 +196,7 @@ def validation_set(engine, m: int = 10, seed: int = 0, images: Mapping[str, obje
         raise ValueError(f"holdout must be 'auto' or 'none', got {holdout!r}")
     shots = list(engine.shots)
     kinds = {k: [s for s in shots if s.kind == k] for k in ("normal", "anomalous")}
-    if not kinds["anomalous"]:
+    if not kinds["anomalous"] and require_anomalous:
         raise ValueError("weight tuning needs an anomalous shot with its defect mask: add one first")
     if not kinds["normal"]:
         raise ValueError("weight tuning needs at least one normal shot (used as the validation negatives): add one")

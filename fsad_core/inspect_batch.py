@@ -1,0 +1,278 @@
+"""Batch inspection of a folder of unlabelled images: scores, verdicts, overlays, an HTML report.
+
+Resumable: every scored image is appended to `DIR/results.jsonl` and flushed at once, so after a crash
+(or Ctrl-C) the next run with the same output folder skips what is already there. `DIR/run.json`
+records what the scores depend on (model, shots, class name, weights); resuming with different
+settings is refused, since mixing two runs' scores in one ranking would be wrong: pass
+`restart=True` (CLI `--restart`) to start over. The threshold is not part of that signature: verdicts
+are re-derived from the stored scores whenever the CSV and HTML are written.
+
+Outputs in DIR:
+    results.jsonl   one JSON object per image (path, score, components, overlay, error)
+    scores.csv      path, score, verdict, one column per component (most anomalous first)
+    overlays/*.png  the aggregate map over each image
+    report.html     self-contained (thumbnails inlined as data URIs), sortable by score
+    run.json        settings and the threshold used
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .evaluate import IMAGE_EXTS
+
+__all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "read_results"]
+
+
+def list_images(folder, recursive: bool = True) -> list[Path]:
+    """Image files under `folder` (by extension), sorted; hidden files and our own outputs excluded."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"input folder {str(folder)!r} does not exist")
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    n_images: int
+    n_scored: int  # scored in this call
+    n_resumed: int  # already in results.jsonl, skipped
+    n_failed: int  # unreadable images (recorded with their error; retried on the next run)
+    n_anomalous: int  # verdict "anomalous" at the threshold
+    threshold: float
+    threshold_source: str  # "given" | "validation F1-max" | "normal copies max"
+    out_dir: str
+    csv_path: str
+    html_path: str
+    seconds: float
+
+
+def read_results(out_dir) -> list[dict]:
+    """Records of results.jsonl; a torn last line (crash mid-write) is ignored."""
+    p = Path(out_dir) / "results.jsonl"
+    out = []
+    if p.is_file():
+        for line in p.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[str, object] | None = None,
+                   m: int = 5, seed: int = 0) -> tuple[float, str]:
+    """A threshold from augmented copies of the shots (see `fsad_core.tuning.validation_set`).
+
+    With normal and anomalous shots: the aggregate-score threshold with the best F1 on the copies.
+    With normal shots only: just above the highest aggregate score of a normal copy.
+    """
+    from .aggregate import default_weights
+    from .tuning import validation_set
+
+    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False)
+    w = default_weights(vs.names) if weights is None else {k: float(v) for k, v in weights.items()}
+    wv = np.array([w.get(n, 0.0) for n in vs.names])
+    if wv.sum() <= 0:
+        raise ValueError("the weights give no positive weight to any component of these shots")
+    agg = vs.scores @ (wv / wv.sum())
+    y = vs.labels.astype(bool)
+    if y.any() and (~y).any():
+        from sklearn.metrics import precision_recall_curve
+
+        p, r, t = precision_recall_curve(y, agg)
+        f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)[:-1]
+        k = int(np.argmax(f1))
+        below = agg[agg < t[k]]
+        # halfway between the chosen score and the next lower one: a margin both ways
+        thr = float((t[k] + below.max()) / 2) if below.size else float(t[k])
+        return thr, "validation F1-max"
+    return float(np.nextafter(agg.max(), np.inf)), "normal copies max"
+
+
+def _signature(engine, weights: Mapping[str, float] | None) -> dict:
+    bb = getattr(engine, "backbone", None)
+    return {
+        "model": getattr(bb, "model_id", "?"), "profile": engine.config.profile,
+        "precision": getattr(bb, "precision_name", "?"), "scales": list(engine.config.scales),
+        "class_name": engine.class_name,
+        "shots": sorted(f"{s.kind}:{s.id}" for s in engine.shots),
+        "mask_hashes": sorted(_mask_hash(s.mask) for s in engine.shots if s.mask is not None),
+        "weights": None if weights is None else {k: float(v) for k, v in sorted(weights.items())},
+    }
+
+
+def _mask_hash(mask) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.packbits(np.asarray(mask, bool)).tobytes()).hexdigest()[:16]
+
+
+def _safe_name(rel: str) -> str:
+    return rel.replace("/", "__").replace("\\", "__")
+
+
+def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = None,
+              threshold: float | str = "auto", overlays: bool = True, restart: bool = False,
+              images: Mapping[str, object] | None = None, files: Sequence[Path] | None = None,
+              progress: Callable[[int, int, str], None] | None = None) -> BatchSummary:
+    """Score every image under `input_dir` with `engine`'s shots; write DIR's outputs (module docstring).
+
+    weights: aggregation weights (None = the paper's eq. 2); threshold: a number or "auto"
+    (`auto_threshold`; needs the shots' pixels in `images` when the engine does not keep them).
+    progress(done, total, path) after each image. Returns a BatchSummary.
+    """
+    from .images import to_rgb_array
+    from .overlay import overlay
+
+    t0 = time.perf_counter()
+    input_dir, out = Path(input_dir), Path(out_dir)
+    paths = list(files) if files is not None else list_images(input_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(exist_ok=True)
+    sig = _signature(engine, weights)
+    run_json = out / "run.json"
+    if restart:
+        for p in (out / "results.jsonl", run_json):
+            p.unlink(missing_ok=True)
+    elif run_json.is_file():
+        old = json.loads(run_json.read_text()).get("signature")
+        if old is not None and old != sig:
+            changed = [k for k in sig if old.get(k) != sig[k]]
+            raise ValueError(f"{str(out)!r} holds a batch run with different settings ({', '.join(changed)}); "
+                             "use another output folder, or --restart to discard it")
+    if isinstance(threshold, str):
+        if threshold != "auto":
+            raise ValueError(f"threshold must be a number or 'auto', got {threshold!r}")
+        old_meta = json.loads(run_json.read_text()) if run_json.is_file() else {}
+        if old_meta.get("threshold_source", "given") != "given" and "threshold" in old_meta:
+            thr, source = float(old_meta["threshold"]), old_meta["threshold_source"]  # resume: same threshold
+        else:
+            thr, source = auto_threshold(engine, weights, images=images)
+    else:
+        thr, source = float(threshold), "given"
+    run_json.write_text(json.dumps({"signature": sig, "threshold": thr, "threshold_source": source,
+                                    "input": str(input_dir)}, indent=2))
+    done = {r["path"] for r in read_results(out) if not r.get("error")}
+    n_resumed = n_scored = n_failed = 0
+    total = len(paths)
+    jsonl = out / "results.jsonl"
+    with open(jsonl, "a") as log:
+        if log.tell() > 0 and not jsonl.read_bytes().endswith(b"\n"):
+            log.write("\n")  # end a line torn by a crash, so the next record starts clean
+        for i, p in enumerate(paths):
+            rel = p.relative_to(input_dir).as_posix() if p.is_relative_to(input_dir) else str(p)
+            if rel in done:
+                n_resumed += 1
+            else:
+                rec: dict = {"path": rel}
+                try:
+                    rgb = to_rgb_array(p)
+                    result = engine.score(rgb)
+                    agg = result.aggregate(weights)
+                    rec.update(score=float(agg.score), size=list(result.size_hw),
+                               components={k: float(v.score) for k, v in result.components.items()})
+                    if overlays:
+                        name = f"overlays/{_safe_name(rel)}.png"
+                        from PIL import Image
+
+                        Image.fromarray(overlay(rgb, agg.map)).save(out / name)
+                        rec["overlay"] = name
+                    n_scored += 1
+                except ValueError as exc:  # ImageError is a ValueError: record it and go on
+                    rec["error"] = str(exc)
+                    n_failed += 1
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+            if progress is not None:
+                progress(i + 1, total, rel)
+    csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, source)
+    return BatchSummary(n_images=total, n_scored=n_scored, n_resumed=n_resumed, n_failed=n_failed,
+                        n_anomalous=n_anom, threshold=thr, threshold_source=source, out_dir=str(out),
+                        csv_path=str(csv_path), html_path=str(html_path), seconds=time.perf_counter() - t0)
+
+
+def _latest(records: list[dict]) -> list[dict]:
+    """One record per path, the last written (a retried failure replaces its error)."""
+    by = {}
+    for r in records:
+        by[r["path"]] = r
+    return list(by.values())
+
+
+def _thumb(path: Path, side: int = 160) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((side, side))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    except (OSError, ValueError):
+        return ""
+
+
+def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = "given") -> tuple[Path, Path, int]:
+    """scores.csv and report.html from results.jsonl at `threshold`; returns (csv, html, n_anomalous)."""
+    out, input_dir = Path(out_dir), Path(input_dir)
+    recs = _latest(read_results(out))
+    ok = sorted((r for r in recs if "score" in r), key=lambda r: -r["score"])
+    bad = [r for r in recs if "score" not in r]
+    comps = list(dict.fromkeys(k for r in ok for k in r["components"]))
+    csv_path = out / "scores.csv"
+    with open(csv_path, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["path", "score", "verdict", *comps, "error"])
+        for r in ok:
+            wr.writerow([r["path"], f"{r['score']:.6f}", "anomalous" if r["score"] >= threshold else "normal",
+                         *[f"{r['components'].get(c, float('nan')):.6f}" for c in comps], ""])
+        for r in bad:
+            wr.writerow([r["path"], "", "error", *[""] * len(comps), r.get("error", "")])
+    n_anom = sum(r["score"] >= threshold for r in ok)
+    rows = []
+    for k, r in enumerate(ok):
+        verdict = "anomalous" if r["score"] >= threshold else "normal"
+        img = _thumb(input_dir / r["path"])
+        ov = _thumb(out / r["overlay"]) if r.get("overlay") else ""
+        top = max(r["components"].items(), key=lambda kv: kv[1])[0] if r["components"] else ""
+        rows.append(
+            f'<tr class="{verdict}" data-score="{r["score"]:.6f}"><td>{k + 1}</td>'
+            f'<td>{html.escape(r["path"])}</td><td>{r["score"]:.4f}</td><td class="v">{verdict}</td>'
+            f'<td>{html.escape(top)}</td><td><img src="{img}" alt=""></td><td><img src="{ov}" alt=""></td></tr>')
+    for r in bad:
+        rows.append(f'<tr class="error"><td></td><td>{html.escape(r["path"])}</td><td></td><td class="v">error</td>'
+                    f'<td colspan="3">{html.escape(r.get("error", ""))}</td></tr>')
+    doc = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>fsad-studio batch inspection</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; }}
+tr.anomalous td.v {{ color: #b00; font-weight: bold; }} tr.normal td.v {{ color: #070; }}
+tr.error td.v {{ color: #a60; }} img {{ max-height: 120px; }}
+</style></head><body>
+<h1>Batch inspection</h1>
+<p>{len(ok)} images scored, <b>{n_anom}</b> anomalous at threshold {threshold:.4f} ({html.escape(threshold_source)}),
+{len(bad)} unreadable. Input: {html.escape(str(input_dir))}. Most anomalous first; heatmap colours are scaled per image.</p>
+<table><thead><tr><th>#</th><th>image</th><th>score</th><th>verdict</th><th>top component</th><th>image</th>
+<th>aggregate map</th></tr></thead><tbody>
+{chr(10).join(rows)}
+</tbody></table></body></html>
+"""
+    html_path = out / "report.html"
+    html_path.write_text(doc)
+    return csv_path, html_path, int(n_anom)

@@ -1,0 +1,140 @@
+"""Batch inspection: outputs, verdicts, resume after a crash, and the CLI."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fsad_core import synth
+from fsad_core.inspect_batch import list_images, read_results, run_batch
+
+
+@pytest.fixture(scope="module")
+def project():
+    return synth.sample_project(seed=0, size=96)
+
+
+@pytest.fixture
+def folder(tmp_path, project):
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    for i, q in enumerate(project.queries):
+        Image.fromarray(q).save(d / ("sub" if i % 2 else ".") / f"q{i}.png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def _engine(tiny_engine, project, anomalous=True):
+    images = {}
+    tiny_engine.set_class_name(project.class_name)
+    for n in project.normals[:2]:
+        images[tiny_engine.add_shot(n, kind="normal")] = n
+    if anomalous:
+        img, m, t = project.anomalous[0]
+        images[tiny_engine.add_shot(img, kind="anomalous", mask=m, defect_type=t)] = img
+    return tiny_engine, images
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_batch_outputs_and_verdicts(tiny_engine, project, folder, tmp_path):
+    engine, images = _engine(tiny_engine, project)
+    out = tmp_path / "out"
+    s = run_batch(engine, folder, out, threshold="auto", images=images)
+    assert (s.n_images, s.n_scored, s.n_resumed, s.n_failed) == (6, 6, 0, 0)
+    assert s.threshold_source == "validation F1-max" and np.isfinite(s.threshold)
+    rows = _rows(out / "scores.csv")
+    assert len(rows) == 6 and {r["path"] for r in rows} == {p.relative_to(folder).as_posix() for p in list_images(folder)}
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert all((r["verdict"] == "anomalous") == (float(r["score"]) >= s.threshold) for r in rows)
+    assert sum(r["verdict"] == "anomalous" for r in rows) == s.n_anomalous
+    assert "normal@16" in rows[0] and "zero_shot" in rows[0]
+    assert len(list((out / "overlays").glob("*.png"))) == 6
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/jpeg;base64,") == 12 and "http" not in html
+    # a given threshold re-derives the verdicts from the stored scores without rescoring
+    s2 = run_batch(engine, folder, out, threshold=-1e9)
+    assert s2.n_scored == 0 and s2.n_resumed == 6 and s2.n_anomalous == 6
+
+
+def test_batch_resumes_after_crash(tiny_engine, project, folder, tmp_path):
+    engine, images = _engine(tiny_engine, project)
+    out = tmp_path / "out"
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(done, total, path):
+        if done == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_batch(engine, folder, out, threshold=0.5, progress=crash_after_two, overlays=False)
+    assert len(read_results(out)) == 2
+    with open(out / "results.jsonl", "a") as f:
+        f.write('{"path": "torn')  # a write cut by the crash
+    calls = []
+    s = run_batch(engine, folder, out, threshold=0.5, overlays=False, progress=lambda d, t, p: calls.append(p))
+    assert (s.n_resumed, s.n_scored) == (2, 4) and len(calls) == 6
+    rows = _rows(out / "scores.csv")
+    assert len(rows) == 6 and len({r["path"] for r in rows}) == 6
+
+
+def test_batch_refuses_mixed_settings_and_restarts(tiny_engine, project, folder, tmp_path):
+    engine, images = _engine(tiny_engine, project)
+    out = tmp_path / "out"
+    run_batch(engine, folder, out, threshold=0.5, overlays=False, files=list_images(folder)[:1])
+    with pytest.raises(ValueError, match="weights.*--restart"):
+        run_batch(engine, folder, out, weights={"text": 1.0}, threshold=0.5, overlays=False)
+    s = run_batch(engine, folder, out, weights={"text": 1.0}, threshold=0.5, overlays=False, restart=True)
+    assert s.n_resumed == 0 and s.n_scored == 6
+
+
+def test_unreadable_image_is_recorded_and_retried(tiny_engine, project, folder, tmp_path):
+    engine, images = _engine(tiny_engine, project)
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+    s = run_batch(engine, folder, out, threshold=0.5, overlays=False)
+    assert s.n_failed == 1 and s.n_scored == 6
+    err = [r for r in _rows(out / "scores.csv") if r["verdict"] == "error"]
+    assert err[0]["path"] == "broken.png" and "not a readable image" in err[0]["error"]
+    Image.fromarray(project.queries[0]).save(folder / "broken.png")  # fixed
+    s = run_batch(engine, folder, out, threshold=0.5, overlays=False)
+    assert (s.n_scored, s.n_failed, s.n_resumed) == (1, 0, 6)
+    assert not any(r["verdict"] == "error" for r in _rows(out / "scores.csv"))
+
+
+def test_auto_threshold_with_normal_shots_only(tiny_engine, project, folder, tmp_path):
+    engine, images = _engine(tiny_engine, project, anomalous=False)
+    s = run_batch(engine, folder, tmp_path / "o", images=images, overlays=False,
+                  files=list_images(folder)[:2])
+    assert s.threshold_source == "normal copies max"
+    meta = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert meta["threshold"] == s.threshold
+
+
+def test_inspect_cli_with_shot_files_and_resume(project, folder, tmp_path, capsys):
+    from fsad_core.__main__ import main
+
+    paths = {}
+    for name, arr in (("n0", project.normals[0]), ("n1", project.normals[1]), ("a", project.anomalous[0][0]),
+                      ("m", project.anomalous[0][1].astype(np.uint8) * 255)):
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(arr).save(paths[name])
+    args = ["inspect", "--normal", str(paths["n0"]), "--normal", str(paths["n1"]), "--anomalous", str(paths["a"]),
+            "--mask", str(paths["m"]), "--class-name", "brick", "--input", str(folder), "--out", str(tmp_path / "o"),
+            "--profile", "tiny", "--precision", "fp32", "--scales", "1,2"]
+    assert main(args) == 0
+    assert "6 scored, 0 already done" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "0 scored, 6 already done" in capsys.readouterr().out
+    assert (tmp_path / "o" / "report.html").is_file()
+    assert main(args[:1] + ["--input", str(folder), "--out", str(tmp_path / "x"), "--profile", "tiny"]) == 2
+    assert "--project NAME" in capsys.readouterr().err
