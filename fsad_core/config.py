@@ -18,6 +18,8 @@ class EngineConfig:
     temperature: softmax temperature of the zero-shot text scores (WinCLIP / anomalib: 0.07).
     mask_coverage: fraction of a window the defect mask must cover for the window to join the
         anomalous memory (each connected defect region also contributes its best-covered window).
+    pool_in_normal_memory: add the generated anomaly-free pool (One-to-Normal, `Engine.set_pool`) to the
+        normal memory of the WinCLIP components (the paper's "generated samples improve other methods").
     cache_dir: weights cache (default $FSAD_CACHE_DIR or ~/.cache/fsad-studio).
     encoding_cache_mb: bound on cached image encodings held in memory.
     """
@@ -30,6 +32,7 @@ class EngineConfig:
     device: str = "auto"
     temperature: float = 0.07
     mask_coverage: float = 0.5
+    pool_in_normal_memory: bool = False
     cache_dir: str | None = None
     encoding_cache_mb: int = 512
 

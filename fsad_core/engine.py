@@ -71,6 +71,7 @@ class Engine:
         self.class_name = "object"
         self._shots: OrderedDict[str, Shot] = OrderedDict()
         self._shot_features: dict[str, Features] = {}
+        self._pool: dict[str, Features] = {}  # generated normal images (One-to-Normal pool)
         self._cache: OrderedDict[str, Features] = OrderedDict()  # query features, LRU by bytes
         self._banks: dict[str, dict[int, torch.Tensor]] | None = None
         self._lock = threading.RLock()
@@ -191,6 +192,27 @@ class Engine:
             for sid in list(self._shots):
                 self.remove_shot(sid)
 
+    def set_pool(self, images) -> int:
+        """Replace the generated anomaly-free pool. Its images join the normal memory only when
+        `config.pool_in_normal_memory` is on (off by default; measurable in eval). Returns the pool size."""
+        feats = {}
+        for img in images:
+            rgb = to_rgb_array(img)
+            sha = sha256_of_array(rgb)
+            f = self._pool.get(sha) or self._features(rgb, sha, pin=True)
+            for s in self.scales:
+                self._scale_features(f, s)
+            feats[sha] = f
+        with self._lock:
+            self._pool = feats
+            self._banks = None
+        return len(feats)
+
+    def set_pool_in_normal_memory(self, on: bool) -> None:
+        with self._lock:
+            self.config = self.config.replace(pool_in_normal_memory=bool(on))
+            self._banks = None
+
     # -- memories -----------------------------------------------------------------------------------
     def banks(self) -> dict[str, dict[int, torch.Tensor]]:
         """{'normal': {scale: (M, D)}, 'anomalous': {scale: (M, D)}}, L2-normalised; empty banks omitted."""
@@ -209,6 +231,10 @@ class Engine:
                         bad, clean = select_windows(shot.mask, self.backbone.grid, s, self.config.mask_coverage)
                         anomalous[s].append(f[torch.from_numpy(bad)])
                         normal[s].append(f[torch.from_numpy(clean)])
+            if self.config.pool_in_normal_memory:
+                for feats in self._pool.values():
+                    for s in self.scales:
+                        normal[s].append(self._scale_features(feats, s))
             banks = {
                 "normal": {s: normalize(torch.cat(v)) for s, v in normal.items() if v and sum(len(t) for t in v)},
                 "anomalous": {s: normalize(torch.cat(v)) for s, v in anomalous.items() if v and sum(len(t) for t in v)},

@@ -240,3 +240,14 @@ def test_truncated_text_context_equals_open_clip_encode_text(tiny_backbone):
     with torch.no_grad():
         ref = torch.nn.functional.normalize(tiny_backbone.model.encode_text(tiny_backbone._tokenizer(prompts)), dim=-1)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_generated_pool_joins_normal_memory_only_when_switched_on(tiny_engine, images):
+    tiny_engine.add_shot(images["normal"], kind="normal")
+    before = tiny_engine.score(images["query"]).components["normal@16"].score
+    assert tiny_engine.set_pool([images["query"]]) == 1
+    assert tiny_engine.banks()["normal"][1].shape[0] == 225  # off by default: pool not in memory
+    tiny_engine.set_pool_in_normal_memory(True)
+    assert tiny_engine.banks()["normal"][1].shape[0] == 450
+    after = tiny_engine.score(images["query"]).components["normal@16"].score
+    assert after == pytest.approx(0.0, abs=1e-6) and before > 0.0  # the query is now "seen"
