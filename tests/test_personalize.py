@@ -275,3 +275,14 @@ def test_standard_model_missing_raises_a_teaching_error(tmp_path):
 
     with pytest.raises(ModelUnavailableError, match="taesd"):
         load_tiny_vae("standard", torch.float32, tmp_path)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import fsad_core.models.diffusion as diffusion
+    import fsad_core.personalize as personalize
+
+    for mod in (personalize, diffusion):
+        res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+        assert res.failed == 0 and res.attempted > 0
