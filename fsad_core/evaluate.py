@@ -346,7 +346,7 @@ def plot_roc(runs: Sequence[EvalRun], path, title: str = "") -> None:
         y = [row["label"] for row in first.rows]
         for n in first.components:
             fpr, tpr, _ = roc_curve(y, [row[n] for row in first.rows])
-            ax.plot(fpr, tpr, lw=0.8, alpha=0.7, label=f"{n} ({first.component_metrics[n]['image_auroc']:.3f})")
+            ax.plot(fpr, tpr, lw=0.8, alpha=0.7, label=f"{n} s{first.seed} ({first.component_metrics[n]['image_auroc']:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01), title=title)
     ax.legend(fontsize=6, loc="lower right")

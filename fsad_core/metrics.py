@@ -193,7 +193,7 @@ def pixel_curves(masks, maps, with_pro: bool = True, exact_limit: int = EXACT_LI
         tp, fp = tp[keep], fp[keep]
         pro = pro[keep] if pro is not None else None
     else:
-        order = np.argsort(-s, kind="mergesort")
+        order = np.argsort(-s)  # quicksort: order within ties is irrelevant, runs are collapsed below
         ss = s[order]
         # last index of each run of tied scores: thresholds sit between distinct values
         last = np.r_[np.nonzero(np.diff(ss))[0], ss.size - 1] if ss.size else np.zeros(0, np.int64)

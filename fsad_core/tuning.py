@@ -87,8 +87,8 @@ def monte_carlo(scores, labels, n_samples: int = 100, distribution: str = "unifo
     ties, and among equal-AUROC draws the one closest (L1) to it wins, so the returned AUROC is never
     below the default's. Returns `(weights, auroc)`: weights (n_components,) >= 0 summing to 1.
 
-    >>> s = np.array([[0.1, 0.5], [0.2, 0.4], [0.9, 0.5], [0.8, 0.6]]); y = [0, 0, 1, 1]
-    >>> w, a = monte_carlo(s, y, n_samples=50); a, bool(w[0] > w[1])
+    >>> s = np.array([[0.1, 0.9], [0.2, 0.8], [0.9, 0.1], [0.8, 0.3]]); y = [0, 0, 1, 1]
+    >>> w, a = monte_carlo(s, y, n_samples=50); a, bool(w[0] > w[1])   # the default 1/2, 1/2 gets 0.75
     (1.0, True)
     """
     s = np.asarray(scores, dtype=np.float64)
