@@ -56,7 +56,7 @@ def decode_rgb_png(data: bytes) -> np.ndarray:
 def encode_mask_png(mask: np.ndarray) -> bytes:
     """bool (H, W) -> 1-bit PNG bytes (lossless; a 1000x1000 mask is typically well under 10 kB).
 
-    >>> decode_mask_png(encode_mask_png(np.eye(8, dtype=bool))).sum()
+    >>> int(decode_mask_png(encode_mask_png(np.eye(8, dtype=bool))).sum())
     8
     """
     if mask.dtype != bool or mask.ndim != 2:

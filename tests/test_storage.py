@@ -495,3 +495,12 @@ def test_backup_is_a_consistent_openable_snapshot(store, pid, tmp_path):
     assert f.is_file() and (tmp_path / "one-blobs").is_dir()
     assert sqlite3.connect(f).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert len(Store(f).mask_history(iid)) == 2
+
+
+@pytest.mark.parametrize("name", ["storage.store", "storage.blobs", "storage.folders"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0

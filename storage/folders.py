@@ -1,0 +1,337 @@
+"""Import and export of MVTec-AD-layout folders.
+
+Layout written by `export_project` (what anomalib's MVTecAD and Folder datamodules read):
+
+    <out>/train/good/000.png                 normal shots
+    <out>/test/<type>/000.png                anomalous shots that have a mask, one folder per defect type
+    <out>/ground_truth/<type>/000_mask.png   their masks, 8-bit 0/255
+    <out>/fsad_project.json                  manifest: project and class name, the defect types in
+                                             order, each file's role, original filename and label
+
+Folder names are derived from defect-type names by `safe_component` (letters, digits, `._-`; no
+separators, no leading dots, never `good`, unique case-insensitively), and every path is checked
+to resolve inside `<out>` before anything is written, so no name can write outside the target.
+The manifest keeps the exact names, so export -> import is lossless (pixels, latest masks, defect
+types and their order, class name, filenames). Query images and anomalous images without a mask
+have no place in the MVTec layout and are listed as skipped; mask history is not exported.
+
+`import_folder` reads such a folder (with or without a manifest): train/good -> normal,
+test/good -> query, test/<type> -> anomalous with defect type <type> and the mask
+`ground_truth/<type>/<stem>_mask.*` (or `<stem>.*`) when there is one. It validates every file
+before the project is created and inserts everything in one transaction.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fsad_core.images import ImageError, sha256_of_array, to_mask_array, to_rgb_array
+
+from .blobs import decode_mask_png, encode_mask_png, encode_rgb_png, mask_png_for_export, write_atomic
+from .store import Store, StoreError, check_name, now
+
+MANIFEST = "fsad_project.json"
+MANIFEST_FORMAT = "fsad-studio/mvtec-layout"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+MAX_COMPONENT_CHARS = 64
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    folder: Path
+    normal: int
+    anomalous: int
+    defect_types: dict[str, str]  # defect type -> folder name
+    skipped: tuple[str, ...] = ()  # human-readable reasons, one per image left out
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    project_id: int
+    normal: int
+    anomalous: int
+    query: int
+    masks: int
+    defect_types: tuple[str, ...]
+    notes: tuple[str, ...] = field(default=())
+
+
+def safe_component(name: str, used: set[str], fallback: str = "defect") -> str:
+    """A folder name for `name` that is one harmless path component, unique in `used`
+    (compared case-insensitively; the chosen name is added to `used`).
+
+    >>> used = {"good"}
+    >>> [safe_component(n, used) for n in ["../../etc", "good", "a/b", "A_B", "..", "scratch"]]
+    ['etc', 'good-2', 'a_b', 'A_B-2', 'defect', 'scratch']
+    """
+    s = unicodedata.normalize("NFKC", str(name))
+    s = re.sub(r"[^\w.-]+", "_", s, flags=re.UNICODE)  # separators, spaces, control chars -> _
+    s = s.strip("._-")[:MAX_COMPONENT_CHARS].strip("._-")
+    if not s:
+        s = fallback
+    if s.lower() in _WINDOWS_RESERVED:
+        s += "_"
+    base, k = s, 1
+    while s.lower() in used:
+        k += 1
+        s = f"{base}-{k}"
+    used.add(s.lower())
+    return s
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """root/rel, refusing anything that resolves outside root (symlinks included)."""
+    root_real = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(root_real, rel))
+    if os.path.commonpath([root_real, target]) != root_real or target == root_real:
+        raise StoreError(f"Refusing to use {rel!r}: it resolves outside {root}.")
+    return Path(target)
+
+
+def _resolve_project(store: Store, project: int | str) -> dict:
+    if isinstance(project, str):
+        row = store.find_project(project)
+        if row is None:
+            names = ", ".join(repr(p["name"]) for p in store.list_projects()) or "none yet"
+            raise StoreError(f"There is no project named {project!r} (projects: {names}).")
+        return row
+    row = store.get_project(project)
+    if row is None:
+        raise StoreError(f"There is no project {project}.")
+    return row
+
+
+def export_project(store: Store, project: int | str, out: str | os.PathLike) -> ExportSummary:
+    """Write a project's shots, latest masks and defect types as an MVTec-AD-layout folder.
+
+    `out` must not exist or be an empty folder. Returns what was written and what was skipped.
+    """
+    proj = _resolve_project(store, project)
+    out = Path(out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise StoreError(f"{out} already exists and is not an empty folder; export into a new folder.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows = store.list_images(proj["id"])
+    used = {"good"}  # test/good means "normal": no defect type may take it
+    folder_of: dict[str | None, str] = {}
+    for name in store.defect_types(proj["id"]):
+        folder_of[name] = safe_component(name, used)
+    entries, skipped = [], []
+    n_normal = n_anom = 0
+    counters: dict[str, int] = {}
+    for r in rows:
+        label = r["filename"] or f"image {r['id']}"
+        if r["role"] == "query":
+            skipped.append(f"{label} (#{r['id']}): a query image has no place in the MVTec layout")
+            continue
+        if r["role"] == "normal":
+            rel_dir, mask_rel = "train/good", None
+            mask = None
+        else:
+            mask = store.get_mask(r["id"])
+            if mask is None or not mask.any():
+                skipped.append(f"{label} (#{r['id']}): an anomalous image without a mask")
+                continue
+            dt = r["defect_type"]
+            if dt not in folder_of:  # unlabelled anomalous shots
+                folder_of[dt] = safe_component("defect", used)
+            rel_dir = f"test/{folder_of[dt]}"
+        k = counters.get(rel_dir, 0)
+        counters[rel_dir] = k + 1
+        rel = f"{rel_dir}/{k:03d}.png"
+        write_atomic(_inside(out, rel), encode_rgb_png(store.read_image(r["id"])))
+        if mask is not None:
+            mask_rel = f"ground_truth/{rel_dir.split('/', 1)[1]}/{k:03d}_mask.png"
+            write_atomic(_inside(out, mask_rel), mask_png_for_export(mask))
+            n_anom += 1
+        else:
+            n_normal += 1
+        entries.append({"path": rel, "role": r["role"], "filename": r["filename"], "defect_type": r["defect_type"],
+                        "mask": mask_rel, "sha256": r["sha256"]})
+    manifest = {
+        "format": MANIFEST_FORMAT, "version": 1, "exported_at": now(),
+        "project": proj["name"], "class_name": proj["class_name"],
+        "defect_types": store.defect_types(proj["id"]),
+        "folders": {f: name for name, f in folder_of.items()},
+        "images": entries, "skipped": skipped,
+    }
+    write_atomic(_inside(out, MANIFEST), json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
+    return ExportSummary(folder=out, normal=n_normal, anomalous=n_anom,
+                         defect_types={k: v for k, v in folder_of.items() if k is not None},
+                         skipped=tuple(skipped))
+
+
+# --- import --------------------------------------------------------------------------------------
+@dataclass
+class _Item:
+    path: Path
+    role: str
+    filename: str | None
+    defect_type: str | None
+    mask_path: Path | None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not p.name.startswith("."))
+
+
+def _find_mask(root: Path, type_dir: str, stem: str) -> Path | None:
+    gt = root / "ground_truth" / type_dir
+    for cand in (f"{stem}_mask", stem):
+        for ext in IMAGE_EXTENSIONS:
+            p = gt / f"{cand}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
+    """Items to import from a manifest if there is one, else from the folder structure."""
+    mf = root / MANIFEST
+    if mf.is_file():
+        try:
+            manifest = json.loads(mf.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{mf} is not valid JSON ({exc}); fix it or delete it to import by folder structure.") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            raise StoreError(f"{mf} is not an fsad-studio manifest; delete it to import by folder structure.")
+        items = []
+        for e in manifest.get("images", []):
+            try:
+                role, path = e["role"], _inside(root, e["path"])
+                mask = _inside(root, e["mask"]) if e.get("mask") else None
+            except (KeyError, TypeError):
+                raise StoreError(f"{mf} has a malformed image entry: {e!r}.") from None
+            items.append(_Item(path, role, e.get("filename"), e.get("defect_type"), mask))
+        return items, [], manifest
+    if not (root / "train").is_dir() and not (root / "test").is_dir():
+        raise StoreError(f"{root} has neither train/ nor test/; point --folder at one MVTec-layout category "
+                         "(the folder that holds train/, test/ and ground_truth/).")
+    items, notes = [], []
+    for p in _images_in(root / "train" / "good"):
+        items.append(_Item(p, "normal", p.name, None, None))
+    train = root / "train"
+    if train.is_dir():
+        for d in sorted(x for x in train.iterdir() if x.is_dir() and x.name != "good"):
+            notes.append(f"train/{d.name}/ ignored (only train/good holds training images in this layout)")
+    for p in _images_in(root / "test" / "good"):
+        items.append(_Item(p, "query", p.name, None, None))
+    test = root / "test"
+    if test.is_dir():
+        for d in sorted(x for x in test.iterdir() if x.is_dir() and x.name != "good"):
+            for p in _images_in(d):
+                m = _find_mask(root, d.name, p.stem)
+                if m is None:
+                    notes.append(f"test/{d.name}/{p.name} has no mask in ground_truth/{d.name}/")
+                items.append(_Item(p, "anomalous", p.name, d.name, m))
+    if not items:
+        raise StoreError(f"No images found under {root}/train/good or {root}/test/*.")
+    return items, notes, {}
+
+
+def import_folder(store: Store, folder: str | os.PathLike, project: str,
+                  class_name: str | None = None) -> ImportSummary:
+    """Read an MVTec-AD-layout folder into a new project named `project`.
+
+    Every image and mask is decoded and checked (same rules as `Store.add_image` / `save_mask`)
+    before the project exists; then the project, its defect types, images and masks are inserted
+    in one transaction. A bad file raises `StoreError`/`ImageError` naming it, and leaves no
+    project behind (blob files written for it are removed again).
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise StoreError(f"No folder at {root}.")
+    root = Path(os.path.realpath(root))
+    project = check_name(project, "project name")
+    if store.find_project(project) is not None:
+        raise StoreError(f"A project named {project!r} already exists; choose another name (or delete it first).")
+    items, notes, manifest = _scan(root)
+    class_name = class_name or manifest.get("class_name") or "object"
+    class_name = check_name(class_name, "object class name")
+    type_order = [t for t in manifest.get("defect_types", []) if isinstance(t, str)]
+    for it in items:
+        if it.defect_type is not None and it.defect_type not in type_order:
+            type_order.append(it.defect_type)
+    for t in type_order:
+        check_name(t, "defect type")
+
+    prepared, created = [], []
+    try:
+        for it in items:
+            rel = os.path.relpath(it.path, root)
+            if it.role not in ("normal", "anomalous", "query"):
+                raise StoreError(f"{rel}: unknown role {it.role!r} in the manifest.")
+            if it.filename is not None:
+                check_name(it.filename, "file name", max_chars=255)
+            try:
+                rgb = to_rgb_array(it.path)
+                mask_png = area = None
+                if it.mask_path is not None:
+                    m = to_mask_array(it.mask_path, rgb.shape[:2], what=f"mask {it.mask_path.name}")
+                    mask_png, area = encode_mask_png(m), int(m.sum())
+            except ImageError as exc:
+                raise StoreError(f"{rel}: {exc}") from None
+            sha = sha256_of_array(rgb)
+            blob = store.blobs.path(sha)
+            if blob.is_file():
+                os.utime(blob)  # fresh mtime: purge's grace period protects it until we commit
+            else:
+                store.blobs.write(sha, encode_rgb_png(rgb))
+                created.append(sha)
+            prepared.append((it, sha, rgb.shape[1], rgb.shape[0], mask_png, area))
+            del rgb
+        with store._write() as db:
+            if store.find_project(project) is not None:
+                raise StoreError(f"A project named {project!r} was just created by someone else; choose another name.")
+            ts = now()
+            pid = int(db["projects"].insert({"name": project, "class_name": class_name, "created_at": ts,
+                                             "updated_at": ts, "deleted_at": None}).last_pk)
+            type_ids = {t: store._defect_type_id(pid, t, create=True) for t in type_order}
+            counts = {"normal": 0, "anomalous": 0, "query": 0}
+            n_masks = 0
+            for it, sha, w, h, mask_png, area in prepared:
+                store._ensure_blob(sha, None, None, w, h)
+                dt_id = type_ids.get(it.defect_type) if it.defect_type is not None else None
+                iid = int(db["images"].insert({
+                    "project_id": pid, "sha256": sha, "role": it.role, "filename": it.filename,
+                    "defect_type_id": dt_id, "created_at": now(), "removed_at": None}).last_pk)
+                counts[it.role] += 1
+                if mask_png is not None:
+                    db["masks"].insert({"image_id": iid, "png": mask_png, "width": w, "height": h, "area": area,
+                                        "defect_type_id": dt_id, "created_at": now()})
+                    n_masks += 1
+    except BaseException:
+        _forget_blobs(store, created)
+        raise
+    return ImportSummary(project_id=pid, normal=counts["normal"], anomalous=counts["anomalous"],
+                         query=counts["query"], masks=n_masks, defect_types=tuple(type_order), notes=tuple(notes))
+
+
+def _forget_blobs(store: Store, shas: list[str]) -> None:
+    """Remove blob files this import created if no row names them (checked under the write lock)."""
+    if not shas:
+        return
+    try:
+        with store._write():
+            for sha in shas:
+                if store._one("SELECT 1 AS x FROM images WHERE sha256 = ?", [sha]) is None:
+                    store.db.execute("DELETE FROM blobs WHERE sha256 = ?", [sha])
+                    store.blobs.delete(sha)
+    except Exception:  # noqa: BLE001 - cleanup is best effort; purge() removes strays later
+        pass
+
+
+def read_export_mask(path: str | os.PathLike) -> np.ndarray:
+    """An exported ground-truth PNG -> bool (H, W) (helper for tests and scripts)."""
+    return decode_mask_png(Path(path).read_bytes())
