@@ -138,3 +138,25 @@ def test_inspect_cli_with_shot_files_and_resume(project, folder, tmp_path, capsy
     assert (tmp_path / "o" / "report.html").is_file()
     assert main(args[:1] + ["--input", str(folder), "--out", str(tmp_path / "x"), "--profile", "tiny"]) == 2
     assert "--project NAME" in capsys.readouterr().err
+
+
+def test_inspect_cli_with_stored_project(project, folder, tmp_path, capsys):
+    storage = pytest.importorskip("storage")
+    from fsad_core.__main__ import main
+
+    store = storage.Store(tmp_path / "data")
+    pid = store.create_project("bricks", class_name="brick")
+    for n in project.normals[:2]:
+        store.add_image(pid, n, role="normal")
+    img, m, t = project.anomalous[0]
+    store.save_mask(store.add_image(pid, img, role="anomalous"), m, defect_type=t)
+    store.add_image(pid, project.anomalous[1][0], role="anomalous")  # no mask yet: not a shot
+    args = ["inspect", "--project", "bricks", "--data-dir", str(tmp_path / "data"), "--input", str(folder),
+            "--out", str(tmp_path / "o"), "--profile", "tiny", "--precision", "fp32", "--scales", "1",
+            "--threshold", "0.5", "--no-overlays"]
+    assert main(args) == 0
+    assert "6 scored" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert meta["signature"]["class_name"] == "brick" and len(meta["signature"]["shots"]) == 3
+    assert main(args[:2] + ["nope"] + args[3:]) == 2
+    assert "no project named 'nope'" in capsys.readouterr().err
