@@ -187,3 +187,31 @@ def test_threads_and_a_second_process(tmp_path, n_threads):
     assert len(store.list_images(pid, role="normal")) == 4 * n_threads
     check_saves(store, {**parse(out.splitlines(keepends=True)), "pid": pid}, "bg")
     store.close()
+
+
+def test_backup_while_another_process_writes(tmp_path):
+    data = tmp_path / "data"
+    store = Store(data)
+    pid = store.create_project("live")
+    proc = writer(data, pid, "live", limit=-1)
+    assert proc.stdout.readline() == "ready\n", proc.stderr.read()
+    lines = []
+    while sum(x.startswith("mask") for x in lines) < 10:
+        lines.append(proc.stdout.readline())
+    try:
+        out = store.backup(tmp_path / "snap")  # the writer keeps going during the copy
+        lines += [proc.stdout.readline() for _ in range(5)]
+    finally:
+        proc.kill()
+        proc.wait(10)
+    saves = parse(lines)
+    with Store(tmp_path / "snap") as b:
+        assert out.is_file() and b.check(deep=True) == []
+        n = b.db.execute("SELECT count(*) FROM masks").fetchone()[0]
+        assert n >= 10  # everything returned before the backup started is in it
+        # a snapshot, not a torn copy: every image in it has its blob, every mask its image
+        assert all(b.read_image(r["id"]).shape == (40, 48, 3) for r in b.list_images(pid))
+        saved_before = [m for m in saves["mask"] if m[0] <= n]
+        check_saves(b, {"image": [i for i in saves["image"] if i[0] <= len(b.list_images(pid))],
+                        "mask": saved_before, "run": []}, "live")
+    store.close()
