@@ -72,6 +72,8 @@ class Engine:
         self._shots: OrderedDict[str, Shot] = OrderedDict()
         self._shot_features: dict[str, Features] = {}
         self._pool: dict[str, Features] = {}  # generated normal images (One-to-Normal pool)
+        self._shot_pixels: dict[str, np.ndarray] = {}  # kept for tuning's augmentations
+        self.last_tuning = None  # the latest TuningResult (fsad_core.tuning)
         self._cache: OrderedDict[str, Features] = OrderedDict()  # query features, LRU by bytes
         self._banks: dict[str, dict[int, torch.Tensor]] | None = None
         self._lock = threading.RLock()
@@ -160,9 +162,17 @@ class Engine:
             self._scale_features(feats, s)
         with self._lock:
             self._shot_features[sha] = feats
+            self._shot_pixels[sha] = rgb
             self._shots[sha] = Shot(sha, kind, defect_type if kind == "anomalous" else None, size, m)
             self._banks = None
         return sha
+
+    def shot_image(self, shot_id: str) -> np.ndarray:
+        """The decoded uint8 (H, W, 3) pixels of a shot (weight tuning augments them)."""
+        try:
+            return self._shot_pixels[shot_id]
+        except KeyError:
+            raise KeyError(f"no shot with id {shot_id!r}") from None
 
     def update_mask(self, shot_id: str, mask, defect_type: str | None = None) -> None:
         """Replace an anomalous shot's mask (and optionally its defect type); no re-encoding."""
@@ -183,6 +193,7 @@ class Engine:
             if self._shots.pop(shot_id, None) is None:
                 raise KeyError(f"no shot with id {shot_id!r}")
             feats = self._shot_features.pop(shot_id)
+            self._shot_pixels.pop(shot_id, None)
             self._cache[shot_id] = feats  # keep it warm: it may come back as a query
             self._evict()
             self._banks = None

@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ["fsad_core.windows", "fsad_core.memory", "fsad_core.prompts", "fsad_core.images"]
+MODULES = ["fsad_core.windows", "fsad_core.memory", "fsad_core.prompts", "fsad_core.images", "fsad_core.masks",
+           "fsad_core.metrics", "fsad_core.tuning", "fsad_core.augment"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -251,3 +251,13 @@ def test_generated_pool_joins_normal_memory_only_when_switched_on(tiny_engine, i
     assert tiny_engine.banks()["normal"][1].shape[0] == 450
     after = tiny_engine.score(images["query"]).components["normal@16"].score
     assert after == pytest.approx(0.0, abs=1e-6) and before > 0.0  # the query is now "seen"
+
+
+def test_tune_weights_from_the_engine_alone(tiny_engine, images):
+    tiny_engine.add_shot(images["normal"], kind="normal")
+    sid = tiny_engine.add_shot(images["anomalous"], kind="anomalous", mask=images["mask"])
+    np.testing.assert_array_equal(tiny_engine.shot_image(sid), images["anomalous"])
+    res = tiny_engine.tune_weights(m=2, n_samples=20, seed=0)
+    assert abs(sum(res.weights.values()) - 1.0) < 1e-6
+    assert res.auroc_tuned >= res.auroc_default - 1e-12
+    assert tiny_engine.last_tuning is res
