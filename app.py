@@ -68,9 +68,10 @@ def create_app(profile: str = "tiny", data_dir: str | None = None):
     from ui.context import StudioContext
     from ui.studio import build_studio
 
-    store = Store(data_dir or default_data_dir())
+    data_dir = data_dir or default_data_dir()
+    store = Store(data_dir)
     active, backbone, banner = resolve_profile(profile)
-    ctx = StudioContext(store, profile=active, banner=banner, backbone=backbone)
+    ctx = StudioContext(store, profile=active, banner=banner, backbone=backbone, data_dir=data_dir)
     return build_studio(ctx), ctx
 
 
