@@ -24,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--tune-distribution", default="uniform", choices=("uniform", "normal", "student-t"))
     p.add_argument("--pixel-size", type=int, default=256, help="longer side of maps/masks for pixel metrics")
     p.add_argument("--layout", default="auto", choices=("auto", "mvtec", "visa"))
+    p.add_argument("--pool-dir", default=None, metavar="DIR",
+                   help="generated anomaly-free images (One-to-Normal pool; DIR/<category>/ or DIR itself)")
+    p.add_argument("--pool-in-memory", action="store_true",
+                   help="add the --pool-dir images to the normal memory of the WinCLIP components")
     add_model_args(p)
     p.set_defaults(func=run)
 
@@ -75,7 +79,21 @@ def run(args) -> int:
     single = len(cats) == 1 and len(seeds) == 1
     tune_kwargs = dict(m=args.tune_m, n_samples=args.tune_samples, distribution=args.tune_distribution)
     runs = []
+    if args.pool_in_memory and not args.pool_dir:
+        raise ValueError("--pool-in-memory needs --pool-dir (a folder of generated normal images)")
+    engine.set_pool_in_normal_memory(args.pool_in_memory)
     for cat in cats:
+        if args.pool_dir:
+            from fsad_core.personalize import load_pool
+
+            pool_root = Path(args.pool_dir)
+            folder = pool_root / cat if (pool_root / cat).is_dir() else pool_root
+            pool = load_pool(folder) or [p for p in sorted(folder.iterdir())
+                                         if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")]
+            if not pool:
+                raise FileNotFoundError(f"no pool images in {str(folder)!r}")
+            engine.set_pool(pool)
+            print(f"{cat}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
         for seed in seeds:
             bar = tqdm(desc=f"{cat} seed {seed}", unit="img", file=sys.stderr, leave=False)
 
