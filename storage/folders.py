@@ -147,7 +147,8 @@ def export_project(store: Store, project: int | str, out: str | os.PathLike) -> 
         k = counters.get(rel_dir, 0)
         counters[rel_dir] = k + 1
         rel = f"{rel_dir}/{k:03d}.png"
-        write_atomic(_inside(out, rel), encode_rgb_png(store.read_image(r["id"])))
+        # the blob already is a lossless RGB PNG of exactly these pixels: copy its bytes
+        write_atomic(_inside(out, rel), store.blobs.path(r["sha256"]).read_bytes())
         if mask is not None:
             mask_rel = f"ground_truth/{rel_dir.split('/', 1)[1]}/{k:03d}_mask.png"
             write_atomic(_inside(out, mask_rel), mask_png_for_export(mask))

@@ -25,6 +25,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +47,7 @@ DB_FILENAME = "studio.db"
 BLOB_DIRNAME = "blobs"
 DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 DEFAULT_EMBEDDING_CACHE_MB = 512
+DEFAULT_IMAGE_CACHE_MB = 256  # decoded images kept in memory per Store (the UI re-reads galleries often)
 ORPHAN_GRACE_S = 3600.0  # purge leaves unreferenced blob files younger than this (imports in flight)
 
 
@@ -134,7 +136,8 @@ class Store:
     >>> s.close()
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, embedding_cache_mb: float = DEFAULT_EMBEDDING_CACHE_MB):
+    def __init__(self, path: str | os.PathLike | None = None, *, embedding_cache_mb: float = DEFAULT_EMBEDDING_CACHE_MB,
+                 image_cache_mb: float = DEFAULT_IMAGE_CACHE_MB):
         self.db_path, blob_root = resolve_paths(path)
         self.path = Path(path).expanduser() if path is not None else self.db_path.parent
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +154,9 @@ class Store:
         conn.execute("PRAGMA foreign_keys = ON")
         migrations.migrate(self.db)
         self.embeddings = EmbeddingCache(self, max_bytes=int(embedding_cache_mb * 1_000_000))
+        # decoded pixels by sha256: blobs are immutable, so this cache can never be stale
+        self._pixels: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._pixels_budget = int(image_cache_mb * 1_000_000)
 
     # -- plumbing -------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -368,8 +374,21 @@ class Store:
         return row
 
     def read_image(self, iid: int) -> np.ndarray:
-        """The image's pixels, uint8 (H, W, 3)."""
-        return self.blobs.read(self._image_row(iid)["sha256"])
+        """The image's pixels, uint8 (H, W, 3) (a fresh copy: the caller may modify it)."""
+        sha = self._image_row(iid)["sha256"]
+        with self._lock:
+            cached = self._pixels.get(sha)
+            if cached is not None:
+                self._pixels.move_to_end(sha)
+                return cached.copy()
+        rgb = self.blobs.read(sha)  # PNG decoding: ~50 ms per megapixel, outside the lock
+        if rgb.nbytes <= self._pixels_budget:
+            with self._lock:
+                self._pixels[sha] = rgb
+                total = sum(a.nbytes for a in self._pixels.values())
+                while total > self._pixels_budget:
+                    total -= self._pixels.popitem(last=False)[1].nbytes
+        return rgb.copy()
 
     def list_images(self, pid: int, role: str | None = None, *, include_removed: bool = False) -> list[dict]:
         """Images of a project in the order they were added, as dicts with id, sha256, role,

@@ -179,6 +179,9 @@ def test_image_round_trip_and_listing(store, pid, tmp_path):
     info = store.get_image(i3)
     assert Path(info["path"]).is_file() and info["path"].endswith(info["sha256"] + ".png")
     assert (np.asarray(Image.open(info["path"])) == rgb(2)).all()  # the blob is a lossless PNG
+    mutated = store.read_image(i1)
+    mutated[:] = 0  # callers get a copy: the decoded-image cache cannot be corrupted
+    assert (store.read_image(i1) == a).all()
     store.set_role(i3, "normal")
     assert store.get_image(i3)["role"] == "normal"
 
