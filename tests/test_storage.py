@@ -509,13 +509,14 @@ def test_docstring_examples(name):
     assert res.failed == 0 and res.attempted > 0
 
 
-def test_sqlite_utils_writes_join_the_store_transaction(store):
+def test_sqlite_utils_writes_join_the_store_transaction(store, pid):
     """Multi-row changes are atomic only if sqlite-utils' insert/update join our BEGIN IMMEDIATE
     (sqlite-utils >= 4 uses savepoints; 3.x committed on its own)."""
     with pytest.raises(RuntimeError):
         with store._write() as db:
             db["projects"].insert({"name": "half", "class_name": "x", "created_at": "t", "updated_at": "t"})
-            db["projects"].update(1, {"class_name": "y"}) if db["projects"].count > 1 else None
+            db["defect_types"].insert({"project_id": 1, "name": "half too", "created_at": "t"})
             assert store.db.conn.in_transaction
             raise RuntimeError("crash before commit")
-    assert store.find_project("half") is None and not store.db.conn.in_transaction
+    assert store.find_project("half") is None and store.defect_types(pid) == []
+    assert not store.db.conn.in_transaction
