@@ -5,7 +5,8 @@ whole workflow: create a project, upload a normal and an anomalous image, paint 
 a SAM mask, set the defect type, save, upload a query, score, see >= 10 heatmap panels, move a
 weight slider and see the aggregate change, reload and find the project restored. Screenshots go to
 tests/_artifacts/ (git-ignored); with FSAD_SCREENSHOTS=docs/screenshots they are also written
-there for the README.
+there for the README (the sample-project tour only; `make screenshots`-style:
+FSAD_SCREENSHOTS=docs/screenshots pytest tests/test_e2e_browser.py -k tour).
 """
 from __future__ import annotations
 
@@ -79,10 +80,10 @@ def browser():
 class Shots:
     """Screenshots into tests/_artifacts (and docs/screenshots when FSAD_SCREENSHOTS is set)."""
 
-    def __init__(self, page):
+    def __init__(self, page, docs: bool = False):
         self.page = page
         ARTIFACTS.mkdir(exist_ok=True)
-        extra = os.environ.get("FSAD_SCREENSHOTS")
+        extra = os.environ.get("FSAD_SCREENSHOTS") if docs else None
         self.extra = Path(extra) if extra else None
         if self.extra:
             self.extra.mkdir(parents=True, exist_ok=True)
@@ -172,6 +173,7 @@ def run_workflow(studio, page, tmp_path):
     page.keyboard.press("Enter")
     page.click("#save-shot")
     wait_text(page, "#anomalous-gallery", "dent")
+    time.sleep(1.5)  # let the editor redraw before the picture
     shot("shots-tab")
 
     pid = ctx.store.find_project("e2e-line")
@@ -223,3 +225,60 @@ def run_workflow(studio, page, tmp_path):
     shot("after-reload")
     print(f"\nSAM first click -> proposals: {sam_seconds:.2f} s; slider -> new aggregate in the browser: "
           f"{slider_seconds * 1000:.0f} ms; panels: {n_panels}")
+
+
+def test_sample_project_tour(studio, browser):
+    """First start: one click gives a demo project; every tab works on it (and is photographed)."""
+    url, ctx = studio
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.set_default_timeout(90_000)
+    shot = Shots(page, docs=True)
+    try:
+        page.goto(url)
+        page.wait_for_selector("#sample-project")
+        page.click("#sample-project")
+        wait_text(page, "#project-status", "sample-")
+        wait_count(page, "#normal-gallery img", 3)
+        wait_count(page, "#anomalous-gallery img", 2)
+        page.locator("#anomalous-gallery img").first.click()
+        wait_count(page, "#sam-click img", 1)
+        time.sleep(2)
+        shot("sample-shots")
+
+        page.click("#inspect-tab-button")
+        page.click("#query-pick input")
+        page.locator("#query-pick [data-testid=dropdown-option]", has_text="scratch").first.click()
+        wait_count(page, "#query-upload img", 1)
+        page.click("#score-button")
+        wait_text(page, "#inspect-status", "Scored")
+        page.click("#tune-button")
+        wait_text(page, "#tune-status", "AUROC")
+        time.sleep(1)
+        shot("sample-inspect")
+
+        page.click("#compare-tab-button")
+        wait_count(page, "#compare-b img", 1)
+        time.sleep(1)
+        shot("sample-compare")
+
+        page.click("#personalize-tab-button")
+        page.click("#personalize-run")
+        wait_count(page, "#personalized-compare img", 1)
+        wait_count(page, "#personalize-reconstructions img", 1)
+        shot("sample-personalize")
+
+        page.click("#batch-tab-button")
+        page.click("#batch-run")
+        wait_text(page, "#batch-status", "6/6")
+        time.sleep(1)
+        shot("sample-batch")
+
+        page.click("#models-tab-button")
+        wait_text(page, "#models-table", "ViT-B-16-plus-240")
+        shot("sample-models")
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "failure-tour.png"), full_page=True)
+        raise
+    finally:
+        page.close()

@@ -229,7 +229,7 @@ def test_tune_moves_sliders_and_undo_restores(ctx, tmp_path):
     before = events.initial_weights()
     out = events.tune(ctx, pid, sha, before, 0.5, 0.5)
     tuned = {n: out[f"weight:{n}"]["value"] for n in events.WEIGHT_NAMES}
-    assert abs(sum(tuned.values()) - 1.0) < 0.01 and len(out["tune_chart"]) >= 3
+    assert abs(sum(tuned.values()) - 1.0) < 0.01 and len(out["tune_chart"]["value"]) >= 3
     assert "AUROC" in out["tune_status"] and out["undo_weights"] == before
     undone = events.undo_tune(ctx, pid, sha, out["undo_weights"], 0.5, 0.5)
     assert undone["weight:zero_shot"]["value"] == pytest.approx(before["zero_shot"], abs=1e-4)

@@ -932,7 +932,7 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
     out = slider_updates(full)
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
     out.update({
-        "tune_chart": chart, "undo_weights": dict(weights),
+        "tune_chart": gr.update(value=chart, visible=True), "undo_weights": dict(weights),
         "tune_status": (f"Validation AUROC: default weights {res.auroc_default:.3f} → tuned {res.auroc_tuned:.3f}. "
                         "Sliders moved to the tuned weights (Undo restores yours)."),
         "preset": gr.update(choices=preset_choices(ctx, pid, list(full)), value="tuned"),

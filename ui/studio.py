@@ -199,7 +199,7 @@ class Studio:
                 self.add("normal_upload", gr.File(label="Drop normal images", file_count="multiple",
                                                   file_types=["image"], elem_id="normal-upload", height=120))
                 self.add("normal_gallery", gr.Gallery(label="Normal shots (click one to select it)", columns=4,
-                                                      height=240, format="png", elem_id="normal-gallery",
+                                                      height=240, format="png", elem_id="normal-gallery", fit_columns=False,
                                                       allow_preview=False, interactive=False))
                 self.add("normal_remove", gr.Button("Remove selected normal", size="sm", elem_id="normal-remove"))
             with gr.Column(scale=1):
@@ -208,7 +208,7 @@ class Studio:
                                                      file_types=["image"], elem_id="anomalous-upload", height=120))
                 self.add("anomalous_gallery", gr.Gallery(label="Anomalous shots (click one to edit its mask)",
                                                          columns=4, height=240, format="png",
-                                                         elem_id="anomalous-gallery", allow_preview=False,
+                                                         elem_id="anomalous-gallery", fit_columns=False, allow_preview=False,
                                                          interactive=False))
                 with gr.Row():
                     self.add("anom_pick", gr.Dropdown(label="Editing", choices=[], elem_id="anomalous-pick", scale=3))
@@ -233,7 +233,7 @@ class Studio:
             with gr.Column(scale=1):
                 gr.Markdown("### Paint the defect mask")
                 self.add("editor", gr.ImageEditor(
-                    label="Mask editor (current mask tinted red; paint strokes, then Add or Remove)",
+                    label="Mask editor (current mask in red)",
                     type="numpy", format="png",
                     brush=gr.Brush(colors=[("#ff2828", 0.6)], color_mode="fixed", default_size=12),
                     eraser=gr.Eraser(default_size=16),
@@ -296,7 +296,7 @@ class Studio:
                 self.add("tune_status", gr.Markdown("", elem_id="tune-status"))
                 self.add("tune_chart", gr.BarPlot(x="component", y="AUROC", y_lim=[0, 1], x_label_angle=-45,
                                                   label="Validation AUROC per component", elem_id="tune-chart",
-                                                  height=220))
+                                                  height=220, visible=False))
         self.add("heatmaps", gr.Gallery(label="Components (map · image score)", columns=5, height="auto",
                                         format="png", elem_id="heatmaps", allow_preview=True, interactive=False,
                                         object_fit="contain"))
