@@ -65,9 +65,14 @@ class Engine:
     >>> engine.score(query).aggregate().score                    # doctest: +SKIP
     """
 
-    def __init__(self, config: EngineConfig | None = None, backbone: ClipBackbone | None = None):
+    def __init__(self, config: EngineConfig | None = None, backbone: ClipBackbone | None = None,
+                 encoding_store=None):
+        """`encoding_store`: optional persistent cache with `get(model_id, precision, sha256, kind)` ->
+        numpy array | None and `put(model_id, precision, sha256, kind, array)` (e.g. the studio's
+        `storage.Store.embeddings`), so encodings survive restarts. The engine never imports storage."""
         self.config = config or EngineConfig()
         self.backbone = backbone if backbone is not None else ClipBackbone(self.config)
+        self.encoding_store = encoding_store
         self.class_name = "object"
         self._shots: OrderedDict[str, Shot] = OrderedDict()
         self._shot_features: dict[str, Features] = {}
@@ -111,7 +116,7 @@ class Engine:
             if sha in self._cache:
                 self._cache.move_to_end(sha)
                 return self._cache[sha]
-        feats = Features(sha, rgb.shape[:2], self.backbone.encode(rgb))
+        feats = Features(sha, rgb.shape[:2], self._load_or_encode(rgb, sha))
         with self._lock:
             if not pin:
                 self._cache[sha] = feats
@@ -123,12 +128,45 @@ class Engine:
         while len(self._cache) > 1 and sum(f.nbytes for f in self._cache.values()) > budget:
             self._cache.popitem(last=False)
 
+    # persistent layer (optional): one entry per array, keyed by model, precision, sha256 and kind
+    def _stored(self, sha: str, kind: str) -> torch.Tensor | None:
+        if self.encoding_store is None:
+            return None
+        try:
+            arr = self.encoding_store.get(self.backbone.model_id, self.backbone.precision_name, sha, kind)
+        except Exception:  # a cache must never break scoring
+            return None
+        return None if arr is None else torch.from_numpy(np.asarray(arr, dtype=np.float32).copy())
+
+    def _store(self, sha: str, kind: str, t: torch.Tensor) -> None:
+        if self.encoding_store is None:
+            return
+        try:
+            self.encoding_store.put(self.backbone.model_id, self.backbone.precision_name, sha, kind,
+                                    t.numpy().astype(np.float32))
+        except Exception:
+            pass
+
+    def _load_or_encode(self, rgb: np.ndarray, sha: str) -> Encoding:
+        parts = [self._stored(sha, k) for k in ("image_emb", "patch_tokens", "token_map")]
+        if all(p is not None for p in parts):
+            return Encoding(*parts)
+        enc = self.backbone.encode(rgb)
+        for k in ("image_emb", "patch_tokens", "token_map"):
+            self._store(sha, k, getattr(enc, k))
+        return enc
+
     def _scale_features(self, feats: Features, scale: int) -> torch.Tensor:
         """(n_windows, D) features of one scale; scale 1 = the patch tokens."""
         if scale == 1:
             return feats.encoding.patch_tokens
         if scale not in feats.windows:
-            feats.windows[scale] = self.backbone.window_embeddings(feats.encoding.token_map, scale)
+            kind = f"windows@{scale}"
+            w = self._stored(feats.sha256, kind)
+            if w is None:
+                w = self.backbone.window_embeddings(feats.encoding.token_map, scale)
+                self._store(feats.sha256, kind, w)
+            feats.windows[scale] = w
         return feats.windows[scale]
 
     # -- shots --------------------------------------------------------------------------------------

@@ -261,3 +261,30 @@ def test_tune_weights_from_the_engine_alone(tiny_engine, images):
     assert abs(sum(res.weights.values()) - 1.0) < 1e-6
     assert res.auroc_tuned >= res.auroc_default - 1e-12
     assert tiny_engine.last_tuning is res
+
+
+def test_persistent_encoding_store_survives_a_new_engine(tiny_config, tiny_backbone, images, tmp_path, monkeypatch):
+    from storage import Store
+
+    from fsad_core import Engine
+
+    store = Store(tmp_path / "data")
+    e1 = Engine(tiny_config, backbone=tiny_backbone, encoding_store=store.embeddings)
+    e1.add_shot(images["normal"])
+    r1 = e1.score(images["query"])
+    calls = {"n": 0}
+    real = tiny_backbone.window_embeddings
+
+    def count(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(tiny_backbone, "encode", lambda *a, **k: pytest.fail("re-encoded a stored image"))
+    monkeypatch.setattr(tiny_backbone, "window_embeddings", count)
+    e2 = Engine(tiny_config, backbone=tiny_backbone, encoding_store=store.embeddings)  # "after a restart"
+    e2.add_shot(images["normal"])
+    r2 = e2.score(images["query"])
+    assert calls["n"] == 0
+    for name in r1.components:
+        np.testing.assert_array_equal(r1.components[name].map, r2.components[name].map)
+    store.close()

@@ -104,7 +104,8 @@ class StudioContext:
                 from fsad_core.models.clip import ClipBackbone
 
                 self._backbone = ClipBackbone(config)
-        return Engine(config, backbone=self._backbone)
+        # the store's embeddings table makes reopening a project instant: shots are not re-encoded
+        return Engine(config, backbone=self._backbone, encoding_store=getattr(self.store, "embeddings", None))
 
     def project_engine(self, pid: int, progress: Progress = _no_progress) -> ProjectEngine:
         """The project's engine, built from the store on first use (encodes every shot once)."""
