@@ -400,16 +400,19 @@ class Personalizer:
         return autocast(self.device, self.autocast_dtype)
 
     def _embed(self, prompts: Sequence[str]):
-        """Text embeddings (len(prompts), 77, D), cached per prompt (the text encoder is never tuned)."""
+        """Text embeddings (len(prompts), 77, D), cached per prompt (the text encoder is never tuned).
+
+        Each prompt is encoded alone and with autocast off, so a cached embedding does not depend on
+        the context that first asked for it (inside a bf16-autocast generation or not) or on which
+        prompts shared its batch: a resumed training run sees exactly the embeddings of an
+        uninterrupted one."""
         import torch
 
         pipe = self.pipeline
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._embeds]
-        if missing:
-            with torch.no_grad():
-                emb, _ = pipe.encode_prompt(missing, self.device, 1, False)
-            for p, e in zip(missing, emb):
-                self._embeds[p] = e
+        for p in dict.fromkeys(prompts):
+            if p not in self._embeds:
+                with torch.no_grad(), torch.autocast(device_type=self.device.type, enabled=False):
+                    self._embeds[p] = pipe.encode_prompt([p], self.device, 1, False)[0][0]
         return torch.stack([self._embeds[p] for p in prompts])
 
     def _to_tensor(self, rgb: np.ndarray):
