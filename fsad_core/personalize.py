@@ -347,32 +347,19 @@ class Personalizer:
     # -- loading ------------------------------------------------------------------------------------
     @property
     def device(self):
-        import torch
+        from .models.precision import resolve_device
 
-        d = self.config.device
-        if d == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
-        return torch.device(d)
+        return resolve_device(self.config.device)
 
     @property
     def autocast_dtype(self):
-        """bf16/fp16 autocast dtype or None (fp32 compute)."""
+        """bf16/fp16 autocast dtype or None (fp32 compute). "auto": fp16 on a GPU (the checkpoints'
+        fp16 variant), bf16 on a CPU with native bf16, else fp32."""
         import torch
 
-        from .models.diffusion import cpu_supports_bf16
+        from .models.precision import resolve_precision
 
-        p, dev = self.config.precision, self.device
-        if p == "fp32":
-            return None
-        if p == "bf16":
-            return torch.bfloat16
-        if p == "fp16":
-            return torch.float16 if dev.type == "cuda" else None
-        if dev.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_supports_bf16() else None
+        return resolve_precision(self.config.precision, self.device, cuda_auto=torch.float16)
 
     @property
     def pipeline(self):
@@ -395,7 +382,7 @@ class Personalizer:
         return self._lora_dir
 
     def _autocast(self):
-        from .models.diffusion import autocast
+        from .models.precision import autocast
 
         return autocast(self.device, self.autocast_dtype)
 

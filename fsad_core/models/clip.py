@@ -10,7 +10,6 @@ projected exactly as the image's pooled output is.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -25,6 +24,7 @@ from PIL import Image
 from ..config import EngineConfig
 from ..windows import window_indices
 from . import registry
+from .precision import autocast, precision_name, resolve_device, resolve_precision
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -45,39 +45,6 @@ class Encoding:
     image_emb: torch.Tensor
     patch_tokens: torch.Tensor
     token_map: torch.Tensor
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype, or None for plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        if device.type == "cpu":
-            raise ValueError("fp16 autocast is for GPUs; on CPU use precision='bf16' or 'auto'")
-        return torch.float16
-    # auto
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else None
 
 
 def _register_tiny_config() -> str:
@@ -157,16 +124,14 @@ class ClipBackbone:
     # -- identity ---------------------------------------------------------------------------------
     @property
     def precision_name(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+        return precision_name(self.autocast_dtype)
 
     @property
     def model_id(self) -> str:
         return f"{self.spec.id}|{self.config.profile}"
 
     def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     # -- preprocessing ----------------------------------------------------------------------------
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:

@@ -18,7 +18,6 @@ Nothing here loads weights at import time.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 
 from . import registry
+from .precision import autocast, cpu_supports_bf16  # noqa: F401  (re-exported: benchmarks, personalize)
 
 # SD-1.5's UNet2DConditionModel config (unet/config.json of stable-diffusion-v1-5), 860 M parameters.
 SD15_UNET_CONFIG: dict = {
@@ -258,23 +258,6 @@ def load_pipeline(profile: str = "standard", *, base: str | None = None, tiny_va
         pipe.vae = load_tiny_vae(profile, dtype, cache_dir)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device), spec
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX). Without them bf16
-    autocast is emulated and slower than fp32 (measured: SD-1.5 UNet step 13-19 s vs 8-10 s)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Autocast context for `dtype` on `device` (nullcontext for None / fp32)."""
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def vae_scale_factor(pipe) -> int:

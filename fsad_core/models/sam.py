@@ -43,6 +43,7 @@ import torch
 from .. import masks as mask_ops
 from ..images import ImageInput, sha256_of_array, to_rgb_array
 from . import registry
+from .precision import autocast, check_precision, resolve_device, resolve_precision
 from .registry import ModelSpec
 
 Point = Sequence[float]  # (x, y, is_positive)
@@ -103,15 +104,6 @@ def family_of(spec: ModelSpec) -> str:
 def sam2_available() -> bool:
     """True if the `sam2` package (SAM 2.1's predictor, for the light encoder) is installed."""
     return importlib.util.find_spec("sam2") is not None
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available here; use device='cpu' or 'auto'.")
-    return dev
 
 
 def default_model(device: torch.device | str = "auto") -> str:
@@ -310,8 +302,8 @@ class MaskAssistant:
     model: vit_b | vit_l | vit_h | sam2.1_hiera_t; None = `default_model(device)`.
     checkpoint: a local weights file to use instead of the registry's cache (standard profile).
     device: "auto" (cuda if available) | "cpu" | "cuda[:n]".
-    precision: autocast dtype of the encoder pass: "auto" (bf16 on a GPU, fp32 on a CPU: see
-        docs/sam.md, bf16 autocast is no faster there) | "fp32" | "bf16" | "fp16".
+    precision: autocast dtype of the encoder pass: "auto" (bf16 where the GPU or CPU computes it
+        natively, else fp32; see docs/sam.md) | "fp32" | "bf16" | "fp16" (GPU only).
     cache_dir: weights cache (default: the registry's).
     cache_size: image embeddings kept (LRU); one vit_b embedding is 4 MB, a SAM 2.1 one ~9 MB.
     download: fetch missing standard weights into the cache (with a progress bar) on first use.
@@ -331,8 +323,7 @@ class MaskAssistant:
         cache_size: int = 4,
         download: bool = True,
     ):
-        if precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+        check_precision(precision)
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, got {cache_size}")
         self.device = resolve_device(device)
@@ -344,6 +335,7 @@ class MaskAssistant:
             raise ValueError("checkpoint= is for the standard profile; the tiny profile builds random weights")
         self.cache_dir = cache_dir
         self.precision = precision
+        self.autocast_dtype = resolve_precision(precision, self.device)  # encoder pass only
         self.cache_size = int(cache_size)
         self.download = download
         self.model_id = self._model_id()
@@ -466,13 +458,7 @@ class MaskAssistant:
         return self.load()._dec_pred
 
     def _autocast(self):
-        prec = self.precision
-        if prec == "auto":
-            prec = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-        if prec == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if prec == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     # -- embeddings -----------------------------------------------------------------------------
     def set_image(self, image: ImageInput) -> str:
