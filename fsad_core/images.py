@@ -90,8 +90,8 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
         out = arr
     elif arr.dtype == bool:
         out = arr.astype(np.uint8) * 255
-    elif arr.dtype == np.uint16:
-        out = (arr >> 8).astype(np.uint8)
+    elif arr.dtype == np.uint16:  # scaled and rounded exactly as 16-bit files are (same pixels, same sha256)
+        out = (arr.astype(np.float64) / 65535 * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageError("The image array contains NaN or infinite values.")
@@ -146,23 +146,40 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
 
 
 def to_mask_array(mask, size_hw: tuple[int, int] | None = None, *, what: str = "mask") -> np.ndarray:
-    """A mask (bool/uint8 array, PIL image, bytes or path) -> bool (H, W).
+    """A mask (array, PIL image, bytes or path) -> bool (H, W).
 
-    Non-bool inputs are thresholded at > 0 (any non-zero pixel is defect): PNG masks from MVTec are
-    0/255, ours are 0/1. With `size_hw` the mask must have exactly that size.
+    Arrays must be binary: bool, or integer/float arrays whose values are only 0 and 1, or only 0
+    and 255 (an HxWx1 array is squeezed). Anything else (a float map, negative values, an RGB array)
+    is refused rather than guessed at: thresholding a probability map or a colour image silently
+    would save a mask the user never drew. Mask *files* (PNG, MVTec's ground truth) are thresholded
+    at > 0, as MVTec and anomalib read them. With `size_hw` the mask must have exactly that size.
+
+    >>> to_mask_array(np.array([[0, 255], [255, 0]], np.uint8)).tolist()
+    [[False, True], [True, False]]
+    >>> to_mask_array(np.full((2, 2), 0.5))
+    Traceback (most recent call last):
+    ...
+    fsad_core.images.ImageError: The mask must be binary (bool, or only 0/1 or 0/255 values); got float64 values from 0.5 to 0.5.
     """
     if isinstance(mask, np.ndarray):
-        arr = mask
-        if arr.ndim == 3:
-            arr = arr[..., 3] if arr.shape[2] == 4 else arr.max(axis=2)
+        arr = mask[..., 0] if mask.ndim == 3 and mask.shape[2] == 1 else mask
+        if arr.ndim != 2:
+            raise ImageError(f"The {what} must be a 2-D HxW array (True = defect), got shape {mask.shape}.")
+        if arr.dtype == bool:
+            out = arr.copy()
+        elif np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating):
+            values = np.unique(arr)
+            if not (np.isin(values, (0, 1)).all() or np.isin(values, (0, 255)).all()):
+                lo, hi = (values[0], values[-1]) if values.size else (0, 0)
+                raise ImageError(f"The {what} must be binary (bool, or only 0/1 or 0/255 values); "
+                                 f"got {arr.dtype} values from {lo:g} to {hi:g}.")
+            out = arr > 0
+        else:
+            raise ImageError(f"The {what} has unsupported dtype {arr.dtype}; use a bool HxW array.")
     else:
         img = _open(mask)
         arr = np.asarray(img.convert("L") if img.mode not in ("1", "L", "I;16", "I", "F") else img)
-    if arr.ndim != 2:
-        raise ImageError(f"The {what} must be a 2-D HxW array, got shape {arr.shape}.")
-    if arr.dtype != bool and not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ImageError(f"The {what} has unsupported dtype {arr.dtype}; use bool or uint8.")
-    out = arr.astype(bool) if arr.dtype == bool else (arr > 0)
+        out = arr > 0
     if size_hw is not None and tuple(out.shape) != tuple(size_hw):
         raise ImageError(
             f"The {what} is {out.shape[1]}x{out.shape[0]} px but its image is {size_hw[1]}x{size_hw[0]} px; "

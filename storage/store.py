@@ -443,12 +443,7 @@ class Store:
         row = self._image_row(iid, active=True)
         if mask is None:
             raise StoreError("No mask was given; pass a bool HxW array (True = defect).")
-        if isinstance(mask, np.ndarray):
-            if not (mask.ndim == 2 or (mask.ndim == 3 and mask.shape[2] in (1, 3, 4))):
-                raise StoreError(f"The mask must be a bool HxW array, got shape {mask.shape}.")
-            if mask.dtype.kind == "f" and not np.isfinite(mask).all():
-                raise StoreError("The mask contains NaN or infinite values; pass a bool HxW array.")
-        m = to_mask_array(mask, (row["height"], row["width"]))
+        m = to_mask_array(mask, (row["height"], row["width"]))  # binary arrays only: see its docstring
         if defect_type is not None:
             defect_type = check_name(defect_type, "defect type")
         png = encode_mask_png(m)

@@ -118,6 +118,19 @@ def test_predict_returns_masks_at_image_size_best_first(assistant):
     assert ious == sorted(ious, reverse=True)
     one = assistant.predict(points=[(100, 200, True)], box=(50, 150, 300, 260), multimask=False)
     assert len(one) == 1 and one[0].mask.shape == (480, 640)
+    # the documented (mask, iou) pairs
+    for (mask, iou), p in zip(props, props):
+        assert mask is p.mask and iou == p.iou
+    assert props[0][0] is props[0].mask and props[0][1] == props[0].iou
+
+
+def test_numpy_prompts_work_in_every_mode(assistant):
+    assistant.set_image(_image(480, 640))
+    pts = np.array([[100, 200, 1], [120, 210, 0]])
+    for zoom in (False, True):
+        props = assistant.predict(points=pts, zoom=zoom)
+        assert props[0].mask.shape == (480, 640)
+        assert assistant.refine(props[0], points=pts)[0].mask.shape == (480, 640)
 
 
 def test_refine_feeds_logits_back(assistant):
@@ -309,7 +322,8 @@ def test_model_resolution():
     for name in ("vit_b", "vit_l", "vit_h"):
         spec = registry.get("sam", name)
         assert spec.source.startswith("https://dl.fbaipublicfiles.com/segment_anything/")
-        assert spec.filename.endswith(spec.sha256 + ".pth") and spec.size_bytes > 300_000_000
+        # full sha256 digests (the 6 hex digits in the file names are an MD5 prefix, not a sha256 one)
+        assert len(spec.sha256) == 64 and int(spec.sha256, 16) and spec.size_bytes > 300_000_000
 
 
 def test_for_config_follows_the_engine_profile():
@@ -323,8 +337,9 @@ def test_for_config_follows_the_engine_profile():
 
 def test_missing_weights_say_how_to_get_them(tmp_path):
     a = MaskAssistant(model="vit_b", device="cpu", cache_dir=tmp_path, download=False)
-    with pytest.raises(registry.ModelUnavailableError, match="models pull sam.*checkpoint="):
+    with pytest.raises(registry.ModelUnavailableError, match="models pull sam.*checkpoint=") as err:
         a.set_image(_image(100, 100))
+    assert f"cache: {tmp_path}" in str(err.value)  # the cache in use, not the default one
     b = MaskAssistant(model="vit_b", device="cpu", checkpoint=tmp_path / "nope.pth")
     with pytest.raises(registry.ModelUnavailableError, match="no checkpoint file at"):
         b.load()
@@ -395,3 +410,18 @@ def test_masks_docstring_examples():
     import doctest
 
     assert doctest.testmod(mask_ops).failed == 0
+
+
+def test_download_verifies_the_full_sha256(tmp_path):
+    """download_url streams to a temp file and keeps it only when its sha256 matches exactly."""
+    import hashlib
+
+    src = tmp_path / "weights.bin"
+    src.write_bytes(b"fsad" * 1000)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    seen = []
+    got = registry.download_url(src.as_uri(), tmp_path / "cache" / "ok.bin", digest, progress=lambda d, t: seen.append(d))
+    assert got.read_bytes() == src.read_bytes() and seen[-1] == 4000
+    with pytest.raises(registry.ModelUnavailableError, match="checksum mismatch"):
+        registry.download_url(src.as_uri(), tmp_path / "cache" / "bad.bin", digest[:6] + "0" * 58, progress=False)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["ok.bin"]  # no partial file left

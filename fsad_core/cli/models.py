@@ -31,7 +31,12 @@ def run_list(args) -> int:
 def run_pull(args) -> int:
     from fsad_core.models import registry
 
-    spec = registry.get(args.kind, name=args.name, tag=args.tag)
+    if args.kind == "sam" and args.name is None and args.tag is None:
+        from fsad_core.models.sam import resolve_spec
+
+        spec = resolve_spec("standard")  # the model the studio's mask assistant uses on this machine
+    else:
+        spec = registry.get(args.kind, name=args.name, tag=args.tag)
     print(f"fetching {spec.kind} {spec.name}@{spec.tag} ({spec.size_text}) from {spec.source}")
     path = registry.pull(spec, args.cache_dir)
     print(f"ok: {path}")

@@ -78,7 +78,8 @@ def build_open_clip(config: EngineConfig):
         spec = registry.ModelSpec(kind="clip", name=config.clip_model, tag=path.name, profile="standard",
                                   source=str(path), description="local checkpoint")
         if not path.is_file():
-            raise registry.unavailable(spec, f"no file at {path}", "or fix the path given as clip_pretrained")
+            raise registry.unavailable(spec, f"no file at {path}", "or fix the path given as clip_pretrained",
+                                       cache=config.cache_dir)
         try:
             model = open_clip.create_model(config.clip_model, pretrained=str(path))
         except Exception as exc:
@@ -94,7 +95,7 @@ def build_open_clip(config: EngineConfig):
         model = open_clip.create_model(config.clip_model, pretrained=pretrained,
                                        cache_dir=str(registry.cache_dir(config.cache_dir) / "hub"))
     except Exception as exc:  # offline, not cached, unknown tag
-        raise registry.unavailable(spec, f"{exc.__class__.__name__}: {str(exc)[:200]}") from None
+        raise registry.unavailable(spec, f"{exc.__class__.__name__}: {str(exc)[:200]}", cache=config.cache_dir) from None
     return model, spec
 
 

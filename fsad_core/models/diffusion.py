@@ -202,11 +202,11 @@ def _spec_for(base: str | None, profile: str) -> registry.ModelSpec:
                               source=f"hf-hub:{base}", description="diffusers repository on the hub")
 
 
-def _load_error(spec: registry.ModelSpec, exc: Exception) -> registry.ModelUnavailableError:
+def _load_error(spec: registry.ModelSpec, exc: Exception, cache_dir=None) -> registry.ModelUnavailableError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     reason = ("it is not in the cache and the hub is offline" if offline
               else f"{exc.__class__.__name__}: {str(exc)[:200]}")
-    return registry.unavailable(spec, reason)
+    return registry.unavailable(spec, reason, cache=cache_dir)
 
 
 def load_tiny_vae(profile: str, dtype: torch.dtype, cache_dir: str | os.PathLike | None = None):
@@ -218,7 +218,7 @@ def load_tiny_vae(profile: str, dtype: torch.dtype, cache_dir: str | os.PathLike
         return AutoencoderTiny.from_pretrained(spec.source[len("hf-hub:"):], torch_dtype=dtype,
                                                cache_dir=str(registry.cache_dir(cache_dir) / "hub"))
     except Exception as exc:  # offline / not cached / corrupt
-        raise _load_error(spec, exc) from None
+        raise _load_error(spec, exc, cache_dir) from None
 
 
 def load_pipeline(profile: str = "standard", *, base: str | None = None, tiny_vae: bool = False,
@@ -248,11 +248,12 @@ def load_pipeline(profile: str = "standard", *, base: str | None = None, tiny_va
     if spec.tag == "fp16":
         kw["variant"] = "fp16"
     if spec.tag == "local" and not Path(source).is_dir():
-        raise registry.unavailable(spec, f"no diffusers folder at {source}", "or fix the path given as base_model")
+        raise registry.unavailable(spec, f"no diffusers folder at {source}", "or fix the path given as base_model",
+                                   cache=cache_dir)
     try:
         pipe = StableDiffusionImg2ImgPipeline.from_pretrained(source, **kw)
     except Exception as exc:  # offline, not cached, wrong repo, missing variant
-        raise _load_error(spec, exc) from None
+        raise _load_error(spec, exc, cache_dir) from None
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     if tiny_vae:
         pipe.vae = load_tiny_vae(profile, dtype, cache_dir)

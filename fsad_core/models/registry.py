@@ -43,7 +43,7 @@ class ModelSpec:
     profile: str  # "standard" | "tiny"
     source: str  # "hf-hub:<repo>", an https URL, or "builtin"
     size_bytes: int = 0
-    sha256: str | None = None  # full digest, or a prefix (official SAM files carry one in their name)
+    sha256: str | None = None  # full hex digest of the file (the 6 hex digits in SAM file names are an MD5 prefix)
     filename: str | None = None  # file name in the cache for URL downloads
     description: str = ""
     extra: dict = field(default_factory=dict, compare=False, hash=False)
@@ -105,17 +105,17 @@ register(ModelSpec(
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 register(ModelSpec(
     kind="sam", name="vit_b", tag="sam_vit_b_01ec64", profile="standard", source=_SAM_URL + "sam_vit_b_01ec64.pth",
-    size_bytes=375_042_383, sha256="01ec64", filename="sam_vit_b_01ec64.pth",
+    size_bytes=375_042_383, sha256="ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", filename="sam_vit_b_01ec64.pth",
     description="Segment-Anything ViT-B (default on GPU; ~15 s per image embedding on a 2-core CPU).",
 ))
 register(ModelSpec(
     kind="sam", name="vit_l", tag="sam_vit_l_0b3195", profile="standard", source=_SAM_URL + "sam_vit_l_0b3195.pth",
-    size_bytes=1_249_524_607, sha256="0b3195", filename="sam_vit_l_0b3195.pth",
+    size_bytes=1_249_524_607, sha256="3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", filename="sam_vit_l_0b3195.pth",
     description="Segment-Anything ViT-L.",
 ))
 register(ModelSpec(
     kind="sam", name="vit_h", tag="sam_vit_h_4b8939", profile="standard", source=_SAM_URL + "sam_vit_h_4b8939.pth",
-    size_bytes=2_564_550_879, sha256="4b8939", filename="sam_vit_h_4b8939.pth",
+    size_bytes=2_564_550_879, sha256="a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", filename="sam_vit_h_4b8939.pth",
     description="Segment-Anything ViT-H (best masks, GPU recommended).",
 ))
 # SAM 2.1 tiny (Hiera-T, 39 M parameters): the light encoder, CPU default when the `sam2` package is
@@ -252,15 +252,23 @@ def is_present(spec: ModelSpec, cache: str | os.PathLike | None = None) -> bool:
     return spec.source == "builtin" or local_path(spec, cache) is not None
 
 
-def unavailable(spec: ModelSpec, reason: str, local_hint: str = "") -> ModelUnavailableError:
-    """The teaching error for a model that cannot be had."""
-    where = spec.source[len("hf-hub:"):] + " on the Hugging Face hub" if _hf_repo(spec) else spec.source
+def unavailable(spec: ModelSpec, reason: str, local_hint: str = "",
+                cache: str | os.PathLike | None = None) -> ModelUnavailableError:
+    """The teaching error for a model that cannot be had (`cache`: the weights cache in use)."""
+    repo = _hf_repo(spec)
+    where = repo + " on the Hugging Face hub" if repo else spec.source
     hint = local_hint or "or point the config at a local copy of the weights"
+    if spec in _SPECS:
+        fetch = f"with `python -m fsad_core models pull {spec.kind} --name {spec.name} --tag {spec.tag}`"
+    elif repo:  # a hub repository the user named: not in our registry, so `models pull` does not know it
+        fetch = f"with `huggingface-cli download {repo} --cache-dir {cache_dir(cache) / 'hub'}`"
+    else:
+        fetch = "and copy the files here"
+    size = f", {spec.size_text}" if spec.size_bytes else ""
     return ModelUnavailableError(
-        f"The {spec.kind} model {spec.name} ({spec.tag}, {spec.size_text}) is not available: {reason}. "
-        f"It comes from {where}. Fetch it on a machine with internet with "
-        f"`python -m fsad_core models pull {spec.kind} --name {spec.name} --tag {spec.tag}` "
-        f"(cache: {cache_dir()}), {hint}; or use `--profile tiny` ({TINY_NOTE})."
+        f"The {spec.kind} model {spec.name} ({spec.tag}{size}) is not available: {reason}. "
+        f"It comes from {where}. Fetch it on a machine with internet {fetch} "
+        f"(cache: {cache_dir(cache)}), {hint}; or use `--profile tiny` ({TINY_NOTE})."
     )
 
 
@@ -271,8 +279,9 @@ def _verify(path: Path, sha256: str | None) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    if not h.hexdigest().startswith(sha256):
-        raise ModelUnavailableError(f"checksum mismatch for {path.name}: expected {sha256}…, got {h.hexdigest()[:12]}…")
+    if h.hexdigest() != sha256.lower():
+        raise ModelUnavailableError(f"checksum mismatch for {path.name}: expected sha256 {sha256[:16]}…, "
+                                    f"got {h.hexdigest()[:16]}… (a truncated or corrupted download; run the pull again)")
 
 
 def download_url(url: str, dest: Path, sha256: str | None = None, progress: Callable[[int, int], None] | bool = True) -> Path:
@@ -316,7 +325,7 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool
         return have
     host = "huggingface.co" if _hf_repo(spec) else urllib.parse.urlparse(spec.source).hostname
     if host and not _reachable(host):
-        raise unavailable(spec, f"no network connection to {host} (offline?)")
+        raise unavailable(spec, f"no network connection to {host} (offline?)", cache=cache)
     try:
         if spec.filename:
             return download_url(spec.source, cache_dir(cache) / spec.kind / spec.filename, spec.sha256, progress)
@@ -326,10 +335,10 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool
 
             cfg = open_clip.get_pretrained_cfg(spec.name, spec.tag)
             if not cfg:
-                raise unavailable(spec, f"open_clip knows no pretrained tag {spec.tag!r} for {spec.name}")
+                raise unavailable(spec, f"open_clip knows no pretrained tag {spec.tag!r} for {spec.name}", cache=cache)
             got = open_clip.download_pretrained(cfg, cache_dir=str(cache_dir(cache) / "hub"))
             if not got:
-                raise unavailable(spec, "open_clip could not download it")
+                raise unavailable(spec, "open_clip could not download it", cache=cache)
             return Path(got)
         if repo:
             from huggingface_hub import snapshot_download
@@ -341,8 +350,8 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool
     except ModelUnavailableError:
         raise
     except Exception as exc:  # network errors, HTTP errors, offline mode
-        raise unavailable(spec, f"download failed ({exc.__class__.__name__}: {str(exc)[:160]})") from None
-    raise unavailable(spec, f"unknown source {spec.source!r}")
+        raise unavailable(spec, f"download failed ({exc.__class__.__name__}: {str(exc)[:160]})", cache=cache) from None
+    raise unavailable(spec, f"unknown source {spec.source!r}", cache=cache)
 
 
 def describe(all_specs: Iterable[ModelSpec] | None = None, cache: str | os.PathLike | None = None) -> list[dict]:

@@ -76,6 +76,17 @@ class MaskProposal:
         """Number of defect pixels."""
         return int(self.mask.sum())
 
+    # A proposal reads as the (mask, iou) pair of the documented API: `for mask, iou in predict(...)`,
+    # `proposals[0][0]`; the logits and crop stay available as attributes.
+    def __iter__(self):
+        return iter((self.mask, self.iou))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i):
+        return (self.mask, self.iou)[i]
+
 
 @dataclass(frozen=True, eq=False)
 class _Embedding:
@@ -384,14 +395,16 @@ class MaskAssistant:
         if self.checkpoint is not None:
             if not self.checkpoint.is_file():
                 raise registry.unavailable(spec, f"no checkpoint file at {self.checkpoint}",
-                                           local_hint=f"or pass checkpoint= the path of {spec.filename}")
+                                           local_hint=f"or pass checkpoint= the path of {spec.filename}",
+                                           cache=self.cache_dir)
             return self.checkpoint
         path = registry.local_path(spec, self.cache_dir)
         if path is not None:
             return path
         hint = f"or pass checkpoint='/path/to/{spec.filename}'"
         if not self.download:
-            raise registry.unavailable(spec, "its weights are not in the cache and download=False", local_hint=hint)
+            raise registry.unavailable(spec, "its weights are not in the cache and download=False", local_hint=hint,
+                                       cache=self.cache_dir)
         if family_of(spec) == "sam2" and not sam2_available():
             raise self._no_sam2()
         return registry.pull(spec, self.cache_dir)  # progress bar; ModelUnavailableError when offline
@@ -591,7 +604,7 @@ class MaskAssistant:
         coords, labels, box_arr = validate_prompts(points, box, emb.hw)
         crop = None
         if zoom:
-            crop = self._zoom_crop(sha, emb, points or [], box_arr, DEFAULT_ZOOM_SIZE if zoom is True else int(zoom))
+            crop = self._zoom_crop(sha, emb, [] if points is None else points, box_arr, DEFAULT_ZOOM_SIZE if zoom is True else int(zoom))
         return self._run(sha, emb, coords, labels, box_arr, None, multimask, crop)
 
     def refine(
@@ -624,7 +637,7 @@ class MaskAssistant:
         sha, emb = self._image_embedding(image_sha)
         coords, labels, box_arr = validate_prompts(points, box, emb.hw)
         if crop is not None:
-            ext = mask_ops.prompt_extent(points or [], box_arr)
+            ext = mask_ops.prompt_extent([] if points is None else points, box_arr)
             if not mask_ops.box_contains(crop, ext):
                 raise ValueError(f"the prompts reach outside the zoom crop {crop} of the previous mask; "
                                  "start again with predict(..., zoom=True) around all of them")
