@@ -2,7 +2,10 @@
 
 `precision="auto"` means bf16 autocast where the hardware computes bf16 natively, else fp32:
 on a CPU that is AVX512-BF16 or AMX (without them bf16 is emulated and 2-5x *slower* than fp32;
-with them CLIP runs ~3x faster, SAM's encoder 2-3x), on a GPU bf16 where supported, else fp16.
+with them CLIP runs ~3x faster, SAM's encoder 2-3x), on a GPU bf16 where supported (Ampere and
+later). fp16 is never chosen automatically for CLIP and SAM (its range overflows in attention
+logits); the diffusion pipeline asks for fp16 on GPUs itself (`cuda_auto`), as its checkpoints
+ship an fp16 variant.
 """
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ def resolve_precision(precision: str, device: torch.device, cuda_auto: torch.dty
     if device.type == "cuda":
         if cuda_auto is not None:
             return cuda_auto
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_supports_bf16() else None
 
 
