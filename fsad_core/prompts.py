@@ -3,7 +3,8 @@
 WinCLIP (Jeong et al., CVPR 2023): a compositional ensemble of state words x templates. The template
 list is the paper's 22 entries (its supplementary material). anomalib 2.x ships 21 with
 "a jpeg corrupted photo of the {}." twice and without "a cropped photo of a {}." and
-"a jpeg corrupted photo of a {}." — we do not copy that; a golden test pins this list.
+"a jpeg corrupted photo of a {}." — we do not copy that; tests/test_prompts.py pins this list, the states and the
+154/88 counts.
 """
 from __future__ import annotations
 
