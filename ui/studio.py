@@ -26,6 +26,8 @@ CSS = """
 #aggregate-score textarea, #aggregate-score input { font-size: 1.6em; font-weight: 600; text-align: center; }
 .weight-slider { min-width: 120px; }
 #heatmaps .caption-label, #heatmaps .caption { font-family: ui-monospace, monospace; }
+/* component name and score must stay readable: Gradio ellipsises captions at 80% of the tile */
+#heatmaps .caption-label, #sam-proposals .caption-label { max-width: calc(100% - 8px); font-size: 11px; padding: 1px 5px; white-space: nowrap; }
 """
 
 HELP_SHOTS = (
@@ -222,7 +224,7 @@ class Studio:
                                               format="png", elem_id="sam-click", height=420,
                                               buttons=["fullscreen"]))
                 self.add("sam_proposals", gr.Gallery(label="Proposals (best first; click to choose)", columns=3,
-                                                     height=150, format="png", elem_id="sam-proposals",
+                                                     height=230, format="png", elem_id="sam-proposals",
                                                      allow_preview=False, interactive=False))
                 with gr.Row():
                     self.add("sam_replace", gr.Button("Replace mask", size="sm", elem_id="sam-replace"))
