@@ -66,13 +66,20 @@ class Engine:
     """
 
     def __init__(self, config: EngineConfig | None = None, backbone: ClipBackbone | None = None,
-                 encoding_store=None):
+                 encoding_store=None, share_features_from: "Engine | None" = None):
         """`encoding_store`: optional persistent cache with `get(model_id, precision, sha256, kind)` ->
         numpy array | None and `put(model_id, precision, sha256, kind, array)` (e.g. the studio's
-        `storage.Store.embeddings`), so encodings survive restarts. The engine never imports storage."""
+        `storage.Store.embeddings`), so encodings survive restarts. The engine never imports storage.
+
+        `share_features_from`: another engine on the same backbone whose encodings (shots and cached
+        queries) this one reuses instead of re-encoding the same pixels — weight tuning's scratch engine
+        reads the caller's shot encodings this way. Read-only: the other engine is never modified."""
         self.config = config or EngineConfig()
         self.backbone = backbone if backbone is not None else ClipBackbone(self.config)
         self.encoding_store = encoding_store
+        if share_features_from is not None and share_features_from.backbone is not self.backbone:
+            raise ValueError("share_features_from must be an engine on the same backbone")
+        self._share_from = share_features_from
         self.class_name = "object"
         self._shots: OrderedDict[str, Shot] = OrderedDict()
         self._shot_features: dict[str, Features] = {}
@@ -109,6 +116,12 @@ class Engine:
         return cache[key]
 
     # -- encoding and caches ------------------------------------------------------------------------
+    def peek_features(self, sha: str) -> Features | None:
+        """The encoded features of these pixels if this engine holds them (shot or cached query), else
+        None. Never encodes and does not touch the LRU order."""
+        with self._lock:
+            return self._shot_features.get(sha) or self._cache.get(sha)
+
     def _features(self, rgb: np.ndarray, sha: str, pin: bool = False) -> Features:
         with self._lock:
             if sha in self._shot_features:
@@ -116,7 +129,9 @@ class Engine:
             if sha in self._cache:
                 self._cache.move_to_end(sha)
                 return self._cache[sha]
-        feats = Features(sha, rgb.shape[:2], self._load_or_encode(rgb, sha))
+        shared = self._share_from.peek_features(sha) if self._share_from is not None else None
+        # the same Features object: window embeddings computed by either engine serve both
+        feats = shared if shared is not None else Features(sha, rgb.shape[:2], self._load_or_encode(rgb, sha))
         with self._lock:
             if not pin:
                 self._cache[sha] = feats

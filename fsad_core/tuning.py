@@ -185,7 +185,8 @@ def validation_set(engine, m: int = 10, seed: int = 0, images: Mapping[str, obje
 
     holdout: "auto" = leave-one-shot-out for each kind with >= 2 shots (see the module docstring);
     "none" = score every copy against all shots (self-matches; for measuring their effect).
-    Uses a second Engine on the same backbone, so the caller's engine is never modified.
+    Uses a second Engine on the same backbone that reads the caller's shot encodings
+    (`share_features_from`), so the caller's engine is never modified and no shot is re-encoded.
     require_anomalous=False allows normal shots only (all labels 0; for thresholds, not for tuning).
     """
     from .augment import augment_shot
@@ -202,7 +203,10 @@ def validation_set(engine, m: int = 10, seed: int = 0, images: Mapping[str, obje
         raise ValueError("weight tuning needs at least one normal shot (used as the validation negatives): add one")
     loo = {k: holdout == "auto" and len(v) >= 2 for k, v in kinds.items()}
     rng = np.random.default_rng(seed)
-    tmp = Engine(engine.config, backbone=engine.backbone)
+    # a scratch engine on the same backbone that reuses the caller's shot encodings (no shot is encoded
+    # twice: only the augmented copies are new images)
+    share = engine if callable(getattr(engine, "peek_features", None)) else None
+    tmp = Engine(engine.config, backbone=engine.backbone, share_features_from=share)
     tmp.set_class_name(engine.class_name)
     rgbs = {}
     for s in shots:

@@ -144,3 +144,36 @@ def test_tune_weights_needs_both_kinds_and_pixels(tiny_engine, images):
     if not callable(getattr(engine, "shot_image", None)):
         with pytest.raises(ValueError, match="pixels"):
             tune_weights(engine, m=1, n_samples=2)
+
+
+def test_tuning_never_reencodes_a_shot(tiny_engine, images, monkeypatch):
+    """The scratch engine of the validation reads the caller's shot encodings: only the augmented
+    copies are new images, so encoder passes = copies (and window passes = copies x window scales)."""
+    from fsad_core.tuning import tune_weights
+
+    engine = tiny_engine
+    calls = {"encode": 0, "windows": 0}
+    real_encode, real_windows = engine.backbone.encode, engine.backbone.window_embeddings
+
+    def count_encode(*a, **k):
+        calls["encode"] += 1
+        return real_encode(*a, **k)
+
+    def count_windows(*a, **k):
+        calls["windows"] += 1
+        return real_windows(*a, **k)
+
+    monkeypatch.setattr(engine.backbone, "encode", count_encode)
+    monkeypatch.setattr(engine.backbone, "window_embeddings", count_windows)
+    imgs = _fill(engine, *_shots(images, n_normal=2, n_anom=1))
+    n_shots, n_scales = 3, len(engine.window_scales)
+    assert calls == {"encode": n_shots, "windows": n_shots * n_scales}
+    m = 2
+    r = tune_weights(engine, m=m, n_samples=10, images=imgs)
+    assert r.n_validation == (m * 1, m * 2)
+    # 6 copies, each encoded once; the 3 shots (also re-added after leave-one-out) never again
+    assert calls["encode"] == n_shots + m * n_shots
+    assert calls["windows"] == (n_shots + m * n_shots) * n_scales
+    # a second run re-encodes nothing but its new copies either (different seed, new copies)
+    tune_weights(engine, m=1, n_samples=5, images=imgs, seed=3)
+    assert calls["encode"] == n_shots + m * n_shots + n_shots
