@@ -10,7 +10,13 @@ projected exactly as the image's pooled output is.
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
+import functools
+import getpass
+import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -47,55 +53,180 @@ class Encoding:
     token_map: torch.Tensor
 
 
+class _DropOpenClipLogs(logging.Filter):
+    """Drops open_clip's own records on the root logger (it logs with `logging.error(...)` before
+    raising; we raise one readable error instead): all of them at or above `level`, or only those whose
+    message starts with `prefix`."""
+
+    def __init__(self, level: int = logging.ERROR, prefix: str | None = None):
+        super().__init__()
+        self.level, self.prefix = level, prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.pathname.startswith(_open_clip_dir()):
+            return True
+        if self.prefix is not None:
+            return not record.getMessage().startswith(self.prefix)
+        return record.levelno < self.level
+
+
+@functools.lru_cache(maxsize=1)
+def _open_clip_dir() -> str:
+    import open_clip
+
+    return os.path.dirname(open_clip.__file__)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip(level: int = logging.ERROR, prefix: str | None = None):
+    """While loading: hide open_clip's root-logger lines (see `_DropOpenClipLogs`)."""
+    root = logging.getLogger()
+    f = _DropOpenClipLogs(level, prefix)
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
+def _tiny_config_dir() -> Path:
+    """A stable per-user folder for the tiny config: <tmp>/fsad-tiny-clip-<uid>. If it exists but is
+    not ours (a shared /tmp), fall back to a private folder named after the process."""
+    uid = os.getuid() if hasattr(os, "getuid") else getpass.getuser()
+    folder = Path(tempfile.gettempdir()) / f"fsad-tiny-clip-{uid}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+            raise PermissionError(f"{folder} belongs to another user")
+        return folder
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="fsad-tiny-clip-"))
+
+
 def _register_tiny_config() -> str:
-    """Write the tiny CLIP config where open_clip finds it (once per process)."""
+    """Make the tiny CLIP config known to open_clip (once per process).
+
+    open_clip only reads configs from files, so the JSON is written once to a stable per-user folder
+    (`_tiny_config_dir`), atomically (temp file + rename) and only when its content differs: every
+    process shares the same file instead of leaving a new temp folder behind.
+    """
     global _TINY_REGISTERED
     import open_clip
 
     spec = registry.get("clip", profile="tiny")
     with _TINY_LOCK:
         if not _TINY_REGISTERED:
-            folder = Path(tempfile.mkdtemp(prefix="fsad-tiny-clip-"))
-            (folder / f"{spec.name}.json").write_text(json.dumps(spec.extra["config"]))
-            open_clip.add_model_config(folder)
+            text = json.dumps(spec.extra["config"], indent=1, sort_keys=True)
+            folder = _tiny_config_dir()
+            path = folder / f"{spec.name}.json"
+            try:
+                current = path.read_text() if path.is_file() else None
+            except OSError:
+                current = None
+            if current != text:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{spec.name}.", suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "w") as f:
+                        f.write(text)
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            open_clip.add_model_config(path)  # a single file, not the whole folder
             _TINY_REGISTERED = True
     return spec.name
 
 
+def _is_local_path(pretrained: str) -> bool:
+    return os.path.sep in pretrained or "/" in pretrained or pretrained.startswith("~") \
+        or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors", ".ckpt"))
+
+
+def local_checkpoint_tag(path: Path) -> str:
+    """A tag that identifies a local checkpoint file (resolved path, size, mtime; hashed), so encodings
+    cached for one file are never served for another file of the same name, or for an edited file."""
+    try:
+        st = path.stat()
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        key = str(path)
+    return f"file-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
 def build_open_clip(config: EngineConfig):
-    """Create the open_clip model for a config -> (model, spec). Random weights for `tiny`."""
+    """Create the open_clip model for a config -> (model, spec). Random weights for `tiny`.
+
+    Raises `registry.ModelUnavailableError` with one readable message (open_clip's own log lines
+    are silenced during the load): unknown model or tag (listing the valid ones), missing or
+    unreadable local file, weights neither cached nor downloadable.
+    """
     import open_clip
 
     if config.profile == "tiny":
         name = _register_tiny_config()
         torch.manual_seed(0)  # the tiny model is the same random model in every process
-        model = open_clip.create_model(name, pretrained=None)
+        with _quiet_open_clip(prefix="No pretrained weights loaded"):  # random weights are the point
+            model = open_clip.create_model(name, pretrained=None)
         return model, registry.get("clip", profile="tiny")
 
+    if config.clip_model not in open_clip.list_models():
+        known = [m for m in open_clip.list_models() if not m.startswith("fsad-")]
+        close = difflib.get_close_matches(config.clip_model, known, n=5, cutoff=0.5)
+        raise registry.ModelUnavailableError(
+            f"open_clip knows no model architecture {config.clip_model!r} (--clip-model / clip_model). "
+            + (f"Did you mean: {', '.join(close)}? " if close else "")
+            + f"The default is ViT-B-16-plus-240; `python -c \"import open_clip; print(open_clip.list_models())\"` "
+            "lists all."
+        )
     pretrained = config.clip_pretrained
-    if pretrained and (os.path.sep in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))):
+    if pretrained and _is_local_path(pretrained):
         path = Path(pretrained).expanduser()
-        spec = registry.ModelSpec(kind="clip", name=config.clip_model, tag=path.name, profile="standard",
-                                  source=str(path), description="local checkpoint")
         if not path.is_file():
-            raise registry.unavailable(spec, f"no file at {path}", "or fix the path given as clip_pretrained",
-                                       cache=config.cache_dir)
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise registry.ModelUnavailableError(
+                f"The CLIP checkpoint {path} {what} (--clip-pretrained / clip_pretrained). Fix the path "
+                f"to point at a {config.clip_model} checkpoint file (.pt, .bin or .safetensors), or give a "
+                f"pretrained tag instead ({', '.join(open_clip.list_pretrained_tags_by_model(config.clip_model)) or 'none known'}); "
+                f"or use `--profile tiny` ({registry.TINY_NOTE})."
+            )
+        spec = registry.ModelSpec(kind="clip", name=config.clip_model, tag=local_checkpoint_tag(path),
+                                  profile="standard", source=str(path.resolve()),
+                                  description=f"local checkpoint {path.resolve()}")
         try:
-            model = open_clip.create_model(config.clip_model, pretrained=str(path))
+            with _quiet_open_clip():
+                model = open_clip.create_model(config.clip_model, pretrained=str(path))
         except Exception as exc:
-            raise registry.unavailable(spec, f"the file could not be loaded as {config.clip_model} "
-                                       f"({exc.__class__.__name__}: {str(exc)[:200]})") from None
+            raise registry.ModelUnavailableError(
+                f"The CLIP checkpoint {path} could not be loaded as {config.clip_model} "
+                f"({exc.__class__.__name__}: {registry.shorten(str(exc), 200)}). Check that the file is a "
+                f"complete {config.clip_model} checkpoint (or pass the matching --clip-model); "
+                f"or use `--profile tiny` ({registry.TINY_NOTE})."
+            ) from None
         return model, spec
+    tags = open_clip.list_pretrained_tags_by_model(config.clip_model)
+    if pretrained not in tags:
+        raise registry.ModelUnavailableError(
+            f"{pretrained!r} is not a pretrained tag of {config.clip_model} (--clip-pretrained / clip_pretrained). "
+            f"Valid tags: {', '.join(tags) or 'none (this architecture has no pretrained weights in open_clip)'}; "
+            "or give the path of a local checkpoint file."
+        )
     try:
         spec = registry.get("clip", name=config.clip_model, tag=pretrained)
     except KeyError:
+        cfg = open_clip.get_pretrained_cfg(config.clip_model, pretrained) or {}
+        hub = str(cfg.get("hf_hub") or "").strip("/")
         spec = registry.ModelSpec(kind="clip", name=config.clip_model, tag=pretrained, profile="standard",
-                                  source="open_clip pretrained registry", description="open_clip model")
+                                  source=f"hf-hub:{hub}" if hub else (cfg.get("url") or "open_clip"),
+                                  description="open_clip model")
     try:
-        model = open_clip.create_model(config.clip_model, pretrained=pretrained,
-                                       cache_dir=str(registry.cache_dir(config.cache_dir) / "hub"))
-    except Exception as exc:  # offline, not cached, unknown tag
-        raise registry.unavailable(spec, f"{exc.__class__.__name__}: {str(exc)[:200]}", cache=config.cache_dir) from None
+        with _quiet_open_clip():
+            model = open_clip.create_model(config.clip_model, pretrained=pretrained,
+                                           cache_dir=str(registry.cache_dir(config.cache_dir) / "hub"))
+    except Exception as exc:  # offline, not cached
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        reason = ("it is not in the cache and the hub is offline (no network)" if offline
+                  else f"{exc.__class__.__name__}: {registry.shorten(str(exc), 200)}")
+        raise registry.unavailable(spec, reason, cache=config.cache_dir) from None
     return model, spec
 
 

@@ -252,10 +252,42 @@ def is_present(spec: ModelSpec, cache: str | os.PathLike | None = None) -> bool:
     return spec.source == "builtin" or local_path(spec, cache) is not None
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """`text` on one line, at most `limit` characters, cut at a word boundary and marked with '…'.
+
+    >>> shorten("An error happened while trying to locate the file on the Hub", 30)
+    'An error happened while…'
+    >>> shorten("short", 30)
+    'short'
+    """
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:max(1, limit - 1)]
+    if not text[len(cut)].isspace():  # the cut falls inside a word: go back to the last space
+        space = cut.rfind(" ")
+        if space > 0:
+            cut = cut[:space]
+    return cut.rstrip(" ,;:.-(") + "…"
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
 def unavailable(spec: ModelSpec, reason: str, local_hint: str = "",
                 cache: str | os.PathLike | None = None) -> ModelUnavailableError:
     """The teaching error for a model that cannot be had (`cache`: the weights cache in use)."""
     repo = _hf_repo(spec)
+    size = f", {spec.size_text}" if spec.size_bytes else ""
+    if not repo and not _is_url(spec.source) and spec.source != "builtin" and spec not in _SPECS:
+        # a local file or folder the user named: there is nothing to fetch, only a path to fix
+        hint = local_hint or "or fix the path"
+        return ModelUnavailableError(
+            f"The {spec.kind} model {spec.name} ({spec.tag}{size}) is not available: {reason}. "
+            f"It was to be read from {spec.source}: check that the path is right and the file complete, "
+            f"{hint}; or use `--profile tiny` ({TINY_NOTE})."
+        )
     where = repo + " on the Hugging Face hub" if repo else spec.source
     hint = local_hint or "or point the config at a local copy of the weights"
     if spec in _SPECS:
@@ -263,8 +295,7 @@ def unavailable(spec: ModelSpec, reason: str, local_hint: str = "",
     elif repo:  # a hub repository the user named: not in our registry, so `models pull` does not know it
         fetch = f"with `huggingface-cli download {repo} --cache-dir {cache_dir(cache) / 'hub'}`"
     else:
-        fetch = "and copy the files here"
-    size = f", {spec.size_text}" if spec.size_bytes else ""
+        fetch = f"from {spec.source} and give its path"
     return ModelUnavailableError(
         f"The {spec.kind} model {spec.name} ({spec.tag}{size}) is not available: {reason}. "
         f"It comes from {where}. Fetch it on a machine with internet {fetch} "
@@ -350,7 +381,8 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool
     except ModelUnavailableError:
         raise
     except Exception as exc:  # network errors, HTTP errors, offline mode
-        raise unavailable(spec, f"download failed ({exc.__class__.__name__}: {str(exc)[:160]})", cache=cache) from None
+        raise unavailable(spec, f"download failed ({exc.__class__.__name__}: {shorten(str(exc), 160)})",
+                          cache=cache) from None
     raise unavailable(spec, f"unknown source {spec.source!r}", cache=cache)
 
 
