@@ -203,6 +203,11 @@ def resolve_weights(mode: str | Mapping[str, float] | None, names: Sequence[str]
         from .aggregate import PRESETS
 
         if mode in PRESETS:
+            lost = [k for k, v in PRESETS[mode].items() if v > 0 and k in ("personal", "pool", "adapter", "patchcore")
+                    and k not in names]
+            if lost:  # one-to-normal without personal/pool would silently measure zero_shot alone
+                raise ValueError(f"weights preset {mode!r} needs {', '.join(lost)}, which this evaluation does not "
+                                 f"compute; components: {', '.join(names)}")
             return {k: v for k, v in PRESETS[mode].items() if k in names}
         raise ValueError(f"weights must be default, tuned, a preset ({', '.join(PRESETS)}) or name=w,...; got {mode!r}")
     w = validate_weights(mode)

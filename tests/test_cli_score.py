@@ -91,3 +91,62 @@ def test_models_list(capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert "ViT-B-16-plus-240@laion400m_e31" in out and "vit_b" in out and "built in" in out
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_unwritable_output_paths_are_one_line_errors(files, tmp_path, capsys):
+    base = ["score", "--normal", str(files["normal"]), "--query", str(files["query"]), "--class-name", "x",
+            "--profile", "tiny", "--precision", "fp32", "--scales", "1"]
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    assert main(base + ["--json", str(folder)]) == 2
+    assert "is a folder" in _one_error_line(capsys.readouterr().err)
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("x")
+    assert main(base + ["--json", str(tmp_path / "o.json"), "--maps-dir", str(a_file)]) == 2
+    assert "is a file, not a folder" in _one_error_line(capsys.readouterr().err)
+    assert main(base + ["--json", str(a_file / "o.json")]) == 2  # a parent that is a file
+    assert "is a file, not a folder" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_os_errors_from_any_command_are_one_line():
+    import argparse
+
+    from fsad_core.cli.common import run_command
+
+    def writes_into_a_folder(args):
+        raise IsADirectoryError(21, "Is a directory", "/tmp/somewhere")
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert run_command(writes_into_a_folder, argparse.Namespace()) == 2
+    assert _one_error_line(err.getvalue()) == "error: /tmp/somewhere: Is a directory"
+
+
+def test_score_rejects_unknown_weight_names_with_the_valid_list(files, tmp_path, capsys):
+    base = ["score", "--normal", str(files["normal"]), "--query", str(files["query"]), "--class-name", "x",
+            "--profile", "tiny", "--precision", "fp32", "--scales", "1,2", "--json", str(tmp_path / "o.json")]
+    assert main(base + ["--weights", "normal@17=1,text=1"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "unknown components normal@17" in line
+    assert "text, zero_shot, normal@16, normal@32, anomalous@16, anomalous@32" in line
+    assert main(base + ["--weights", "personal=1"]) == 2
+    assert "One-to-Normal" in _one_error_line(capsys.readouterr().err)
+    assert main(base + ["--weights", "one-to-normal"]) == 2
+    assert "personal, pool" in _one_error_line(capsys.readouterr().err)
+    assert main(base + ["--weights", "text=0"]) == 2
+    assert "at least one weight must be positive" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o.json").exists()
+    # a preset works, over the components this run has
+    assert main(base + ["--weights", "equal"]) == 0
+    w = json.loads((tmp_path / "o.json").read_text())["aggregate"]["weights"]
+    assert w["text"] == pytest.approx(0.1) and "normal@112" not in w

@@ -103,6 +103,29 @@ def test_eval_cli_custom_weights_and_errors(data, tmp_path, capsys):
     assert "brick, grass" in capsys.readouterr().err
 
 
+def test_eval_refuses_weights_it_cannot_compute(data, tmp_path, capsys):
+    """personal/pool come from One-to-Normal personalization, which eval does not run: one-to-normal
+    (S_P + S_N + 0.5 zero_shot) must not silently measure zero_shot alone."""
+    from fsad_core.__main__ import main
+    from fsad_core.evaluate import resolve_weights
+
+    base = ["eval", "--data", str(data), "--category", "grass", "--out", str(tmp_path / "o"), "--profile", "tiny",
+            "--precision", "fp32", "--max-test", "2", "--scales", "1"]
+    for w in ("one-to-normal", "pool=1,zero_shot=1", "personal=1"):
+        assert main(base + ["--weights", w]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "does not compute" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(base[:6] + [str(a_file)] + base[7:]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    # the library refuses it as well
+    with pytest.raises(ValueError, match="personal, pool"):
+        resolve_weights("one-to-normal", ["text", "zero_shot", "normal@16"])
+    assert set(resolve_weights("paper", ["zero_shot", "normal@16"])) == {"zero_shot", "normal@16"}
+
+
 def test_visa_layout(data, tmp_path):
     """VisA: images anywhere under ROOT, listed in split_csv/1cls.csv."""
     root = tmp_path / "visa"

@@ -40,7 +40,9 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from fsad_core.cli.common import parse_weights
+    from fsad_core.aggregate import PRESETS
+    from fsad_core.cli.common import check_output_dir, check_preset, check_weights, engine_component_names, parse_weights
+    from fsad_core.cli.score import config_from_args
     from fsad_core.models.registry import hub_offline_if_unreachable
 
     if args.normal_shots < 0 or args.anomalous_shots < 0:
@@ -51,17 +53,22 @@ def run(args) -> int:
         seeds = [int(s) for s in _split(args.seed)] or [0]
     except ValueError:
         raise ValueError(f"--seed must be integers, got {args.seed}") from None
-    if args.weights in ("default", "tuned", "paper", "equal", "one-to-normal"):
+    check_output_dir(args.out, "--out")
+    config = config_from_args(args)
+    valid = engine_component_names(config)
+    if args.weights in ("default", "tuned"):
+        weights = args.weights
+    elif args.weights in PRESETS:
+        check_preset(args.weights, valid, "eval")  # one-to-normal needs personal/pool: eval lacks them
         weights = args.weights
     else:
-        weights = parse_weights(args.weights)
+        weights = check_weights(parse_weights(args.weights) or {}, valid, "eval")
     if weights == "tuned" and (args.anomalous_shots < 1 or args.normal_shots < 1):
         raise ValueError("--weights tuned needs at least one normal and one anomalous shot")
 
     hub_offline_if_unreachable()
     from tqdm import tqdm
 
-    from fsad_core.cli.score import config_from_args
     from fsad_core.engine import Engine
     from fsad_core.evaluate import evaluate_category, list_categories, write_run, write_summary
 
@@ -74,7 +81,7 @@ def run(args) -> int:
         cats = list_categories(root)
         if not cats:
             raise FileNotFoundError(f"no categories found under {str(root)!r}")
-    engine = Engine(config_from_args(args))
+    engine = Engine(config)
     out = Path(args.out)
     single = len(cats) == 1 and len(seeds) == 1
     tune_kwargs = dict(m=args.tune_m, n_samples=args.tune_samples, distribution=args.tune_distribution)

@@ -17,7 +17,9 @@ def register(sub) -> None:
     p.add_argument("--query", action="append", required=True, metavar="Q.png", help="query image (repeatable)")
     p.add_argument("--class-name", required=True, help="object class used by the text prompts, e.g. bottle")
     add_model_args(p)
-    p.add_argument("--weights", default=None, help="aggregation weights name=w,... (default: the paper's eq. 2)")
+    p.add_argument("--weights", default=None,
+                   help="aggregation weights name=w,... or a preset (paper, equal); default: the paper's eq. 2. "
+                        "Unknown component names are an error")
     p.add_argument("--json", required=True, metavar="OUT.json", help="where to write the scores")
     p.add_argument("--maps-dir", default=None, metavar="DIR", help="write <component>.npy maps and PNG overlays here")
     p.set_defaults(func=run)
@@ -65,9 +67,15 @@ def run(args) -> int:
         raise ValueError("give one --defect-type per --anomalous, or none")
     if not args.normal and not args.anomalous:
         raise ValueError("give at least one --normal or --anomalous shot")
-    from fsad_core.cli.common import parse_weights
+    from fsad_core.cli.common import check_output_dir, check_output_file, engine_component_names, weights_from_arg
     from fsad_core.models.registry import hub_offline_if_unreachable
 
+    # everything that can be checked before the model loads is checked first
+    json_path = check_output_file(args.json, "--json")
+    if args.maps_dir:
+        check_output_dir(args.maps_dir, "--maps-dir")
+    config = config_from_args(args)
+    weights = weights_from_arg(args.weights, engine_component_names(config), "score")
     hub_offline_if_unreachable()
     import numpy as np
     from PIL import Image
@@ -77,8 +85,7 @@ def run(args) -> int:
     from fsad_core.images import to_mask_array, to_rgb_array
     from fsad_core.overlay import overlay
 
-    weights = parse_weights(args.weights)
-    engine = Engine(config_from_args(args))
+    engine = Engine(config)
     engine.set_class_name(args.class_name)
     for path in args.normal:
         engine.add_shot(path, kind="normal")
@@ -109,8 +116,8 @@ def run(args) -> int:
     if len(out["queries"]) == 1:  # convenience: one query's scores also at the top level
         out["components"] = out["queries"][0]["components"]
         out["aggregate"] = out["queries"][0]["aggregate"]
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(out, indent=2))
     for q in out["queries"]:
         print(f"{q['query']}: aggregate {q['aggregate']['score']:.4f}")
     return 0
