@@ -31,17 +31,120 @@ import numpy as np
 
 from .evaluate import IMAGE_EXTS
 
-__all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "read_results"]
+__all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "read_results",
+           "read_shot_folder", "ShotFolder", "is_output_folder", "check_batch_weights"]
 
 
-def list_images(folder, recursive: bool = True) -> list[Path]:
-    """Image files under `folder` (by extension), sorted; hidden files and our own outputs excluded."""
+def is_output_folder(folder) -> bool:
+    """True for a folder `run_batch` wrote (it holds both run.json and results.jsonl)."""
+    folder = Path(folder)
+    return (folder / "run.json").is_file() and (folder / "results.jsonl").is_file()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def list_images(folder, recursive: bool = True, exclude: Sequence = ()) -> list[Path]:
+    """Image files under `folder` (by extension), sorted; hidden files and our own outputs excluded.
+
+    Our own outputs: the folders in `exclude` (run_batch passes its output folder, which may lie inside
+    the input folder) and any folder holding an earlier batch run (`is_output_folder`), so overlays
+    are never scored as inputs.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"input folder {str(folder)!r} does not exist")
-    it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTS
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    skip = [Path(e).resolve() for e in exclude]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        d = Path(dirpath)
+        if d != folder and (d.name.startswith(".") or is_output_folder(d) or d.resolve() in skip):
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(x for x in dirnames if not x.startswith(".")) if recursive else []
+        out.extend(d / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTS
+                   and (d / f).is_file())
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class ShotFolder:
+    """Shots read from an MVTec-AD-layout folder (`read_shot_folder`)."""
+
+    root: Path
+    class_name: str
+    normal: tuple[Path, ...]
+    anomalous: tuple[tuple[Path, Path, str], ...]  # (image, mask, defect type)
+    ignored: tuple[str, ...] = ()  # what was found and not used, in words
+
+
+_LAYOUT_HELP = ("train/good/*.png (normal shots) and/or test/<defect type>/*.png with their masks in "
+                "ground_truth/<defect type>/<name>_mask.png (what `python -m storage export` writes; test/good "
+                "is not used for shots)")
+
+
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not p.name.startswith("."))
+
+
+def read_shot_folder(root) -> ShotFolder:
+    """Shots from an MVTec-AD-layout folder, as `python -m storage export` writes one:
+    train/good/* are normal shots; test/<type>/* (not test/good) are anomalous shots of defect type
+    <type> with the mask ground_truth/<type>/<stem>_mask.<ext> (or <stem>.<ext>); one without a mask
+    is skipped and listed in `ignored` (as `--project` skips unpainted shots). The defect types'
+    exact names and the class name come from the export's fsad_project.json when there is one; without
+    it, the folder names (and the folder's own name for the class). Raises FileNotFoundError /
+    ValueError naming what is missing when the folder is not in this layout or holds no shot."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"shots folder {str(root)!r} does not exist")
+    manifest: dict = {}
+    mf = root / "fsad_project.json"
+    if mf.is_file():
+        try:
+            manifest = json.loads(mf.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            manifest = {}
+    names = manifest.get("folders") if isinstance(manifest.get("folders"), dict) else {}
+    train, test = root / "train", root / "test"
+    if not train.is_dir() and not test.is_dir():
+        found = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir()
+                                 if not p.name.startswith("."))[:10]) or "nothing"
+        raise ValueError(f"{str(root)!r} is not an MVTec-AD-layout shots folder (found: {found}); expected "
+                         f"{_LAYOUT_HELP}")
+    normal = tuple(_image_files(train / "good"))
+    ignored = []
+    if train.is_dir():
+        ignored += [f"train/{d.name}/" for d in sorted(train.iterdir()) if d.is_dir() and d.name != "good"]
+    anomalous = []
+    missing = []
+    for d in sorted(p for p in test.iterdir() if p.is_dir()) if test.is_dir() else []:
+        if d.name == "good":
+            ignored.append("test/good/ (normal test images are not shots)")
+            continue
+        for img in _image_files(d):
+            cands = [root / "ground_truth" / d.name / f"{stem}{ext}" for stem in (f"{img.stem}_mask", img.stem)
+                     for ext in IMAGE_EXTS]
+            mask = next((c for c in cands if c.is_file()), None)
+            if mask is None:  # a defect not painted yet (the studio exports those too): not a shot
+                missing.append(f"{img.relative_to(root).as_posix()} (no ground_truth/{d.name}/{img.stem}_mask.png)")
+                continue
+            anomalous.append((img, mask, str(names.get(d.name) or d.name)))
+    if missing:
+        ignored.append(f"{len(missing)} anomalous image(s) without a mask, not used as shots: {', '.join(missing[:5])}"
+                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if not normal and not anomalous:
+        raise ValueError(f"no shots in {str(root)!r}" + (f" ({'; '.join(ignored)})" if ignored else "")
+                         + f"; expected {_LAYOUT_HELP}")
+    class_name = manifest.get("class_name") if isinstance(manifest.get("class_name"), str) else None
+    return ShotFolder(root, class_name or root.name, normal, tuple(anomalous), tuple(ignored))
 
 
 @dataclass(frozen=True)
@@ -78,10 +181,15 @@ def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[
 
     With normal and anomalous shots: the aggregate-score threshold with the best F1 on the copies.
     With normal shots only: just above the highest aggregate score of a normal copy.
+    With anomalous shots only: a ValueError asking for a threshold (there is nothing to calibrate on).
     """
     from .aggregate import default_weights
     from .tuning import validation_set
 
+    if not any(s.kind == "normal" for s in engine.shots):
+        raise ValueError("an automatic threshold is calibrated on augmented copies of the normal shots, and these "
+                         "shots are all anomalous: give a threshold (--threshold T, an aggregate score, e.g. 0.5) "
+                         "or add a normal shot")
     vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False)
     w = default_weights(vs.names) if weights is None else {k: float(v) for k, v in weights.items()}
     wv = np.array([w.get(n, 0.0) for n in vs.names])
@@ -100,6 +208,21 @@ def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[
         thr = float((t[k] + below.max()) / 2) if below.size else float(t[k])
         return thr, "validation F1-max"
     return float(np.nextafter(agg.max(), np.inf)), "normal copies max"
+
+
+def check_batch_weights(engine, weights: Mapping[str, float] | None) -> dict[str, float] | None:
+    """Weights validated before any image is scored: non-negative, and a positive weight on at least
+    one component these shots produce (otherwise every image would fail to aggregate)."""
+    if weights is None:
+        return None
+    from .aggregate import validate_weights
+
+    w = validate_weights(weights)
+    names = list(engine.component_names)
+    if not any(v > 0 and k in names for k, v in w.items()):
+        raise ValueError(f"the weights give no positive weight to any component these shots produce "
+                         f"(weights for: {', '.join(w) or 'none'}; components: {', '.join(names)})")
+    return w
 
 
 def _signature(engine, weights: Mapping[str, float] | None) -> dict:
@@ -134,14 +257,20 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
     (`auto_threshold`; needs the shots' pixels in `images` when the engine does not keep them).
     progress(done, total, path) after each image. Returns a BatchSummary.
     """
-    from .images import to_rgb_array
+    from .images import ImageError, to_rgb_array
     from .overlay import overlay
 
     t0 = time.perf_counter()
     input_dir, out = Path(input_dir), Path(out_dir)
-    paths = list(files) if files is not None else list_images(input_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {str(out)!r} is a file")
+    if out.resolve() == input_dir.resolve():
+        raise ValueError("the output folder is the input folder: write the outputs to another folder "
+                         "(a sub-folder of the input is fine; it is skipped)")
+    # our own outputs are never inputs, even when the output folder lies inside the input folder
+    paths = [Path(p) for p in (files if files is not None else list_images(input_dir, exclude=[out]))
+             if not _inside(Path(p), out)]
+    weights = check_batch_weights(engine, weights)
     sig = _signature(engine, weights)
     run_json = out / "run.json"
     if restart:
@@ -163,6 +292,8 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
             thr, source = auto_threshold(engine, weights, images=images)
     else:
         thr, source = float(threshold), "given"
+    out.mkdir(parents=True, exist_ok=True)  # only now: nothing is created when the settings are refused
+    (out / "overlays").mkdir(exist_ok=True)
     run_json.write_text(json.dumps({"signature": sig, "threshold": thr, "threshold_source": source,
                                     "input": str(input_dir)}, indent=2))
     done = {r["path"] for r in read_results(out) if not r.get("error")}
@@ -191,7 +322,7 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
                         Image.fromarray(overlay(rgb, agg.map)).save(out / name)
                         rec["overlay"] = name
                     n_scored += 1
-                except ValueError as exc:  # ImageError is a ValueError: record it and go on
+                except (ImageError, OSError) as exc:  # an unreadable image: record it and go on
                     rec["error"] = str(exc)
                     n_failed += 1
                 log.write(json.dumps(rec) + "\n")

@@ -160,3 +160,177 @@ def test_inspect_cli_with_stored_project(project, folder, tmp_path, capsys):
     assert meta["signature"]["class_name"] == "brick" and len(meta["signature"]["shots"]) == 3
     assert main(args[:2] + ["nope"] + args[3:]) == 2
     assert "no project named 'nope'" in capsys.readouterr().err
+
+
+# -- output inside the input, anomalous-only shots, weights checked first ---------------------------
+def test_outputs_inside_the_input_folder_are_not_inputs(tiny_engine, project, folder, tmp_path):
+    engine, images = _engine(tiny_engine, project)
+    out = folder / "results"
+    s = run_batch(engine, folder, out, threshold=0.5, images=images)
+    assert (s.n_images, s.n_scored) == (6, 6) and len(list((out / "overlays").glob("*.png"))) == 6
+    s = run_batch(engine, folder, out, threshold=0.5, images=images)  # resume: overlays are not new inputs
+    assert (s.n_images, s.n_scored, s.n_resumed) == (6, 0, 6)
+    rows = _rows(out / "scores.csv")
+    assert len(rows) == 6 and not any(r["path"].startswith("results/") for r in rows)
+    expected = {p.relative_to(folder).as_posix().replace("/", "__") + ".png" for p in list_images(folder)}
+    assert {p.name for p in (out / "overlays").iterdir()} == expected  # no overlays of overlays
+    # an earlier run written elsewhere inside the input is skipped as well
+    assert len(list_images(folder)) == 6
+    assert len(list_images(folder, exclude=[folder / "sub"])) == 3
+    with pytest.raises(ValueError, match="output folder is the input folder"):
+        run_batch(engine, folder, folder, threshold=0.5)
+
+
+def test_inspect_cli_out_inside_input_resumes_cleanly(project, folder, tmp_path, capsys):
+    from fsad_core.__main__ import main
+
+    n = tmp_path / "n.png"
+    Image.fromarray(project.normals[0]).save(n)
+    args = ["inspect", "--normal", str(n), "--input", str(folder), "--out", str(folder / "out"), "--profile", "tiny",
+            "--precision", "fp32", "--scales", "1", "--threshold", "0.5"]
+    assert main(args) == 0
+    assert "6 images: 6 scored" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "6 images: 0 scored, 6 already done" in capsys.readouterr().out
+
+
+def test_auto_threshold_with_anomalous_shots_only_asks_for_a_threshold(tiny_engine, project, folder, tmp_path, capsys):
+    img, m, t = project.anomalous[0]
+    tiny_engine.add_shot(img, kind="anomalous", mask=m, defect_type=t)
+    with pytest.raises(ValueError, match="give a threshold") as err:
+        run_batch(tiny_engine, folder, tmp_path / "o", threshold="auto")
+    assert "weight tuning" not in str(err.value)
+    assert not (tmp_path / "o").exists()  # nothing written
+    s = run_batch(tiny_engine, folder, tmp_path / "o", threshold=0.5, overlays=False)  # a given one works
+    assert s.n_scored == 6
+    # the CLI says so before loading anything
+    from fsad_core.__main__ import main
+
+    a, mp = tmp_path / "a.png", tmp_path / "m.png"
+    Image.fromarray(img).save(a)
+    Image.fromarray(m.astype(np.uint8) * 255).save(mp)
+    assert main(["inspect", "--anomalous", str(a), "--mask", str(mp), "--input", str(folder), "--out",
+                 str(tmp_path / "x"), "--profile", "tiny"]) == 2
+    assert "--threshold T" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_inspect_weights_are_checked_before_the_run(tiny_engine, project, folder, tmp_path, capsys):
+    from fsad_core.__main__ import main
+
+    n = tmp_path / "n.png"
+    Image.fromarray(project.normals[0]).save(n)
+    base = ["inspect", "--normal", str(n), "--input", str(folder), "--out", str(tmp_path / "o"), "--profile", "tiny",
+            "--precision", "fp32", "--scales", "1", "--threshold", "0.5"]
+    for w, msg in (("normal@17=1", "unknown components normal@17"), ("text=0", "at least one weight"),
+                   ("one-to-normal", "personal, pool"), ("bogus", "bad weight")):
+        assert main(base + ["--weights", w]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and msg in err, err
+    assert not (tmp_path / "o").exists()
+    # library: weights only on components these shots do not produce fail before any image is scored
+    engine, _ = _engine(tiny_engine, project, anomalous=False)
+    with pytest.raises(ValueError, match="no positive weight to any component"):
+        run_batch(engine, folder, tmp_path / "lib", weights={"anomalous@16": 1.0}, threshold=0.5)
+    assert not (tmp_path / "lib").exists()
+
+
+# -- --shots DIR: an MVTec-AD-layout folder -------------------------------------------------------
+def _mvtec_folder(root, project, manifest=True):
+    from pathlib import Path
+
+    root = Path(root)
+    for i, n in enumerate(project.normals[:2]):
+        (root / "train" / "good").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(n).save(root / "train" / "good" / f"{i:03d}.png")
+    img, m, _ = project.anomalous[0]
+    (root / "test" / "scratch").mkdir(parents=True)
+    (root / "ground_truth" / "scratch").mkdir(parents=True)
+    Image.fromarray(img).save(root / "test" / "scratch" / "000.png")
+    Image.fromarray(m.astype(np.uint8) * 255).save(root / "ground_truth" / "scratch" / "000_mask.png")
+    (root / "test" / "good").mkdir()
+    Image.fromarray(project.queries[0]).save(root / "test" / "good" / "000.png")  # not a shot
+    if manifest:
+        (root / "fsad_project.json").write_text(json.dumps({"class_name": "brick wall",
+                                                            "folders": {"scratch": "Scratch (deep)"}}))
+    return root
+
+
+def test_read_shot_folder_layout_and_errors(project, tmp_path):
+    from fsad_core.inspect_batch import read_shot_folder
+
+    f = read_shot_folder(_mvtec_folder(tmp_path / "bricks", project))
+    assert [p.name for p in f.normal] == ["000.png", "001.png"]
+    assert [(a.name, m.name, t) for a, m, t in f.anomalous] == [("000.png", "000_mask.png", "Scratch (deep)")]
+    assert f.class_name == "brick wall" and any("test/good" in x for x in f.ignored)
+    plain = read_shot_folder(_mvtec_folder(tmp_path / "metal_nut", project, manifest=False))
+    assert plain.class_name == "metal_nut" and plain.anomalous[0][2] == "scratch"
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(project.normals[0]).save(flat / "a.png")
+    with pytest.raises(ValueError, match="not an MVTec-AD-layout shots folder.*train/good"):
+        read_shot_folder(flat)
+    # an anomalous image without its mask is not a shot (the studio exports unpainted ones too)
+    (tmp_path / "bricks" / "ground_truth" / "scratch" / "000_mask.png").unlink()
+    f = read_shot_folder(tmp_path / "bricks")
+    assert f.anomalous == () and len(f.normal) == 2
+    assert any("without a mask" in x and "ground_truth/scratch/000_mask.png" in x for x in f.ignored)
+    for p in (tmp_path / "bricks" / "train" / "good").iterdir():
+        p.unlink()
+    with pytest.raises(ValueError, match="no shots in.*without a mask"):
+        read_shot_folder(tmp_path / "bricks")
+    with pytest.raises(FileNotFoundError):
+        read_shot_folder(tmp_path / "nope")
+
+
+def test_inspect_cli_with_shots_folder(project, folder, tmp_path, capsys):
+    from fsad_core.__main__ import main
+
+    shots = _mvtec_folder(tmp_path / "bricks", project)
+    args = ["inspect", "--shots", str(shots), "--input", str(folder), "--out", str(tmp_path / "o"), "--profile",
+            "tiny", "--precision", "fp32", "--scales", "1,2", "--no-overlays"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "6 images: 6 scored" in out and "validation F1-max" in out  # auto threshold: normal + anomalous
+    sig = json.loads((tmp_path / "o" / "run.json").read_text())["signature"]
+    assert sig["class_name"] == "brick wall"
+    assert sorted(s.split(":")[0] for s in sig["shots"]) == ["anomalous", "normal", "normal"]
+    assert "anomalous@32" in _rows(tmp_path / "o" / "scores.csv")[0]
+    # wrong layout: one line, exit 2
+    assert main(args[:2] + [str(folder)] + args[3:]) == 2
+    assert "not an MVTec-AD-layout shots folder" in capsys.readouterr().err
+    assert main(args + ["--normal", str(folder / "q0.png")]) == 2
+    assert "one way" in capsys.readouterr().err
+
+
+def test_inspect_cli_shots_from_a_storage_export(project, folder, tmp_path, capsys):
+    storage = pytest.importorskip("storage")
+    from fsad_core.__main__ import main
+
+    store = storage.Store(tmp_path / "data")
+    pid = store.create_project("bricks", class_name="brick")
+    store.add_image(pid, project.normals[0], role="normal")
+    img, m, t = project.anomalous[0]
+    store.save_mask(store.add_image(pid, img, role="anomalous"), m, defect_type=t)
+    storage.export_project(store, pid, tmp_path / "export")
+    assert main(["inspect", "--shots", str(tmp_path / "export"), "--input", str(folder), "--out", str(tmp_path / "o"),
+                 "--profile", "tiny", "--precision", "fp32", "--scales", "1", "--threshold", "0.5",
+                 "--no-overlays"]) == 0
+    assert "6 scored" in capsys.readouterr().out
+    sig = json.loads((tmp_path / "o" / "run.json").read_text())["signature"]
+    assert sig["class_name"] == "brick" and len(sig["shots"]) == 2
+
+
+def test_inspect_project_without_data_creates_nothing(project, folder, tmp_path, capsys):
+    from fsad_core.__main__ import main
+
+    base = ["inspect", "--project", "bricks", "--input", str(folder), "--out", str(tmp_path / "o"), "--profile",
+            "tiny", "--threshold", "0.5"]
+    missing = tmp_path / "no-such-data"
+    assert main(base + ["--data-dir", str(missing)]) == 2
+    assert "no studio data" in capsys.readouterr().err
+    assert not missing.exists() and not (tmp_path / "o").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(base + ["--data-dir", str(empty)]) == 2
+    assert "no studio data" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []  # no database, no blob folder

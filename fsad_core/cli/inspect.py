@@ -6,43 +6,59 @@ def register(sub) -> None:
     from fsad_core.cli.score import add_model_args
 
     p = sub.add_parser("inspect", help="score a folder of images in batch: CSV, overlays, HTML report",
-                       description="Score every image under --input with a project's shots (or shots given on the "
-                                   "command line): scores.csv with verdicts at a threshold, heatmap overlays and a "
-                                   "self-contained report.html. Re-running with the same --out resumes.")
-    src = p.add_argument_group("shots: a stored project, or files like the score command")
+                       description="Score every image under --input with a project's shots, an MVTec-layout "
+                                   "folder of shots, or shots given on the command line: scores.csv with verdicts "
+                                   "at a threshold, heatmap overlays and a self-contained report.html. Re-running "
+                                   "with the same --out resumes.")
+    src = p.add_argument_group("shots: a stored project, an MVTec-layout folder, or files like the score command")
     src.add_argument("--project", default=None, metavar="NAME", help="use this studio project's shots")
     src.add_argument("--data-dir", default=None, help="the studio's data folder (default: the studio's default)")
+    src.add_argument("--shots", default=None, metavar="DIR",
+                     help="MVTec-AD-layout folder (as `python -m storage export` writes): train/good/* normal "
+                          "shots, test/<type>/* anomalous shots with ground_truth/<type>/<stem>_mask.png; "
+                          "test/good is ignored")
     src.add_argument("--normal", action="append", default=[], metavar="N.png", help="normal shot (repeatable)")
     src.add_argument("--anomalous", action="append", default=[], metavar="A.png", help="anomalous shot (repeatable)")
     src.add_argument("--mask", action="append", default=[], metavar="M.png", help="mask of the matching --anomalous")
     src.add_argument("--defect-type", action="append", default=[], metavar="T")
-    p.add_argument("--class-name", default=None, help="object class for the text prompts (default: the project's)")
+    p.add_argument("--class-name", default=None,
+                   help="object class for the text prompts (default: the project's, or the --shots folder's)")
     p.add_argument("--input", required=True, metavar="FOLDER", help="folder of images (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (may lie inside --input: it is then skipped as input)")
     p.add_argument("--threshold", default="auto",
-                   help="aggregate score at or above which an image is 'anomalous'; 'auto' = F1-max on augmented shots")
-    p.add_argument("--weights", default=None, help="name=w,... or a preset (paper, equal); default: the paper's eq. 2")
+                   help="aggregate score at or above which an image is 'anomalous'; 'auto' = F1-max on augmented "
+                        "shots (needs a normal shot)")
+    p.add_argument("--weights", default=None,
+                   help="name=w,... or a preset (paper, equal); default: the paper's eq. 2. Checked before the run")
     p.add_argument("--no-overlays", action="store_true", help="skip the heatmap overlay PNGs")
     p.add_argument("--restart", action="store_true", help="discard an earlier run in --out instead of resuming it")
     add_model_args(p)
     p.set_defaults(func=run)
 
 
-def _shots_from_project(args, engine) -> dict:
+def _open_project(args):
+    """(store, project id, class name) — without creating anything: the database must exist."""
     try:
-        from storage import Store
+        import storage
     except ImportError:
         raise ValueError("--project needs the studio's storage package, which is not installed here; "
-                         "give the shots with --normal/--anomalous/--mask instead") from None
-    import storage
-
+                         "give the shots with --shots DIR or --normal/--anomalous/--mask instead") from None
     data_dir = args.data_dir or storage.default_data_dir()
-    store = Store(data_dir)
+    db_path, _ = storage.resolve_paths(data_dir)
+    if not db_path.is_file():
+        raise FileNotFoundError(f"no studio data in {str(data_dir)!r} (no database {str(db_path)!r}): pass the "
+                                "studio's data folder with --data-dir, or give the shots with --shots DIR or "
+                                "--normal/--anomalous/--mask")
+    store = storage.Store(data_dir)
     proj = store.find_project(args.project)
     if proj is None:
         raise ValueError(f"no project named {args.project!r} in {data_dir}")
     pid = proj["id"] if isinstance(proj, dict) else proj
-    engine.set_class_name(args.class_name or store.get_project(pid).get("class_name") or "object")
+    return store, pid, store.get_project(pid).get("class_name")
+
+
+def _shots_from_project(store, pid, name: str, engine) -> dict:
     images = {}
     for role in ("normal", "anomalous"):
         for row in store.list_images(pid, role=role):
@@ -55,41 +71,49 @@ def _shots_from_project(args, engine) -> dict:
                     continue  # an anomalous image without a painted mask cannot be a shot yet
                 images[engine.add_shot(rgb, kind="anomalous", mask=mask, defect_type=row.get("defect_type"))] = rgb
     if not images:
-        raise ValueError(f"project {args.project!r} has no shots: add normal (and annotated anomalous) images first")
+        raise ValueError(f"project {name!r} has no shots: add normal (and annotated anomalous) images first")
     return images
 
 
-def _shots_from_files(args, engine) -> dict:
+def _add_files(engine, normal, anomalous) -> dict:
+    """normal: paths; anomalous: (image path, mask path, defect type or None)."""
     from fsad_core.images import to_mask_array, to_rgb_array
 
+    images = {}
+    for path in normal:
+        rgb = to_rgb_array(path)
+        images[engine.add_shot(rgb, kind="normal")] = rgb
+    for path, mpath, dtype in anomalous:
+        rgb = to_rgb_array(path)
+        mask = to_mask_array(mpath, rgb.shape[:2], what=f"mask {mpath}")
+        images[engine.add_shot(rgb, kind="anomalous", mask=mask, defect_type=dtype)] = rgb
+    return images
+
+
+def _file_shots(args) -> tuple[list, list]:
     if len(args.mask) != len(args.anomalous):
         raise ValueError(f"give one --mask per --anomalous ({len(args.anomalous)} anomalous, {len(args.mask)} masks)")
     if args.defect_type and len(args.defect_type) != len(args.anomalous):
         raise ValueError("give one --defect-type per --anomalous, or none")
     if not args.normal and not args.anomalous:
-        raise ValueError("give --project NAME, or shots with --normal (and --anomalous with --mask)")
-    engine.set_class_name(args.class_name or "object")
-    images = {}
-    for path in args.normal:
-        rgb = to_rgb_array(path)
-        images[engine.add_shot(rgb, kind="normal")] = rgb
-    for i, (path, mpath) in enumerate(zip(args.anomalous, args.mask)):
-        rgb = to_rgb_array(path)
-        mask = to_mask_array(mpath, rgb.shape[:2], what=f"mask {mpath}")
-        images[engine.add_shot(rgb, kind="anomalous", mask=mask,
-                               defect_type=args.defect_type[i] if args.defect_type else None)] = rgb
-    return images
+        raise ValueError("give the shots: --project NAME, --shots DIR, or --normal (and --anomalous with --mask)")
+    anomalous = [(a, m, args.defect_type[i] if args.defect_type else None)
+                 for i, (a, m) in enumerate(zip(args.anomalous, args.mask))]
+    return list(args.normal), anomalous
 
 
 def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from fsad_core.cli.common import parse_weights
-    from fsad_core.models.registry import hub_offline_if_unreachable
+    from fsad_core.cli.common import check_output_dir, engine_component_names, weights_from_arg
+    from fsad_core.cli.score import config_from_args
 
-    if args.project and (args.normal or args.anomalous):
-        raise ValueError("give either --project or --normal/--anomalous shots, not both")
+    # -- everything that can be checked before a model loads or a file is written ----------------
+    sources = [n for n, on in (("--project", args.project), ("--shots", args.shots),
+                               ("--normal/--anomalous", args.normal or args.anomalous)) if on]
+    if len(sources) > 1:
+        raise ValueError(f"give the shots one way: {' or '.join(sources)}, not both")
     threshold = args.threshold
     if threshold != "auto":
         try:
@@ -98,30 +122,56 @@ def run(args) -> int:
             raise ValueError(f"--threshold must be a number or 'auto', got {args.threshold!r}") from None
     if not Path(args.input).is_dir():
         raise FileNotFoundError(f"input folder {args.input!r} does not exist")
+    out = check_output_dir(args.out, "--out")
+    if out.resolve() == Path(args.input).resolve():
+        raise ValueError("--out is the --input folder: write the outputs to another folder "
+                         "(a sub-folder of --input is fine; it is skipped)")
+    config = config_from_args(args)
+    weights = weights_from_arg(args.weights, engine_component_names(config), "inspect")
+    if args.project:
+        store, pid, class_name = _open_project(args)
+    elif args.shots:
+        from fsad_core.inspect_batch import read_shot_folder
+
+        folder = read_shot_folder(args.shots)
+        for note in folder.ignored:
+            print(f"note: {args.shots}: {note}", file=sys.stderr)
+        class_name = folder.class_name
+        normal, anomalous = list(folder.normal), list(folder.anomalous)
+    else:
+        normal, anomalous = _file_shots(args)
+        class_name = None
+    if threshold == "auto" and not args.project and not normal:
+        raise ValueError("--threshold auto is calibrated on augmented copies of the normal shots and there are "
+                         "none: give a threshold (--threshold T, an aggregate score such as 0.5) or a normal shot")
+
+    from fsad_core.inspect_batch import list_images
+
+    files = list_images(args.input, exclude=[out])
+    if not files:
+        raise FileNotFoundError(f"no images under {args.input!r} (looked for png, jpg, bmp, tif, webp)")
+
+    from fsad_core.models.registry import hub_offline_if_unreachable
+
     hub_offline_if_unreachable()
     from tqdm import tqdm
 
-    from fsad_core.aggregate import PRESETS
-    from fsad_core.cli.score import config_from_args
     from fsad_core.engine import Engine
-    from fsad_core.inspect_batch import list_images, run_batch
+    from fsad_core.inspect_batch import run_batch
 
-    files = list_images(args.input)
-    if not files:
-        raise FileNotFoundError(f"no images under {args.input!r} (looked for {', '.join(('png', 'jpg', 'bmp', 'tif'))} ...)")
-    engine = Engine(config_from_args(args))
-    images = _shots_from_project(args, engine) if args.project else _shots_from_files(args, engine)
-    if args.weights in PRESETS:
-        weights = {k: v for k, v in PRESETS[args.weights].items() if k in engine.component_names}
+    engine = Engine(config)
+    engine.set_class_name(args.class_name or class_name or "object")
+    if args.project:
+        images = _shots_from_project(store, pid, args.project, engine)
     else:
-        weights = parse_weights(args.weights)
+        images = _add_files(engine, normal, anomalous)
     bar = tqdm(total=len(files), desc="inspect", unit="img", file=sys.stderr)
 
     def progress(done, total, path):
         bar.update(done - bar.n)
 
     try:
-        s = run_batch(engine, args.input, args.out, weights=weights, threshold=threshold,
+        s = run_batch(engine, args.input, out, weights=weights, threshold=threshold,
                       overlays=not args.no_overlays, restart=args.restart, images=images, files=files,
                       progress=progress)
     finally:
