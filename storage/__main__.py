@@ -1,14 +1,15 @@
 """python -m storage: list, export, import, backup, check and purge a studio's data.
 
     python -m storage list   [--data-dir D]
-    python -m storage export [--data-dir D] --project NAME --out FOLDER
+    python -m storage export [--data-dir D] --project NAME --out FOLDER [--mvtec-strict]
     python -m storage import [--data-dir D] --folder F --project NAME [--class-name C]
     python -m storage backup [--data-dir D] --out FOLDER_OR_FILE.db
     python -m storage check  [--data-dir D] [--deep]
     python -m storage purge  [--data-dir D] [--grace-hours H]
 
---data-dir defaults to $FSAD_DATA_DIR, else ~/.local/share/fsad-studio. Errors are printed as one
-line on stderr with exit code 2.
+--data-dir defaults to $FSAD_DATA_DIR, else ~/.local/share/fsad-studio. Only `import` creates a
+store there; the other commands refuse a data dir without a database (a typo is an error, not a
+new empty studio). Errors are printed as one line on stderr with exit code 2.
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = cmd("export", "write a project as an MVTec-AD-layout folder")
     sp.add_argument("--project", required=True, help="project name")
     sp.add_argument("--out", required=True, help="new (or empty) folder to write")
+    sp.add_argument("--mvtec-strict", action="store_true",
+                    help="write only normal shots and anomalous shots with a mask (what anomalib's MVTecAD "
+                         "reader accepts); query images and unmasked anomalous shots are skipped")
     sp = cmd("import", "read an MVTec-AD-layout folder into a new project")
     sp.add_argument("--folder", required=True, help="folder holding train/, test/, ground_truth/")
     sp.add_argument("--project", required=True, help="name of the new project")
@@ -43,12 +47,15 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--deep", action="store_true", help="also re-hash every image blob")
     sp = cmd("purge", "delete soft-deleted projects, removed images and unused blobs for good")
     sp.add_argument("--grace-hours", type=float, default=1.0,
-                    help="keep unreferenced blob files younger than this (default 1)")
+                    help="keep unreferenced blob files younger than this, >= 0 (default 1)")
     return p
 
 
 def _run(args) -> int:
-    store = Store(args.data_dir)
+    if args.cmd == "purge" and not args.grace_hours >= 0:  # before opening anything (NaN too)
+        raise ValueError(f"--grace-hours must be 0 or more, got {args.grace_hours}: a negative grace period "
+                         "would delete the files of imports still running in other processes.")
+    store = Store(args.data_dir, create=args.cmd == "import")  # only import may start a new studio
     try:
         if args.cmd == "list":
             projects = store.list_projects()
@@ -61,9 +68,9 @@ def _run(args) -> int:
         elif args.cmd == "export":
             from .folders import export_project
 
-            s = export_project(store, args.project, args.out)
-            print(f"Exported {s.normal} normal and {s.anomalous} anomalous images "
-                  f"({len(s.defect_types)} defect types) to {s.folder}.")
+            s = export_project(store, args.project, args.out, mvtec_strict=args.mvtec_strict)
+            print(f"Exported {s.normal} normal, {s.anomalous} anomalous ({s.masks} with masks) and {s.query} query "
+                  f"images ({len(s.defect_types)} defect types) to {s.folder}.")
             for line in s.skipped:
                 print(f"  skipped: {line}")
         elif args.cmd == "import":

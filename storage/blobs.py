@@ -117,9 +117,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 class BlobDir:
     """The folder of image blobs. Paths are derived from validated sha256 digests only."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, create: bool = True):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:  # else made by the first write (write_atomic creates the folders it needs)
+            self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
         sha256 = check_sha(sha256)

@@ -3,28 +3,39 @@
 Layout written by `export_project` (what anomalib's MVTecAD and Folder datamodules read):
 
     <out>/train/good/000.png                 normal shots
-    <out>/test/<type>/000.png                anomalous shots that have a mask, one folder per defect type
-    <out>/ground_truth/<type>/000_mask.png   their masks, 8-bit 0/255
+    <out>/test/good/000.png                  query images (import reads test/good back as queries)
+    <out>/test/<type>/000.png                anomalous shots, one folder per defect type
+    <out>/ground_truth/<type>/000_mask.png   their masks, 8-bit 0/255 (none for a shot whose mask
+                                             is still to be drawn)
     <out>/fsad_project.json                  manifest: project and class name, the defect types in
                                              order, each file's role, original filename and label
 
 Folder names are derived from defect-type names by `safe_component` (letters, digits, `._-`; no
 separators, no leading dots, never `good`, unique case-insensitively), and every path is checked
 to resolve inside `<out>` before anything is written, so no name can write outside the target.
-The manifest keeps the exact names, so export -> import is lossless (pixels, latest masks, defect
-types and their order, class name, filenames). Query images and anomalous images without a mask
-have no place in the MVTec layout and are listed as skipped; mask history is not exported.
+The export is written into a temporary sibling folder renamed to `<out>` at the end: a failed
+export leaves nothing behind. The manifest keeps the exact names, so export -> import is lossless
+for every image of the project (removed images excepted): pixels, roles, latest masks (a mask on a
+normal or query image travels in the manifest), defect types and their order, class name,
+filenames. Mask history is not exported. anomalib's MVTecAD reader needs a mask for every
+`test/<type>` image and reads `test/good` as labelled-normal test data; `mvtec_strict=True` writes
+only normal shots and masked anomalous shots for it, listing the rest as skipped.
 
 `import_folder` reads such a folder (with or without a manifest): train/good -> normal,
 test/good -> query, test/<type> -> anomalous with defect type <type> and the mask
-`ground_truth/<type>/<stem>_mask.*` (or `<stem>.*`) when there is one. It validates every file
-before the project is created and inserts everything in one transaction.
+`ground_truth/<type>/<stem>_mask.*` (or `<stem>.*`) when there is one (else its mask is pending).
+It validates every file before the project is created and inserts everything in one transaction.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import dataclasses
 import json
 import os
 import re
+import secrets
+import shutil
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +44,7 @@ import numpy as np
 
 from fsad_core.images import ImageError, sha256_of_array, to_mask_array, to_rgb_array
 
-from .blobs import decode_mask_png, encode_mask_png, encode_rgb_png, mask_png_for_export, write_atomic
+from .blobs import decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir, mask_png_for_export, write_atomic
 from .store import Store, StoreError, check_name, now
 
 MANIFEST = "fsad_project.json"
@@ -47,9 +58,11 @@ MAX_COMPONENT_CHARS = 64
 class ExportSummary:
     folder: Path
     normal: int
-    anomalous: int
+    anomalous: int  # every anomalous image written, with a mask or not
     defect_types: dict[str, str]  # defect type -> folder name
-    skipped: tuple[str, ...] = ()  # human-readable reasons, one per image left out
+    skipped: tuple[str, ...] = ()  # human-readable reasons, one per image left out (mvtec_strict only)
+    query: int = 0  # query images, in test/good
+    masks: int = 0  # ground-truth files written (anomalous images with a non-empty mask)
 
 
 @dataclass(frozen=True)
@@ -108,38 +121,60 @@ def _resolve_project(store: Store, project: int | str) -> dict:
     return row
 
 
-def export_project(store: Store, project: int | str, out: str | os.PathLike) -> ExportSummary:
-    """Write a project's shots, latest masks and defect types as an MVTec-AD-layout folder.
+def export_project(store: Store, project: int | str, out: str | os.PathLike, *,
+                   mvtec_strict: bool = False) -> ExportSummary:
+    """Write every image of a project (not the removed ones), its latest masks and defect types
+    as an MVTec-AD-layout folder; `import_folder` reads it back losslessly.
 
-    `out` must not exist or be an empty folder. Returns what was written and what was skipped.
+    `out` must not exist or be an empty folder. The export is written into a temporary sibling
+    folder that is renamed to `out` at the end, so a failed export leaves nothing (and a retry
+    into the same `out` works). With `mvtec_strict=True` only what anomalib's MVTecAD reader
+    accepts is written (normal shots and anomalous shots with a mask); query images and
+    anomalous shots without a mask are then listed in `skipped`.
     """
     proj = _resolve_project(store, project)
     out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise StoreError(f"{out} already exists and is not an empty folder; export into a new folder.")
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name[:40]}.{os.getpid()}.{secrets.token_hex(4)}.export-tmp"
+    os.mkdir(tmp)  # (not mkdtemp: its 0700 mode would stick to the export)
+    try:
+        summary = _write_export(store, proj, tmp, mvtec_strict=mvtec_strict)
+        try:
+            os.rename(tmp, out)  # onto a missing or empty folder; anything else fails, nothing is lost
+        except OSError as exc:
+            raise StoreError(f"Could not move the export into {out} ({exc.strerror or exc}); "
+                             "it must be a new or empty folder.") from None
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dataclasses.replace(summary, folder=out)
 
+
+def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) -> ExportSummary:
     rows = store.list_images(proj["id"])
-    used = {"good"}  # test/good means "normal": no defect type may take it
+    used = {"good"}  # test/good holds the query images: no defect type may take it
     folder_of: dict[str | None, str] = {}
     for name in store.defect_types(proj["id"]):
         folder_of[name] = safe_component(name, used)
     entries, skipped = [], []
-    n_normal = n_anom = 0
+    n = {"normal": 0, "anomalous": 0, "query": 0, "masks": 0}
     counters: dict[str, int] = {}
     for r in rows:
         label = r["filename"] or f"image {r['id']}"
-        if r["role"] == "query":
-            skipped.append(f"{label} (#{r['id']}): a query image has no place in the MVTec layout")
+        mask = store.get_mask(r["id"])
+        has_mask = mask is not None and bool(mask.any())  # an empty latest mask counts as no mask
+        if mvtec_strict and (r["role"] == "query" or (r["role"] == "anomalous" and not has_mask)):
+            why = "a query image" if r["role"] == "query" else "an anomalous image without a mask"
+            skipped.append(f"{label} (#{r['id']}): {why} (left out by --mvtec-strict)")
             continue
         if r["role"] == "normal":
-            rel_dir, mask_rel = "train/good", None
-            mask = None
+            rel_dir = "train/good"
+        elif r["role"] == "query":
+            rel_dir = "test/good"  # import reads test/good back as query images
         else:
-            mask = store.get_mask(r["id"])
-            if mask is None or not mask.any():
-                skipped.append(f"{label} (#{r['id']}): an anomalous image without a mask")
-                continue
             dt = r["defect_type"]
             if dt not in folder_of:  # unlabelled anomalous shots
                 folder_of[dt] = safe_component("defect", used)
@@ -148,15 +183,26 @@ def export_project(store: Store, project: int | str, out: str | os.PathLike) -> 
         counters[rel_dir] = k + 1
         rel = f"{rel_dir}/{k:03d}.png"
         # the blob already is a lossless RGB PNG of exactly these pixels: copy its bytes
-        write_atomic(_inside(out, rel), store.blobs.path(r["sha256"]).read_bytes())
-        if mask is not None:
+        blob = store.blobs.path(r["sha256"])
+        try:
+            data = blob.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"The file of image {label} (#{r['id']}) is missing from the blob folder ({blob}); "
+                             "restore it from a backup or remove the image, then export again.") from None
+        write_atomic(_inside(out, rel), data)
+        entry = {"path": rel, "role": r["role"], "filename": r["filename"], "defect_type": r["defect_type"],
+                 "mask": None, "sha256": r["sha256"]}
+        if has_mask and r["role"] == "anomalous":
             mask_rel = f"ground_truth/{rel_dir.split('/', 1)[1]}/{k:03d}_mask.png"
             write_atomic(_inside(out, mask_rel), mask_png_for_export(mask))
-            n_anom += 1
-        else:
-            n_normal += 1
-        entries.append({"path": rel, "role": r["role"], "filename": r["filename"], "defect_type": r["defect_type"],
-                        "mask": mask_rel, "sha256": r["sha256"]})
+            entry["mask"] = mask_rel
+            n["masks"] += 1
+        elif has_mask:
+            # a normal or query image with a mask (e.g. re-roled after masking): MVTec has no
+            # ground truth for good images, so the mask travels in the manifest only
+            entry["mask_png"] = base64.b64encode(encode_mask_png(mask)).decode("ascii")
+        n[r["role"]] += 1
+        entries.append(entry)
     manifest = {
         "format": MANIFEST_FORMAT, "version": 1, "exported_at": now(),
         "project": proj["name"], "class_name": proj["class_name"],
@@ -165,9 +211,9 @@ def export_project(store: Store, project: int | str, out: str | os.PathLike) -> 
         "images": entries, "skipped": skipped,
     }
     write_atomic(_inside(out, MANIFEST), json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
-    return ExportSummary(folder=out, normal=n_normal, anomalous=n_anom,
+    return ExportSummary(folder=out, normal=n["normal"], anomalous=n["anomalous"],
                          defect_types={k: v for k, v in folder_of.items() if k is not None},
-                         skipped=tuple(skipped))
+                         skipped=tuple(skipped), query=n["query"], masks=n["masks"])
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -178,6 +224,7 @@ class _Item:
     filename: str | None
     defect_type: str | None
     mask_path: Path | None
+    mask_png: bytes | None = None  # a mask carried in the manifest (normal / query images)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -212,9 +259,10 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
             try:
                 role, path = e["role"], _inside(root, e["path"])
                 mask = _inside(root, e["mask"]) if e.get("mask") else None
-            except (KeyError, TypeError):
-                raise StoreError(f"{mf} has a malformed image entry: {e!r}.") from None
-            items.append(_Item(path, role, e.get("filename"), e.get("defect_type"), mask))
+                mask_png = base64.b64decode(e["mask_png"], validate=True) if e.get("mask_png") else None
+            except (KeyError, TypeError, binascii.Error):
+                raise StoreError(f"{mf} has a malformed image entry: {str(e)[:300]}.") from None
+            items.append(_Item(path, role, e.get("filename"), e.get("defect_type"), mask, mask_png))
         return items, [], manifest
     if not (root / "train").is_dir() and not (root / "test").is_dir():
         raise StoreError(f"{root} has neither train/ nor test/; point --folder at one MVTec-layout category "
@@ -278,8 +326,10 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
             try:
                 rgb = to_rgb_array(it.path)
                 mask_png = area = None
-                if it.mask_path is not None:
-                    m = to_mask_array(it.mask_path, rgb.shape[:2], what=f"mask {it.mask_path.name}")
+                if it.mask_path is not None or it.mask_png is not None:
+                    src = it.mask_path if it.mask_path is not None else it.mask_png
+                    what = f"mask {it.mask_path.name}" if it.mask_path is not None else "mask in the manifest"
+                    m = to_mask_array(src, rgb.shape[:2], what=what)
                     mask_png, area = encode_mask_png(m), int(m.sum())
             except ImageError as exc:
                 raise StoreError(f"{rel}: {exc}") from None

@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -84,6 +85,17 @@ def resolve_paths(path: str | os.PathLike | None) -> tuple[Path, Path]:
     return p / DB_FILENAME, p / BLOB_DIRNAME
 
 
+PERSONALIZE_DIRNAME = "personalize"
+
+
+def _personalize_root(db_path: Path, blob_root: Path) -> Path:
+    """Per-project files beside the store, following `resolve_paths`: `<folder>/personalize/` for a
+    data folder, `<stem>-personalize/` beside a database named as a file (like `<stem>-blobs/`)."""
+    if blob_root == db_path.parent / BLOB_DIRNAME:
+        return db_path.parent / PERSONALIZE_DIRNAME
+    return db_path.with_name(db_path.stem + "-" + PERSONALIZE_DIRNAME)
+
+
 def now() -> str:
     """UTC ISO-8601 with microseconds, e.g. '2026-11-02T10:15:03.123456+00:00'."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -137,26 +149,63 @@ class Store:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, *, embedding_cache_mb: float = DEFAULT_EMBEDDING_CACHE_MB,
-                 image_cache_mb: float = DEFAULT_IMAGE_CACHE_MB):
+                 image_cache_mb: float = DEFAULT_IMAGE_CACHE_MB, create: bool = True):
+        """Open the store at `path` (see `resolve_paths`), applying pending migrations.
+
+        `create=False` opens an existing store only: a path without a database raises
+        `NotFoundError` and creates nothing (the read-only CLI commands use it, so a typo in
+        `--data-dir` is an error rather than a new empty studio). Either way the database is opened
+        and checked before any folder is made, so a path naming something that is not an
+        fsad-studio database fails with `StoreError` and leaves nothing behind.
+        """
         self.db_path, blob_root = resolve_paths(path)
         self.path = Path(path).expanduser() if path is not None else self.db_path.parent
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.blobs = BlobDir(blob_root)
+        self.personalize_dir = _personalize_root(self.db_path, blob_root)
         self._lock = threading.RLock()
         self._depth = 0  # nesting of _write() blocks on this connection
-        conn = sqlite3.connect(str(self.db_path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
-        self.db = Database(conn, execute_plugins=False)  # no third-party hooks on our connection
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"Could not switch {self.db_path} to WAL mode (got {mode!r}); is it on a network drive?")
-        conn.execute("PRAGMA synchronous = FULL")  # a power cut never loses a save that returned
-        conn.execute("PRAGMA foreign_keys = ON")
-        migrations.migrate(self.db)
+        if not create and not self.db_path.is_file():
+            raise NotFoundError(
+                f"There is no fsad-studio database at {self.db_path}; check the data folder "
+                "(--data-dir / FSAD_DATA_DIR). Nothing was created."
+            )
+        if create:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = None
+        try:
+            if create:
+                conn = sqlite3.connect(str(self.db_path), timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            else:  # mode=rw: never create the file, even if it vanished since the check above
+                conn = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=rw", uri=True,
+                                       timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            self.db = Database(conn, execute_plugins=False)  # no third-party hooks on our connection
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            mode = _enable_wal(conn)  # reads the header first: fails here on a file that is not a database
+            if str(mode).lower() != "wal":
+                raise StoreError(f"Could not switch {self.db_path} to WAL mode (got {mode!r}); is it on a network drive?")
+            conn.execute("PRAGMA synchronous = FULL")  # a power cut never loses a save that returned
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrations.migrate(self.db)
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                raise StoreError(f"{self.db_path} is not an fsad-studio database ({exc}); point --data-dir / "
+                                 "FSAD_DATA_DIR at a data folder or a studio .db file.") from None
+            if isinstance(exc, sqlite3.OperationalError) and not create and "unable to open" in str(exc):
+                raise NotFoundError(f"Could not open the database {self.db_path} ({exc}).") from None
+            raise
+        # only now that the database is known to be ours: the blob folder (not for create=False)
+        self.blobs = BlobDir(blob_root, create=create)
         self.embeddings = EmbeddingCache(self, max_bytes=int(embedding_cache_mb * 1_000_000))
         # decoded pixels by sha256: blobs are immutable, so this cache can never be stale
         self._pixels: OrderedDict[str, np.ndarray] = OrderedDict()
         self._pixels_budget = int(image_cache_mb * 1_000_000)
+
+    def project_dir(self, pid: int) -> Path:
+        """`<data dir>/personalize/project-<id>/`: files kept next to the store for one project
+        (One-to-Normal's LoRA weights and generated pool). `backup` copies them; `purge` removes
+        a purged project's folder. The folder is not created here."""
+        return self.personalize_dir / f"project-{_int_id(pid, 'project id')}"
 
     # -- plumbing -------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -170,6 +219,10 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            emb = getattr(self, "embeddings", None)
+            if emb is not None:
+                with contextlib.suppress(sqlite3.Error, StoreError):
+                    emb._flush(wait=False)  # best effort: never hold up a close behind another writer
             try:
                 self.db.conn.close()
             except sqlite3.ProgrammingError:
@@ -393,9 +446,13 @@ class Store:
     def list_images(self, pid: int, role: str | None = None, *, include_removed: bool = False) -> list[dict]:
         """Images of a project in the order they were added, as dicts with id, sha256, role,
         filename, size ((width, height)), width, height, bytes (PNG blob size), defect_type,
-        has_mask (latest mask non-empty), mask_versions, created_at, removed_at."""
+        has_mask (latest mask non-empty), mask_versions, created_at, removed_at.
+
+        NotFoundError for an unknown project id. A soft-deleted project's images are still listed
+        (reads work on deleted projects until they are purged; only changes are refused)."""
         if role is not None and role not in ROLES:
             raise StoreError(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.")
+        self._project_row(pid, active=False)
         sql = """SELECT i.id, i.project_id, i.sha256, i.role, i.filename, b.width, b.height, b.bytes,
                    d.name AS defect_type, i.created_at, i.removed_at,
                    (SELECT m.area FROM masks m WHERE m.image_id = i.id ORDER BY m.id DESC LIMIT 1) AS mask_area,
@@ -486,7 +543,9 @@ class Store:
             {"project_id": int(pid), "name": name, "created_at": now()}).last_pk)
 
     def defect_types(self, pid: int) -> list[str]:
-        """The project's defect-type names in order of creation."""
+        """The project's defect-type names in order of creation (NotFoundError for an unknown
+        project id; a soft-deleted project's are still listed)."""
+        self._project_row(pid, active=False)
         return [r["name"] for r in self._all(
             "SELECT name FROM defect_types WHERE project_id = ? ORDER BY id", [_int_id(pid, "project id")])]
 
@@ -577,7 +636,9 @@ class Store:
         return json.loads(row["weights"])
 
     def list_weights(self, pid: int) -> list[dict]:
-        """[{name, weights, created_at, updated_at}] in order of creation."""
+        """[{name, weights, created_at, updated_at}] in order of creation (NotFoundError for an
+        unknown project id; a soft-deleted project's are still listed)."""
+        self._project_row(pid, active=False)
         rows = self._all("SELECT name, weights, created_at, updated_at FROM weights WHERE project_id = ? "
                          "ORDER BY created_at, name", [_int_id(pid, "project id")])
         for r in rows:
@@ -600,7 +661,9 @@ class Store:
                                           "created_at": now()}).last_pk)
 
     def list_runs(self, pid: int, kind: str | None = None) -> list[dict]:
-        """[{id, kind, params, results, created_at}] oldest first."""
+        """[{id, kind, params, results, created_at}] oldest first (NotFoundError for an unknown
+        project id; a soft-deleted project's runs are still listed)."""
+        self._project_row(pid, active=False)
         sql, params = "SELECT id, project_id, kind, params, results, created_at FROM runs WHERE project_id = ?", [
             _int_id(pid, "project id")]
         if kind is not None:
@@ -622,9 +685,17 @@ class Store:
     def purge(self, *, grace_s: float = ORPHAN_GRACE_S) -> dict[str, int]:
         """Delete for good: soft-deleted projects, removed images (with their masks), blobs no row
         names any more, and stray blob/temp files older than `grace_s` (files younger than that may
-        belong to an import still running in another process). Returns counts."""
+        belong to an import still running in another process; `grace_s` must be >= 0). The
+        per-project folders (`project_dir`) of purged projects go too, as do those of project ids
+        no row has any more (project ids can be reused: a new project must not inherit an old
+        project's LoRA weights). Returns counts."""
+        if isinstance(grace_s, (bool, np.bool_)) or not isinstance(grace_s, (int, float, np.integer, np.floating)):
+            raise StoreError(f"The grace period must be a number of seconds, got {type(grace_s).__name__}.")
+        if not grace_s >= 0:  # also refuses NaN
+            raise StoreError(f"The grace period must be 0 or more (got {grace_s}); a negative one would delete "
+                             "the files of imports still running in other processes.")
         out = {}
-        cutoff = time.time() - grace_s
+        cutoff = time.time() - float(grace_s)
         with self._write() as db:
             out["projects"] = db.execute("DELETE FROM projects WHERE deleted_at IS NOT NULL").rowcount
             out["images"] = db.execute("DELETE FROM images WHERE removed_at IS NOT NULL").rowcount
@@ -644,7 +715,29 @@ class Store:
                     f.unlink(missing_ok=True)
                     stray += 1
             out["stray_files"] = stray
+            # last, with the write lock still held (no project can be created meanwhile and take a
+            # freed id): per-project folders of ids that no longer exist
+            live = {int(r["id"]) for r in self._all("SELECT id FROM projects")}
+            out["project_dirs"] = self._remove_orphan_project_dirs(live)
         return out
+
+    def _remove_orphan_project_dirs(self, live: set[int]) -> int:
+        root = self.personalize_dir
+        if not root.is_dir():
+            return 0
+        n = 0
+        for d in sorted(root.iterdir()):
+            m = re.fullmatch(r"project-(\d+)", d.name)
+            if m is None or int(m.group(1)) in live:
+                continue
+            if d.is_symlink():  # a folder kept elsewhere: drop the link, never what it points at
+                d.unlink(missing_ok=True)
+            elif d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)  # best effort: what fails stays for the next purge
+            else:
+                continue
+            n += not os.path.lexists(d)
+        return n
 
     def check(self, *, deep: bool = False) -> list[str]:
         """Problems found (empty = healthy): SQLite integrity and foreign keys, missing blob files,
@@ -671,13 +764,18 @@ class Store:
     def backup(self, out: str | os.PathLike) -> Path:
         """Copy a consistent snapshot of the store to `out` (a new folder, or a `.db` file whose
         blobs go to `<stem>-blobs/`) while the studio keeps running. Uses SQLite's online backup
-        API; blobs are immutable, so copying the ones the snapshot names completes it. `out`
-        opens with `Store(out)`. Returns the database file written."""
+        API; blobs are immutable, so copying the ones the snapshot names completes it. The
+        per-project folder tree (`personalize/`: One-to-Normal's LoRA weights and generated pools)
+        is copied too when it exists, to the backup's own `personalize/` (`<stem>-personalize/` for
+        a `.db` target). `out` opens with `Store(out)`. Returns the database file written."""
         db_out, blob_out = resolve_paths(out)
         if db_out.exists():
             raise StoreError(f"{db_out} already exists; back up to a new folder or file name.")
         if db_out.resolve() == self.db_path.resolve():
             raise StoreError("The backup target is the live database; choose another place.")
+        pers_out = _personalize_root(db_out, blob_out)
+        if self.personalize_dir.is_dir() and _is_within(pers_out, self.personalize_dir):
+            raise StoreError(f"The backup target {out} is inside {self.personalize_dir}; choose another place.")
         db_out.parent.mkdir(parents=True, exist_ok=True)
         tmp = db_out.with_name(f".{db_out.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
@@ -700,11 +798,64 @@ class Store:
             if not dst_path.is_file():
                 dst_path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst_path)
+        if self.personalize_dir.is_dir():
+            _copy_tree(self.personalize_dir, pers_out)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, db_out)
         fsync_dir(db_out.parent)
         return db_out
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy a folder tree that may change meanwhile (a LoRA training job writing checkpoints):
+    files that vanish mid-copy are skipped, `*.tmp` files (writes in progress) are left out,
+    symlinks are copied as links and never followed."""
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        target = dst / rel
+        target.mkdir(parents=True, exist_ok=True)
+        for name in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, name)):  # os.walk does not descend into these
+                filenames.append(name)
+        for name in filenames:
+            if name.endswith(".tmp"):
+                continue
+            s, d = Path(dirpath) / name, target / name
+            try:
+                if s.is_symlink():
+                    if not os.path.lexists(d):
+                        os.symlink(os.readlink(s), d)
+                else:
+                    shutil.copy2(s, d)
+            except FileNotFoundError:
+                continue
+
+
+def _enable_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL (a no-op when another connection already did) and return the journal mode.
+
+    SQLite answers "database is locked" to the switch without calling the busy handler while
+    another connection is opening a brand-new database, so two processes (or threads) opening a new
+    store at once need a retry here, up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                return mode
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+def _is_within(path: Path, root: Path) -> bool:
+    a, b = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([a, b]) == b
 
 
 def _mtime(p: Path) -> float:
@@ -729,11 +880,23 @@ class EmbeddingCache:
     Values are numpy arrays (any numeric dtype, any shape) or raw bytes. `fsad_core` may use it
     through an object with `get`/`put` (it never imports storage): the engine's in-memory cache
     is the fast layer, this one survives restarts.
+
+    Reads never wait for the write lock: `get` is a plain read (WAL readers run alongside a writer
+    in another process). The "last used" touch of a hit is queued and written in batches, only
+    when the write lock is free at that moment (never waiting for it), and always before `put`
+    evicts (inside its transaction), at `flush()` and when the store closes. So LRU order is exact
+    for this process's own hits and best effort across processes.
     """
+
+    TOUCH_EVERY_S = 1.0  # at most one touch write per second from gets...
+    TOUCH_BATCH = 256  # ...unless this many hits are waiting
+    MAX_PENDING = 100_000  # ids kept while the lock stays busy (the oldest are dropped beyond this)
 
     def __init__(self, store: Store, max_bytes: int):
         self.store = store
         self.max_bytes = int(max_bytes)
+        self._pending: OrderedDict[int, None] = OrderedDict()  # row ids hit, least recent first
+        self._last_flush = time.monotonic()
 
     @staticmethod
     def _key(model_id: str, precision: str, sha256: str, kind: str) -> list[str]:
@@ -742,16 +905,22 @@ class EmbeddingCache:
         return [model_id, precision, check_sha(sha256), kind]
 
     def get(self, model_id: str, precision: str, sha256: str, kind: str):
-        """The cached value or None; a hit becomes the most recently used entry."""
+        """The cached value or None; a hit becomes the most recently used entry (recorded in a
+        batch, see the class docstring). Never waits for another process's write."""
         key = self._key(model_id, precision, sha256, kind)
         s = self.store
-        with s._write() as db:
+        with s._lock:
             row = s._one("SELECT id, dtype, shape, data FROM embeddings WHERE model_id = ? AND precision = ? "
                          "AND sha256 = ? AND kind = ?", key)
             if row is None:
                 return None
-            db.execute("UPDATE embeddings SET last_used = (SELECT coalesce(max(last_used), 0) + 1 FROM embeddings) "
-                       "WHERE id = ?", [row["id"]])
+            self._pending[int(row["id"])] = None
+            self._pending.move_to_end(int(row["id"]))
+            while len(self._pending) > self.MAX_PENDING:
+                self._pending.popitem(last=False)
+            if (len(self._pending) >= self.TOUCH_BATCH or s._depth
+                    or time.monotonic() - self._last_flush >= self.TOUCH_EVERY_S):
+                self._flush(wait=False)
         if row["dtype"] == "bytes":
             return bytes(row["data"])
         return np.frombuffer(row["data"], dtype=np.dtype(row["dtype"])).reshape(json.loads(row["shape"])).copy()
@@ -771,6 +940,7 @@ class EmbeddingCache:
             return False
         s = self.store
         with s._write() as db:
+            self._touch(db)  # this process's hits count before anything is evicted
             db.execute("DELETE FROM embeddings WHERE model_id = ? AND precision = ? AND sha256 = ? AND kind = ?", key)
             db.execute(
                 "INSERT INTO embeddings (model_id, precision, sha256, kind, dtype, shape, data, nbytes, created_at,"
@@ -780,6 +950,54 @@ class EmbeddingCache:
             )
             self._evict(db)
         return True
+
+    def flush(self) -> None:
+        """Write the queued "last used" touches now (waiting for the write lock if need be)."""
+        self._flush(wait=True)
+
+    def _flush(self, *, wait: bool) -> bool:
+        """Write the queued touches; with wait=False only if the write lock is free right now.
+        Returns whether they were written (or there were none)."""
+        s = self.store
+        with s._lock:
+            if not self._pending:
+                return True
+            if s._depth or wait:  # already inside our own write transaction, or allowed to queue
+                with s._write() as db:
+                    self._touch(db)
+                return True
+            conn = s.db.conn
+            conn.execute("PRAGMA busy_timeout = 0")  # try the lock once, never queue behind a writer
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError:  # locked by another process: keep the touches for later
+                    self._last_flush = time.monotonic()
+                    return False
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            s._depth = 1
+            try:
+                self._touch(s.db)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                s._depth = 0
+            return True
+
+    def _touch(self, db: Database) -> None:
+        """Inside a write transaction: make the queued ids the most recently used, in hit order."""
+        if not self._pending:
+            return
+        ids = list(self._pending)
+        base = db.execute("SELECT coalesce(max(last_used), 0) FROM embeddings").fetchone()[0]
+        db.conn.executemany("UPDATE embeddings SET last_used = ? WHERE id = ?",
+                            [(base + k + 1, rid) for k, rid in enumerate(ids)])
+        self._pending.clear()
+        self._last_flush = time.monotonic()
 
     def _evict(self, db: Database) -> None:
         total = db.execute("SELECT coalesce(sum(nbytes), 0) FROM embeddings").fetchone()[0]
@@ -800,3 +1018,4 @@ class EmbeddingCache:
     def clear(self) -> None:
         with self.store._write() as db:
             db.execute("DELETE FROM embeddings")
+            self._pending.clear()

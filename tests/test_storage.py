@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,34 @@ def test_paths_and_default_data_dir(tmp_path, monkeypatch):
     assert default_data_dir() == tmp_path / "home" / ".local" / "share" / "fsad-studio"
 
 
+def test_create_false_opens_only_an_existing_store_and_creates_nothing(tmp_path):
+    missing = tmp_path / "typo" / "data"
+    with pytest.raises(NotFoundError, match="no fsad-studio database"):
+        Store(missing, create=False)
+    with pytest.raises(NotFoundError):
+        Store(tmp_path / "typo.db", create=False)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotFoundError):
+        Store(tmp_path / "empty", create=False)
+    assert list((tmp_path / "empty").iterdir()) == []
+    Store(tmp_path / "d").close()
+    with Store(tmp_path / "d", create=False) as s:  # an existing one opens as usual
+        assert s.schema_version >= 3 and s.list_projects() == []
+
+
+def test_a_file_that_is_not_a_database_is_refused_before_anything_is_created(tmp_path):
+    for name, data in [("notes.txt", b"root:x:0:0:root:/root:/bin/bash\n" * 50), ("fake.db", b"SQLite? no" * 500)]:
+        f = tmp_path / name
+        f.write_bytes(data)
+        before = sorted(p.name for p in tmp_path.iterdir())
+        for create in (True, False):
+            with pytest.raises(StoreError, match="not an fsad-studio database"):
+                Store(f, create=create)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # no '-blobs' folder, no -wal/-shm
+        assert f.read_bytes() == data
+
+
 def test_storage_never_imports_torch(tmp_path):
     code = ("import sys, numpy as np; from storage import Store; import storage.folders, storage.__main__; "
             f"s = Store({str(tmp_path / 'd')!r}); p = s.create_project('p'); "
@@ -119,6 +148,9 @@ def test_project_round_trip_rename_soft_delete_restore(store):
     assert [p["id"] for p in store.list_projects(include_deleted=True)] == [a, b]
     with pytest.raises(StoreError, match="deleted"):
         store.add_image(a, rgb(1))
+    # a deleted project's data stays readable (to look at before restoring): listings keep working
+    assert [r["id"] for r in store.list_images(a)] == [iid] and store.defect_types(a) == []
+    assert store.list_runs(a) == [] and store.list_weights(a) == []
     # the name is free again; restoring the old one then needs a rename first
     c = store.create_project("wine")
     with pytest.raises(StoreError, match="rename that one first"):
@@ -157,6 +189,23 @@ def test_bad_names_are_rejected(store, pid, bad, match):
         with pytest.raises(ValueError, match=match):
             call()
     assert snapshot(store) == before
+
+
+def test_listings_of_an_unknown_project_raise_not_found(store, pid):
+    store.add_image(pid, rgb())
+    for call in (store.list_images, store.defect_types, store.list_runs, store.list_weights,
+                 lambda p: store.list_images(p, role="normal"), lambda p: store.list_runs(p, kind="batch")):
+        with pytest.raises(NotFoundError, match=f"no project {pid + 1}"):
+            call(pid + 1)
+        with pytest.raises(KeyError):  # NotFoundError is a KeyError too
+            call(10_000)
+        with pytest.raises(StoreError, match="integer"):
+            call("x")
+    assert len(store.list_images(pid)) == 1 and store.defect_types(pid) == [] and store.list_runs(pid) == []
+    store.delete_project(pid)
+    store.purge()
+    with pytest.raises(NotFoundError):  # purged: gone for good
+        store.list_images(pid)
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -362,6 +411,24 @@ def test_bad_masks_are_rejected_and_nothing_is_written(store, pid):
     assert (store.get_mask(iid) == box_mask(x0=30)).all()
 
 
+def test_save_mask_accepts_only_binary_arrays(store, pid):
+    """Arrays must be binary (fsad_core.images.to_mask_array): a float map, negative values or an RGB
+    array are refused rather than thresholded, and nothing is written."""
+    iid = store.add_image(pid, rgb(), role="anomalous")
+    before = snapshot(store)
+    for bad in (np.full((48, 64), 0.01), np.full((48, 64), -1, np.int64), np.zeros((48, 64, 3), np.uint8),
+                np.dstack([box_mask()] * 3).astype(np.uint8) * 255):
+        with pytest.raises(ImageError, match="binary|2-D"):
+            store.save_mask(iid, bad, defect_type="scratch")
+    assert snapshot(store) == before and store.mask_history(iid) == [] and store.defect_types(pid) == []
+    store.save_mask(iid, box_mask().astype(np.uint8))  # 0/1 uint8
+    assert (store.get_mask(iid) == box_mask()).all()
+    store.save_mask(iid, box_mask(x0=30).astype(np.uint8) * 255)  # 0/255 uint8
+    assert (store.get_mask(iid) == box_mask(x0=30)).all()
+    store.save_mask(iid, box_mask(y0=2)[..., None])  # HxWx1 is squeezed
+    assert (store.get_mask(iid) == box_mask(y0=2)).all() and len(store.mask_history(iid)) == 3
+
+
 def test_defect_taxonomy_rename_and_merge(store, pid):
     a, b, c = (store.add_image(pid, rgb(k), role="anomalous") for k in range(3))
     store.save_mask(a, box_mask(), defect_type="scratch")
@@ -458,6 +525,34 @@ def test_embeddings_cache_round_trip_and_lru(tmp_path):
     s.close()
 
 
+def test_embedding_reads_do_not_wait_for_another_writer(tmp_path):
+    a = Store(tmp_path / "d")
+    b = Store(tmp_path / "d")  # a second connection: locks as between two processes
+    sha = sha256_of_array(rgb())
+    x = np.arange(100, dtype=np.float32)
+    a.embeddings.put("m", "fp32", sha, "image", x)
+    a.embeddings.put("m", "fp32", sha, "tokens", b"t")
+    before = a.db.execute("SELECT last_used FROM embeddings WHERE kind = 'image'").fetchone()[0]
+    b.db.conn.execute("BEGIN IMMEDIATE")  # b holds the write lock (a long save in another process)
+    try:
+        t0 = time.monotonic()
+        for _ in range(300):  # enough hits to ask for a batched touch, which must not wait either
+            assert (a.embeddings.get("m", "fp32", sha, "image") == x).all()
+        assert a.embeddings.get("m", "fp32", sha, "other") is None
+        assert time.monotonic() - t0 < 5  # the busy timeout is 30 s: nothing waited for it
+        assert len(a.embeddings) == 2
+    finally:
+        b.db.conn.execute("COMMIT")
+    a.embeddings.flush()  # the touches that could not be written then are written now
+    after = a.db.execute("SELECT last_used FROM embeddings WHERE kind = 'image'").fetchone()[0]
+    assert after > before and after > a.db.execute("SELECT last_used FROM embeddings WHERE kind = 'tokens'").fetchone()[0]
+    # closing writes what is still queued
+    a.embeddings.get("m", "fp32", sha, "tokens")
+    a.close()
+    assert b.db.execute("SELECT last_used FROM embeddings WHERE kind = 'tokens'").fetchone()[0] > after
+    b.close()
+
+
 # --- concurrency inside one process ---------------------------------------------------------------------
 def test_threads_share_one_store(store, pid):
     ids = []
@@ -498,6 +593,78 @@ def test_backup_is_a_consistent_openable_snapshot(store, pid, tmp_path):
     assert f.is_file() and (tmp_path / "one-blobs").is_dir()
     assert sqlite3.connect(f).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert len(Store(f).mask_history(iid)) == 2
+
+
+def _personalize_files(store: Store, pid: int) -> Path:
+    """What One-to-Normal leaves per project: LoRA weights, a checkpoint, a generated pool."""
+    d = store.project_dir(pid)
+    (d / "lora" / "checkpoint-10").mkdir(parents=True)
+    (d / "lora" / "adapter_model.safetensors").write_bytes(b"lora weights")
+    (d / "lora" / "checkpoint-10" / "trainer.pt").write_bytes(b"ckpt")
+    (d / "lora" / "checkpoint-10" / "trainer.pt.tmp").write_bytes(b"being written")
+    (d / "pool").mkdir()
+    (d / "pool" / "000.png").write_bytes(png_bytes(rgb(9)))
+    return d
+
+
+def test_backup_copies_the_personalize_folder(store, pid, tmp_path):
+    assert store.project_dir(pid) == tmp_path / "data" / "personalize" / f"project-{pid}"
+    d = _personalize_files(store, pid)
+    store.backup(tmp_path / "bk")
+    b = Store(tmp_path / "bk")
+    got = b.project_dir(pid)
+    assert got == tmp_path / "bk" / "personalize" / f"project-{pid}"
+    assert (got / "lora" / "adapter_model.safetensors").read_bytes() == b"lora weights"
+    assert (got / "lora" / "checkpoint-10" / "trainer.pt").read_bytes() == b"ckpt"
+    assert (got / "pool" / "000.png").read_bytes() == (d / "pool" / "000.png").read_bytes()
+    assert not (got / "lora" / "checkpoint-10" / "trainer.pt.tmp").exists()  # a write in progress is left out
+    b.close()
+    f = store.backup(tmp_path / "one.db")  # file form: beside it, like its blobs
+    assert (tmp_path / "one-personalize" / f"project-{pid}" / "pool" / "000.png").is_file()
+    assert Store(f).project_dir(pid) == tmp_path / "one-personalize" / f"project-{pid}"
+    with pytest.raises(StoreError, match="inside"):
+        store.backup(store.personalize_dir / "bk")
+    empty = Store(tmp_path / "empty")  # no personalize folder: none in the backup either
+    empty.backup(tmp_path / "bk2")
+    assert not (tmp_path / "bk2" / "personalize").exists()
+    empty.close()
+
+
+def test_purge_removes_the_personalize_folder_of_purged_projects(store, pid, tmp_path):
+    other = store.create_project("other")
+    mine, theirs = _personalize_files(store, pid), _personalize_files(store, other)
+    orphan = store.personalize_dir / "project-999"  # left by a project purged by an older version
+    orphan.mkdir()
+    keep = store.personalize_dir / "notes"  # not a project folder: not ours to delete
+    keep.mkdir()
+    outside = tmp_path / "big-disk"
+    outside.mkdir()
+    (outside / "weights").write_bytes(b"w")
+    os.symlink(outside, store.personalize_dir / "project-998")
+    store.delete_project(pid)
+    assert mine.is_dir()  # soft delete: restorable, LoRA included
+    counts = store.purge()
+    assert counts["projects"] == 1 and counts["project_dirs"] == 3
+    assert not mine.exists() and not orphan.exists() and theirs.is_dir() and keep.is_dir()
+    assert not os.path.lexists(store.personalize_dir / "project-998") and (outside / "weights").is_file()
+    # SQLite reuses the highest id once its row is gone: a new project never inherits a purged one's LoRA
+    last = store.create_project("last")
+    _personalize_files(store, last)
+    store.delete_project(last)
+    store.purge()
+    assert store.create_project("fresh") == last and not store.project_dir(last).exists()
+    assert store.purge()["project_dirs"] == 0
+
+
+def test_purge_refuses_a_negative_grace_period(store, pid):
+    stray = store.blobs.path("e" * 64)
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_bytes(b"an import in flight")
+    before = snapshot(store)
+    for bad in (-1, -0.001, float("nan"), "1", None):
+        with pytest.raises(StoreError, match="grace"):
+            store.purge(grace_s=bad)
+    assert snapshot(store) == before and stray.exists()
 
 
 @pytest.mark.parametrize("name", ["storage.store", "storage.blobs", "storage.folders"])

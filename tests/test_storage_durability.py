@@ -36,11 +36,15 @@ def other_has_written():
 
 if go:
     import os, time
+    print("waiting", flush=True)  # store open: the test starts both writers only once both are here
     while not os.path.exists(go):
         time.sleep(0.005)
 print("ready", flush=True)
 k = 0
-while limit < 0 or k < limit or (other and not other_has_written() and k < 10000):
+seen = False  # checked *before* an iteration's saves, so the iteration that sees the other's mask
+while limit < 0 or k < limit or (other and not seen and k < 10000):  # still saves one after it
+    if other and not seen:
+        seen = other_has_written()
     rng = np.random.default_rng([k, len(tag)])
     if k % 4 == 0:
         img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
@@ -133,7 +137,8 @@ def test_two_processes_writing_at_once_both_succeed(tmp_path):
     go = tmp_path / "go"
     n = 24
     procs = {tag: writer(data, pid, tag, limit=n, go=go, other=other) for tag, other in (("a", "bb"), ("bb", "a"))}
-    time.sleep(0.2)
+    for p in procs.values():  # both have imported everything and opened the store (slow on a busy machine)
+        assert p.stdout.readline() == "waiting\n", p.stderr.read()
     go.touch()  # both start writing to the same project, same defect types, at the same moment
     outs = {}
     for tag, p in procs.items():
@@ -151,7 +156,7 @@ def test_two_processes_writing_at_once_both_succeed(tmp_path):
         n_masks = s.db.execute("SELECT count(*) FROM masks").fetchone()[0]
         assert n_masks == len(outs["a"]["mask"]) + len(outs["bb"]["mask"])
         assert len(s.list_runs(pid)) == len(outs["a"]["run"]) + len(outs["bb"]["run"])
-        # the writers overlapped: each kept saving until it had seen a mask of the other
+        # the writers overlapped: each saved a mask after it had seen one of the other's
         ids = {tag: [m[0] for m in saves["mask"]] for tag, saves in outs.items()}
         assert min(ids["a"]) < max(ids["bb"]) and min(ids["bb"]) < max(ids["a"])
 
