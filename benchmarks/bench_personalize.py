@@ -8,11 +8,15 @@ real model.
 What it measures (each timed, nothing assumed):
 - one UNet forward at 256 px (batch 1 and batch 3, fp32; bf16 autocast) and at 512 px (batch 1);
 - VAE encode + decode with TAESD (256, 512 px) and the full VAE (256 px; 512 px with --full-vae);
-- one end-to-end fast-preset personalization through `Personalizer.personalize` (256 px).
+- end-to-end fast-preset personalizations through `Personalizer.personalize` (256 px): in fp32
+  and with the default precision ("auto": bf16 autocast where the CPU computes bf16 natively), the
+  first and the second query of each, with the time inside UNet calls (and their batch sizes), VAE
+  encode/decode and the rest.
 From these it derives the paper preset's cost (23 prompts x 15 steps x 2 for CFG + full VAE),
 which would take far longer than this script's budget to run on a CPU.
 
-    .venv/bin/python benchmarks/bench_personalize.py            # CPU, 2 threads, ~5 min
+    .venv/bin/python benchmarks/bench_personalize.py            # CPU, 2 threads, ~6 min
+    .venv/bin/python benchmarks/bench_personalize.py --quick --json /tmp/pers.json   # ~2-3 min
     .venv/bin/python benchmarks/bench_personalize.py --device cuda --full-vae --paper-e2e
 """
 from __future__ import annotations
@@ -63,6 +67,16 @@ def sync():
         torch.cuda.synchronize()
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def log(msg: str):
     print(msg, flush=True)
 
@@ -80,7 +94,7 @@ def main(argv=None) -> dict:
     dev = torch.device(args.device)
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     # Load average at the start and the end: on a shared 2-core box other jobs inflate every figure.
-    res: dict = {"device": str(dev), "threads": args.threads, "cpu": platform.processor() or platform.machine(),
+    res: dict = {"device": str(dev), "threads": args.threads, "cpu": cpu_model(),
                  "cpu_native_bf16": cpu_supports_bf16(), "torch": torch.__version__, "load": os.getloadavg()[0]}
     if dev.type == "cuda":
         res["gpu"] = torch.cuda.get_device_name(dev)
@@ -139,54 +153,99 @@ def main(argv=None) -> dict:
         res["vae_roundtrip_512_s"] = round(timed(lambda: vae_roundtrip(vae, 512), repeat=rep, warmup=warm), 3)
         log(f"full VAE encode+decode 512 px: {res['vae_roundtrip_512_s']} s")
 
+    # Paper preset, derived from the measured parts (23 prompts x 15 steps, CFG doubles the batch).
+    if not args.quick:
+        per_sample_256 = res["unet_step_256_b3_s"] / 3
+        per_sample_512 = res["unet_step_512_b1_s"]
+        paper_steps = 23 * 15 * 2
+        res["paper_unet_sample_steps"] = paper_steps
+        res["paper_256_derived_s"] = round(paper_steps * per_sample_256 + res["vae_roundtrip_256_s"] * (1 + 23) / 2, 1)
+        vae512 = res.get("vae_roundtrip_512_s", res["vae_roundtrip_256_s"] * 4)
+        res["paper_512_derived_s"] = round(paper_steps * per_sample_512 + vae512 * (1 + 23) / 2, 1)
+        res["fast_512_derived_s"] = round(3 * 6 * per_sample_512 + res["taesd_roundtrip_512_s"] * 2, 1)
+        log(f"paper preset derived (fp32): 256 px {res['paper_256_derived_s']} s, 512 px {res['paper_512_derived_s']} s "
+            f"({paper_steps} UNet sample-steps); fast preset at 512 px derived: {res['fast_512_derived_s']} s")
+
     # End to end through the real code path: Personalizer with the injected real-size pipeline.
     from fsad_core.personalize import PersonalizeConfig, Personalizer, normal_prompts
 
     sched = DDIMScheduler(**SD_SCHEDULER_CONFIG)
-    pipe_fast = StableDiffusionImg2ImgPipeline(vae=taesd, text_encoder=text, tokenizer=build_tiny_tokenizer(), unet=unet,
-                                               scheduler=sched, safety_checker=None, feature_extractor=None,
-                                               requires_safety_checker=False)
-    query = (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)
-    cfg = PersonalizeConfig(profile="standard", preset="fast", device=str(dev), precision="fp32")
-    p = Personalizer(cfg, pipeline=pipe_fast)
-    p._embed(normal_prompts("bottle", cfg.prompts))  # text embeddings are cached per class: not per query
-    r = p.personalize(query, "bottle")
-    res["fast_e2e_256_s"] = round(r.seconds, 2)
-    res["fast_unet_sample_steps"] = len(normal_prompts("x", cfg.prompts)) * cfg.denoising_steps
-    log(f"fast preset, end to end, 256 px ({res['fast_unet_sample_steps']} UNet sample-steps, TAESD): {r.seconds:.1f} s")
-    res["fast_estimate_s"] = round(Personalizer(cfg.replace(), pipeline=pipe_fast).estimate_seconds("personalize"), 1)
-
-    res["load_after"] = os.getloadavg()[0]
-    if args.quick:
-        log(json.dumps(res, indent=1))
-        return res
-    # Paper preset, derived from the measured parts (23 prompts x 15 steps, CFG doubles the batch).
-    per_sample_256 = res["unet_step_256_b3_s"] / 3
-    per_sample_512 = res["unet_step_512_b1_s"]
-    paper_steps = 23 * 15 * 2
-    res["paper_unet_sample_steps"] = paper_steps
-    res["paper_256_derived_s"] = round(paper_steps * per_sample_256 + res["vae_roundtrip_256_s"] * (1 + 23) / 2, 1)
-    vae512 = res.get("vae_roundtrip_512_s", res["vae_roundtrip_256_s"] * 4)
-    res["paper_512_derived_s"] = round(paper_steps * per_sample_512 + vae512 * (1 + 23) / 2, 1)
-    res["fast_512_derived_s"] = round(3 * 6 * per_sample_512 + res["taesd_roundtrip_512_s"] * 2, 1)
-    res["brief_protocol_256_fast_1prompt_15steps_derived_s"] = round(15 * res["unet_step_256_b1_s"]
-                                                                    + res["taesd_roundtrip_256_s"], 1)
-    log(f"paper preset derived: 256 px {res['paper_256_derived_s']} s, 512 px {res['paper_512_derived_s']} s "
-        f"({paper_steps} UNet sample-steps); fast preset at 512 px derived: {res['fast_512_derived_s']} s")
-
+    tok = build_tiny_tokenizer()
     if args.paper_e2e:
-        pipe_paper = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=build_tiny_tokenizer(),
-                                                    unet=unet, scheduler=sched, safety_checker=None,
-                                                    feature_extractor=None, requires_safety_checker=False)
-        pp = Personalizer(PersonalizeConfig(profile="standard", preset="paper", device=str(dev)), pipeline=pipe_paper)
+        pipe_paper = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
+                                                    safety_checker=None, feature_extractor=None,
+                                                    requires_safety_checker=False)
+        pp = Personalizer(PersonalizeConfig(profile="standard", preset="paper", device=str(dev), precision="fp32"
+                                            if dev.type == "cpu" else "auto"), pipeline=pipe_paper)
         q512 = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
         res["paper_e2e_512_s"] = round(pp.personalize(q512, "bottle").seconds, 2)
         log(f"paper preset, end to end, 512 px: {res['paper_e2e_512_s']} s")
 
+    pipe_fast = StableDiffusionImg2ImgPipeline(vae=taesd, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched,
+                                               safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    query = (np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)
+    # fp32 first: "auto" (bf16 on a CPU with native bf16) converts the shared UNet to bf16 in place.
+    precisions = ["fp32", "auto"] if dev.type == "cpu" else ["auto"]
+    for prec in precisions:
+        cfg = PersonalizeConfig(profile="standard", preset="fast", device=str(dev), precision=prec)
+        p = Personalizer(cfg, pipeline=pipe_fast)
+        name = "auto" if prec == "auto" else prec
+        res[f"fast_estimate_{name}_s"] = round(p.estimate_seconds("personalize"), 1)  # before any measurement
+        p._embed(normal_prompts("bottle", cfg.prompts))  # text embeddings are cached per class: not per query
+        for run in ("first", "second"):
+            prof = profile_personalize(p, query, taesd, unet)
+            key = f"fast_e2e_256_{name}_{run}"
+            res[key + "_s"] = prof["total_s"]
+            res[key + "_breakdown"] = prof
+            log(f"fast preset, end to end, 256 px, precision {prec} ({p.precision_name}), {run} query: "
+                f"{prof['total_s']} s = UNet {prof['unet_s']} s in {len(prof['unet_calls'])} calls of batch "
+                f"{sorted(set(b for b, _ in prof['unet_calls']))} + VAE {prof['vae_s']} s + rest {prof['rest_s']} s")
+    res["fast_unet_sample_steps"] = len(normal_prompts("x", "fast")) * PersonalizeConfig(preset="fast").denoising_steps
+    res["fast_e2e_256_s"] = res["fast_e2e_256_auto_first_s"]
+    res["load_after"] = os.getloadavg()[0]
     log(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return res
+
+
+def profile_personalize(p, query, vae, unet) -> dict:
+    """One `p.personalize(query)` with timers on every UNet call and on VAE encode/decode."""
+    calls: list[tuple[int, float]] = []
+    vae_s = [0.0]
+
+    def pre(module, args, kwargs):
+        module._bench_t0 = time.perf_counter()
+
+    def post(module, args, kwargs, out):
+        sync()
+        calls.append((int(args[0].shape[0]), time.perf_counter() - module._bench_t0))
+
+    hooks = [unet.register_forward_pre_hook(pre, with_kwargs=True), unet.register_forward_hook(post, with_kwargs=True)]
+    originals = {name: getattr(vae, name) for name in ("encode", "decode")}
+
+    def timed_method(fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            sync()
+            vae_s[0] += time.perf_counter() - t0
+            return out
+        return wrapper
+
+    for name, fn in originals.items():
+        setattr(vae, name, timed_method(fn))
+    try:
+        r = p.personalize(query, "bottle")
+    finally:
+        for h in hooks:
+            h.remove()
+        for name in originals:
+            delattr(vae, name)  # back to the class's methods
+    unet_s = sum(t for _, t in calls)
+    return {"total_s": round(r.seconds, 2), "unet_s": round(unet_s, 2), "vae_s": round(vae_s[0], 2),
+            "rest_s": round(r.seconds - unet_s - vae_s[0], 2), "unet_calls": [(b, round(t, 2)) for b, t in calls],
+            "precision": p.precision_name, "load": round(os.getloadavg()[0], 2)}
 
 
 if __name__ == "__main__":

@@ -288,34 +288,124 @@ def augment(rgb: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def training_state(out_dir: str | Path) -> dict | None:
-    """The `state.json` of a training folder: {"step", "total", "complete", "class_name", ...} or None."""
+    """The `state.json` of a training folder: {"step", "total", "complete", "class_name", ...} or None.
+
+    A finished run also records "model_id" (see `model_id`)."""
     p = Path(out_dir) / STATE_NAME
     return json.loads(p.read_text()) if p.is_file() else None
 
 
+def model_id(out_dir: str | Path | None) -> str | None:
+    """Identity of the finished customized model in `out_dir`: the first 16 hex digits of its LoRA
+    weights' sha256, or None when the folder holds no finished model. A pool records the id of the
+    model that made it, so a retrained model makes the pool stale (`pool_info`)."""
+    if out_dir is None:
+        return None
+    path = Path(out_dir) / LORA_WEIGHTS_NAME
+    state = training_state(out_dir)
+    if not path.is_file() or (state is not None and not state.get("complete")):
+        return None
+    return _file_id(path)
+
+
+def _file_id(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class Pool(list):
+    """The anomaly-free pool: a list of uint8 (H, W, 3) images that says where it came from.
+
+    model_id: `model_id` of the customized model that made it, None = the base model
+    (`from_base_model`; the paper's pool comes from the tuned model). lora_dir: that model's folder.
+    requested: the number of images asked for; cancelled: generation stopped early (the list holds
+    only the images made before the cancel)."""
+
+    def __init__(self, images=(), *, model_id: str | None = None, lora_dir: str | None = None,
+                 requested: int | None = None, cancelled: bool = False):
+        super().__init__(images)
+        self.model_id = model_id
+        self.lora_dir = None if lora_dir is None else str(lora_dir)
+        self.requested = len(self) if requested is None else int(requested)
+        self.cancelled = bool(cancelled)
+
+    @property
+    def from_base_model(self) -> bool:
+        return self.model_id is None
+
+    @property
+    def note(self) -> str:
+        """One line for UIs and logs: what made the pool."""
+        src = ("the base model (no customized model was loaded; the paper's pool comes from the tuned model)"
+               if self.from_base_model else f"the customized model {self.model_id}")
+        done = f"{len(self)} of {self.requested} images (cancelled)" if self.cancelled else f"{len(self)} images"
+        return f"{done} from {src}"
+
+    def info(self) -> dict:
+        return {"n": len(self), "model_id": self.model_id, "from_base_model": self.from_base_model,
+                "lora_dir": self.lora_dir, "requested": self.requested, "cancelled": self.cancelled}
+
+
+POOL_INFO_NAME = "pool.json"
+
+
 def save_pool(images: Sequence[np.ndarray], folder: str | Path) -> list[Path]:
-    """Write pool images as pool_000.png ... into `folder` (replacing an older pool)."""
+    """Write pool images as pool_000.png ... into `folder`, replacing an older pool only once the
+    new one is completely written: the images go to a temporary sibling folder first, which then
+    takes the old folder's place. A `Pool`'s provenance goes to `folder/pool.json` (`pool_info`)."""
+    import tempfile
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("pool_*.png"):
-        old.unlink()
-    paths = []
-    for i, img in enumerate(images):
-        p = folder / f"pool_{i:03d}.png"
-        Image.fromarray(img).save(p)
-        paths.append(p)
-    return paths
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-new-", dir=folder.parent))
+    try:
+        names = []
+        for i, img in enumerate(images):
+            Image.fromarray(np.asarray(img, dtype=np.uint8)).save(tmp / f"pool_{i:03d}.png")
+            names.append(f"pool_{i:03d}.png")
+        info = images.info() if isinstance(images, Pool) else {"n": len(names), "model_id": None,
+                                                                "from_base_model": None, "lora_dir": None}
+        info["created"] = time.time()
+        (tmp / POOL_INFO_NAME).write_text(json.dumps(info, indent=1))
+        old = None
+        if folder.exists():
+            old = folder.parent / f".{folder.name}-old-{tmp.name.rsplit('-', 1)[-1]}"
+            folder.rename(old)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return [folder / n for n in names]
 
 
-def load_pool(folder: str | Path) -> list[np.ndarray]:
-    """The pool written by `save_pool`, in order (empty list if none)."""
-    return [to_rgb_array(p) for p in sorted(Path(folder).glob("pool_*.png"))]
+def pool_info(folder: str | Path) -> dict | None:
+    """What `save_pool` recorded about a saved pool ({"n", "model_id", "from_base_model", ...}), or
+    None (no pool, or one saved before provenance was recorded)."""
+    p = Path(folder) / POOL_INFO_NAME
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def load_pool(folder: str | Path) -> Pool:
+    """The pool written by `save_pool`, in order (empty if none), with its provenance."""
+    images = [to_rgb_array(p) for p in sorted(Path(folder).glob("pool_*.png"))]
+    info = pool_info(folder) or {}
+    return Pool(images, model_id=info.get("model_id"), lora_dir=info.get("lora_dir"),
+                requested=info.get("requested"), cancelled=bool(info.get("cancelled", False)))
 
 
 # --- the personalizer ------------------------------------------------------------------------------
 # Seconds per UNet sample-step of SD-1.5 at 256 px before anything was measured in this process
-# (benchmarks/bench_personalize.py, 2-core CPU, fp32); scaled by pixel count for other sizes.
-CPU_UNET_STEP_S_256 = 1.6
+# (benchmarks/bench_personalize.py, 2-core AMD EPYC, idle: batch 3 takes 3.2 s in fp32 and 1.2 s in
+# bf16 on a CPU with native bf16); scaled by pixel count for other sizes.
+CPU_UNET_STEP_S_256 = 1.1
+CPU_UNET_STEP_S_256_BF16 = 0.45
 GPU_UNET_STEP_S_256 = 0.01
 TINY_UNET_STEP_S = 0.004
 
@@ -331,6 +421,7 @@ class Personalizer:
         (benchmarks with random real-size weights; sharing one pipeline between personalizers)."""
         self.config = config or PersonalizeConfig()
         self._pipe = pipeline
+        self._injected = pipeline is not None
         self.spec = spec
         if pipeline is not None:
             pipeline.set_progress_bar_config(disable=True)
@@ -342,7 +433,13 @@ class Personalizer:
         self._lock = threading.RLock()
         self._embeds: dict[str, object] = {}
         self._lora_dir: Path | None = None
+        self._model_id: str | None = None
         self._unet_step_s: float | None = None  # measured, at self.config.resolution
+        self._weights_ready = False
+        # What a running job is doing, for UIs: (what, i, n) — ("idle", 0, 0), ("prior images", i, n)
+        # while class-prior images are generated (i done of n), ("encoding", 0, 0), ("training", step,
+        # total), ("pool", k, n).
+        self.phase: tuple[str, int, int] = ("idle", 0, 0)
 
     # -- loading ------------------------------------------------------------------------------------
     @property
@@ -362,9 +459,20 @@ class Personalizer:
         return resolve_precision(self.config.precision, self.device, cuda_auto=torch.float16)
 
     @property
+    def precision_name(self) -> str:
+        """The resolved compute precision: "fp32", "bf16" or "fp16" (what "auto" means here)."""
+        from .models.precision import precision_name
+
+        return precision_name(self.autocast_dtype)
+
+    @property
     def pipeline(self):
-        """The img2img pipeline (loaded on first use). Raises ModelUnavailableError when missing."""
-        if self._pipe is None:
+        """The img2img pipeline (loaded on first use). Raises ModelUnavailableError when missing.
+
+        With bf16 compute on a CPU the frozen UNet weights are stored in bf16 once (autocast would
+        otherwise cast all 860 M of them again in every UNet call); this applies to an injected
+        pipeline too, whose UNet is converted in place."""
+        if self._pipe is None or not self._weights_ready:
             with self._lock:
                 if self._pipe is None:
                     from .models.diffusion import load_pipeline
@@ -374,7 +482,61 @@ class Personalizer:
                                                cache_dir=self.config.cache_dir, seed=0)
                     pipe.set_progress_bar_config(disable=True)
                     self._pipe, self.spec = pipe, spec
+                if not self._weights_ready:
+                    self._prepare_weights(self._pipe)
         return self._pipe
+
+    def _prepare_weights(self, pipe) -> None:
+        import torch
+
+        dt = self.autocast_dtype
+        if self.device.type == "cpu" and dt == torch.bfloat16 and pipe.unet.dtype == torch.float32:
+            from diffusers.utils import logging as dlogging
+
+            level = dlogging.get_verbosity()
+            dlogging.set_verbosity_error()  # "modules that should be kept in float32: []": none here
+            try:
+                pipe.unet.to(torch.bfloat16)  # autocast still runs normalisations and softmax in fp32
+            finally:
+                dlogging.set_verbosity(level)
+        self._weights_ready = True
+
+    # Fields whose change needs another pipeline (other weights, VAE, device or weight dtype).
+    _PIPELINE_FIELDS = ("profile", "base_model", "device", "cache_dir", "tiny_vae", "precision")
+
+    def reconfigure(self, **changes) -> "Personalizer":
+        """Change settings in place (e.g. preset, seed, train_steps): `config` becomes
+        `PersonalizeConfig(**{...config, **changes})` with None fields taking the (new) preset's
+        values. The loaded pipeline, LoRA and caches stay unless a field in `_PIPELINE_FIELDS`
+        resolves differently; then the pipeline is dropped (reloaded on next use, without a LoRA).
+        Waits for a running job (training, pool) to finish. Returns self."""
+        with self._lock:
+            explicit = {k: v for k, v in asdict(self.config).items()}
+            if "preset" in changes and changes["preset"] != self.config.preset:
+                # fields the old preset filled in go back to None so the new preset fills them
+                for k in PRESETS[self.config.preset]:
+                    if k not in changes:
+                        explicit[k] = None
+                if self.config.profile == "tiny" or changes.get("profile") == "tiny":
+                    for k in TINY_OVERRIDES:
+                        if k not in changes:
+                            explicit[k] = None
+            new = PersonalizeConfig(**{**explicit, **changes})
+            if new == self.config:
+                return self
+            old, self.config = self.config, new
+            if any(getattr(old, k) != getattr(new, k) for k in self._PIPELINE_FIELDS):
+                if self._injected:
+                    self.config = old
+                    changed = [k for k in self._PIPELINE_FIELDS if getattr(old, k) != getattr(new, k)]
+                    raise ValueError(f"this Personalizer was given its pipeline; changing {changed} needs "
+                                     "another pipeline: create a new Personalizer")
+                self._pipe, self._weights_ready, self._embeds = None, False, {}
+                self._lora_dir = self._model_id = None
+                self._unet_step_s = None
+            elif (old.resolution, old.guidance_scale) != (new.resolution, new.guidance_scale):
+                self._unet_step_s = None
+        return self
 
     @property
     def lora_dir(self) -> Path | None:
@@ -407,7 +569,7 @@ class Personalizer:
         import torch
 
         x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).float() / 127.5 - 1.0
-        return x[None].to(self.device, dtype=self.pipeline.unet.dtype)
+        return x[None].to(self.device, dtype=self.pipeline.vae.dtype)
 
     def _encode(self, rgb_batch: np.ndarray, generator=None):
         """uint8 (B, S, S, 3) -> scaled latents (B, 4, S/f, S/f) (the diffusion model's input space)."""
@@ -419,7 +581,10 @@ class Personalizer:
         x = torch.cat([self._to_tensor(r) for r in rgb_batch]).to(pipe.vae.dtype)
         with torch.no_grad(), self._autocast():
             lat = retrieve_latents(pipe.vae.encode(x), generator=generator, sample_mode="sample")
-        return (lat * pipe.vae.config.scaling_factor).to(pipe.unet.dtype)
+        # bf16-stored UNet weights (CPU) still take fp32 latents: autocast casts them where it computes
+        # in bf16, and the scheduler's arithmetic stays fp32
+        to = torch.float32 if pipe.unet.dtype == torch.bfloat16 else pipe.unet.dtype
+        return (lat * pipe.vae.config.scaling_factor).to(to)
 
     def _check_size(self):
         from .models.diffusion import resolution_multiple
@@ -445,13 +610,17 @@ class Personalizer:
             return TINY_UNET_STEP_S
         import torch
 
-        base = GPU_UNET_STEP_S_256 if self.device.type == "cuda" else CPU_UNET_STEP_S_256
+        if self.device.type == "cuda":
+            base = GPU_UNET_STEP_S_256
+        else:
+            base = CPU_UNET_STEP_S_256_BF16 if self.autocast_dtype is not None else CPU_UNET_STEP_S_256
         threads = torch.get_num_threads() if self.device.type == "cpu" else 2
         return base * (self.config.resolution / 256) ** 2 * 2 / max(1, min(threads, 2))
 
-    def estimate_seconds(self, kind: str = "personalize") -> float:
+    def estimate_seconds(self, kind: str = "personalize", n: int | None = None, n_shots: int = 0) -> float:
         """Rough wall time of one job on this device: "personalize" (one query), "train" (the whole
-        LoRA run incl. class images), or "pool" (the whole pool). For the UI's "how long" message."""
+        LoRA run incl. class images), or "pool" (the whole pool: `n` images, None = pool_size, the
+        first `n_shots` of them personalized shots). For the UI's "how long" message."""
         c = self.config
         s = self.unet_step_seconds()
         cfg_factor = 2 if c.guidance_scale > 1 else 1
@@ -465,8 +634,10 @@ class Personalizer:
             # forward + backward of instance and class sample ~ 3 forwards each
             return float(c.train_steps * 2 * 3 * s + c.num_class_images * generate)
         if kind == "pool":
+            n = c.pool_size if n is None else int(n)
             gen = generate if c.pool_strength >= 1 else int(c.num_inference_steps * c.pool_strength) * cfg_factor * s + vae
-            return float(c.pool_size * gen)
+            personalized = min(n, max(0, int(n_shots)))
+            return float(personalized * one_query + (n - personalized) * gen)
         raise ValueError(f"kind must be 'train', 'personalize' or 'pool', got {kind!r}")
 
     # -- LoRA -----------------------------------------------------------------------------------------
@@ -478,17 +649,37 @@ class Personalizer:
         r = self.config.lora_rank
         return LoraConfig(r=r, lora_alpha=r, init_lora_weights="gaussian", target_modules=list(LORA_TARGET_MODULES))
 
+    def has_adapter(self) -> bool:
+        """True when any LoRA layer is in the UNet (loaded, or added by a training run)."""
+        if self._pipe is None:
+            return False
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        return any(isinstance(m, BaseTunerLayer) for m in self._pipe.unet.modules())
+
     def _remove_lora(self):
-        pipe = self.pipeline
-        if getattr(pipe.unet, "_hf_peft_config_loaded", False) or getattr(pipe.unet, "peft_config", None):
-            pipe.unload_lora_weights()
-        self._lora_dir = None
+        if self._pipe is not None and (self.has_adapter() or getattr(self._pipe.unet, "peft_config", None)):
+            self._pipe.unload_lora_weights()  # also removes an adapter added by add_adapter (training)
+        self._lora_dir = self._model_id = None
+
+    def unload_lora(self) -> None:
+        """Back to the base model: remove any LoRA (a loaded one, or a cancelled run's partial one)."""
+        with self._lock:
+            self._remove_lora()
+
+    @property
+    def model_id(self) -> str | None:
+        """`model_id(lora_dir)` of the active customized model; None = the base model."""
+        return self._model_id
 
     def load_lora(self, out_dir: str | Path) -> None:
-        """Activate the LoRA weights trained into `out_dir` (replacing any active LoRA)."""
+        """Activate the LoRA weights trained into `out_dir` (replacing any active LoRA).
+
+        Raises FileNotFoundError when the folder holds no finished model (never trained, or a run
+        stopped part-way: its state.json says so)."""
         path = Path(out_dir) / LORA_WEIGHTS_NAME
-        if not path.is_file():
-            state = training_state(out_dir)
+        state = training_state(out_dir)
+        if not path.is_file() or (state is not None and not state.get("complete")):
             hint = (f"training stopped at step {state['step']} of {state['total']}; run train() again to resume"
                     if state else "train a customized model first with Personalizer.train")
             raise FileNotFoundError(f"No trained LoRA weights at {path}: {hint}.")
@@ -503,6 +694,7 @@ class Personalizer:
             finally:
                 dlogging.set_verbosity(level)
             self._lora_dir = Path(out_dir)
+            self._model_id = model_id(out_dir)
 
     def _save_final(self, out_dir: Path):
         from diffusers.utils import convert_state_dict_to_diffusers
@@ -516,89 +708,140 @@ class Personalizer:
     def _class_images(self, class_name: str, out_dir: Path, progress: ProgressFn | None,
                       cancel: threading.Event | None) -> list[np.ndarray] | None:
         """Prior images from the base model for 'a photo of <class>', cached in out_dir/class_images.
-        Returns None when cancelled."""
+        Returns None when cancelled. `phase` reads ("prior images", done, n) meanwhile, and
+        progress(0, train_steps, eta) is called before each image and after the last."""
         c = self.config
         folder = out_dir / "class_images"
         folder.mkdir(parents=True, exist_ok=True)
         have = sorted(folder.glob("class_*.png"))[: c.num_class_images]
         images = [to_rgb_array(p) for p in have]
-        for i in range(len(images), c.num_class_images):
+        n = c.num_class_images
+        times: list[float] = []
+
+        def report():
+            self.phase = ("prior images", len(images), n)
+            if progress is not None:
+                per_image = (float(np.mean(times)) if times else
+                             c.num_inference_steps * (2 if c.guidance_scale > 1 else 1) * self.unet_step_seconds())
+                rest = (n - len(images)) * per_image + c.train_steps * 2 * 3 * self.unet_step_seconds()
+                progress(0, c.train_steps, float(rest))
+
+        for i in range(len(images), n):
             if cancel is not None and cancel.is_set():
                 return None
+            report()
+            t0 = time.perf_counter()
             img = self._text_to_image(class_prompt(class_name), seed=c.seed * 100_003 + i)
+            times.append(time.perf_counter() - t0)
             Image.fromarray(img).save(folder / f"class_{i:03d}.png")
             images.append(img)
-            if progress is not None:
-                progress(0, c.train_steps, self.estimate_seconds("train"))
+        if times:
+            report()
         return images
+
+    def _fingerprint(self, class_name: str, shots: Sequence[np.ndarray]) -> dict:
+        """What a training folder must match to be resumed (or reused when finished). train_steps
+        is not in it: a finished run is extended by resuming from its last checkpoint (the same
+        weights as a longer run from scratch); a run asked for fewer steps than a folder already
+        holds starts over."""
+        c = self.config
+        return {
+            "base_model": self.spec.id, "class_name": class_name, "shots": sorted(sha256_of_array(s) for s in shots),
+            "lora_rank": c.lora_rank, "resolution": c.resolution, "seed": c.seed, "learning_rate": c.learning_rate,
+            "prior_weight": c.prior_weight, "num_class_images": c.num_class_images,
+            "augmentations_per_shot": c.augmentations_per_shot, "tiny_vae": c.tiny_vae, "profile": c.profile,
+            "precision": self.precision_name,  # resolved: "auto" is bf16 on one machine, fp32 on another
+        }
+
+    @staticmethod
+    def _checkpoints(out_dir: Path) -> list[Path]:
+        return sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
 
     def train(self, normal_images: Sequence[ImageInput], class_name: str, out_dir: str | Path,
               progress: ProgressFn | None = None, cancel: threading.Event | None = None, *,
               restart: bool = False) -> Path:
         """Tune the customized model (LoRA on the UNet) on the normal shots; returns `out_dir`.
 
-        Resume: a folder whose state.json matches these shots, class and settings continues from its
-        last checkpoint (bit-for-bit the same weights as an uninterrupted run); a finished one only
-        loads its weights. `restart=True` (or other shots) starts over. Cancel: set `cancel`; the
-        run saves a checkpoint and returns `out_dir` with state.json "complete": false — check
-        `training_state(out_dir)`. progress(step, total, eta_seconds) is called after every step.
+        Resume: a folder whose state.json matches these shots, class and settings (resolved
+        precision included) continues from its last checkpoint (bit-for-bit the same weights as an
+        uninterrupted run); a finished one with the same train_steps only loads its weights, one
+        with fewer steps is extended from its last checkpoint, one with more starts over.
+        `restart=True` (or other shots) starts over. Cancel: set `cancel`; the run saves a
+        checkpoint, removes the partial adapter (the model is the base model again) and returns
+        `out_dir` with state.json "complete": false — check `training_state(out_dir)`.
+        progress(step, total, eta_seconds) is called after every step (step 0 while prior images are
+        generated: `phase` says which).
         """
-        import torch
-        import torch.nn.functional as F
-
-        c = self.config
         shots = [to_rgb_array(im) for im in normal_images]
         if not shots:
             raise ValueError("train() needs at least one normal shot; add normal images to the project first")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        fingerprint = {
-            "base_model": None, "class_name": class_name, "shots": sorted(sha256_of_array(s) for s in shots),
-            "lora_rank": c.lora_rank, "resolution": c.resolution, "seed": c.seed, "learning_rate": c.learning_rate,
-            "prior_weight": c.prior_weight, "num_class_images": c.num_class_images,
-            "augmentations_per_shot": c.augmentations_per_shot, "tiny_vae": c.tiny_vae, "profile": c.profile,
-        }
         with self._lock:
-            pipe = self.pipeline
-            self._check_size()
-            fingerprint["base_model"] = self.spec.id
-            state = training_state(out_dir)
-            same = state is not None and state.get("fingerprint") == fingerprint and not restart
-            if not same:
-                for p in list(out_dir.glob("checkpoint-*")) + [out_dir / "class_images", out_dir / LORA_WEIGHTS_NAME]:
-                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-                state = None
-            if same and state.get("complete") and state.get("total") == c.train_steps:
-                self.load_lora(out_dir)
-                return out_dir
+            try:
+                return self._train(shots, class_name, out_dir, progress, cancel, restart)
+            finally:
+                self.phase = ("idle", 0, 0)
 
-            self._remove_lora()
-            t_start = time.perf_counter()
-            # 1. prior images from the base model (before any LoRA), cached on disk
-            class_imgs = self._class_images(class_name, out_dir, progress, cancel) if c.prior_weight > 0 else []
-            if class_imgs is None:
-                self._write_state(out_dir, fingerprint, 0, False)
-                return out_dir
-            # 2. augmented shots and class images, encoded once
-            rng = np.random.default_rng(c.seed)
-            inst = np.stack([augment(s, rng, c.resolution) for s in shots for _ in range(c.augmentations_per_shot)])
-            gen = torch.Generator("cpu").manual_seed(c.seed)
-            inst_lat = torch.cat([self._encode(inst[i:i + 8], gen) for i in range(0, len(inst), 8)]).float()
-            cls_lat = (torch.cat([self._encode(np.stack([resize_rgb(im, (c.resolution,) * 2)]), gen) for im in class_imgs])
-                       .float() if class_imgs else None)
-            emb_inst = self._embed([instance_prompt(class_name)]).float()
-            emb_cls = self._embed([class_prompt(class_name)]).float()
+    def _train(self, shots, class_name: str, out_dir: Path, progress, cancel, restart: bool) -> Path:
+        import torch
+        import torch.nn.functional as F
 
-            # 3. LoRA adapter; trainable parameters in fp32 even when the base weights are fp16
-            unet = pipe.unet
-            unet.requires_grad_(False)
+        c = self.config
+        pipe = self.pipeline
+        self._check_size()
+        fingerprint = self._fingerprint(class_name, shots)
+        state = training_state(out_dir)
+        same = state is not None and state.get("fingerprint") == fingerprint and not restart
+        ckpts = self._checkpoints(out_dir) if same else []
+        done = int(ckpts[-1].name.split("-")[1]) if ckpts else 0
+        if same and state.get("complete") and state.get("step") == c.train_steps \
+                and (out_dir / LORA_WEIGHTS_NAME).is_file():
+            self.load_lora(out_dir)
+            return out_dir
+        if same and max(done, int(state.get("step") or 0)) > c.train_steps:
+            same = False  # fewer steps than this folder already ran: only a fresh run gives them
+        if not same:
+            for p in list(out_dir.glob("checkpoint-*")) + [out_dir / "class_images", out_dir / LORA_WEIGHTS_NAME]:
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            state, ckpts = None, []
+        else:
+            # resuming (or extending a finished run): the old final weights are not this run's result
+            (out_dir / LORA_WEIGHTS_NAME).unlink(missing_ok=True)
+
+        self._remove_lora()
+        t_start = time.perf_counter()
+        # 1. prior images from the base model (before any LoRA), cached on disk
+        class_imgs = self._class_images(class_name, out_dir, progress, cancel) if c.prior_weight > 0 else []
+        if class_imgs is None:
+            self._write_state(out_dir, fingerprint, done, False)
+            return out_dir
+        # 2. augmented shots and class images, encoded once
+        self.phase = ("encoding", 0, 0)
+        rng = np.random.default_rng(c.seed)
+        inst = np.stack([augment(s, rng, c.resolution) for s in shots for _ in range(c.augmentations_per_shot)])
+        gen = torch.Generator("cpu").manual_seed(c.seed)
+        inst_lat = torch.cat([self._encode(inst[i:i + 8], gen) for i in range(0, len(inst), 8)]).float()
+        cls_lat = (torch.cat([self._encode(np.stack([resize_rgb(im, (c.resolution,) * 2)]), gen) for im in class_imgs])
+                   .float() if class_imgs else None)
+        emb_inst = self._embed([instance_prompt(class_name)]).float()
+        emb_cls = self._embed([class_prompt(class_name)]).float()
+
+        # 3. LoRA adapter; trainable parameters in fp32 even when the base weights are fp16 / bf16
+        unet = pipe.unet
+        unet.requires_grad_(False)
+        # LoRA's gaussian init draws from the global RNG: seed it, so that a fresh run is reproducible
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(c.seed)
             unet.add_adapter(self._lora_config())
+        finished = False
+        try:
             params = [p for p in unet.parameters() if p.requires_grad]
             for p in params:
                 p.data = p.data.float()
             opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=1e-2)
             start = 0
-            ckpts = sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
             if state is not None and ckpts:
                 from peft.utils import set_peft_model_state_dict
 
@@ -617,6 +860,7 @@ class Personalizer:
             step_times: list[float] = []
             step = start
             cancelled = False
+            self.phase = ("training", start, c.train_steps)
             try:
                 for step in range(start + 1, c.train_steps + 1):
                     if cancel is not None and cancel.is_set():
@@ -656,6 +900,7 @@ class Personalizer:
                     if step % every == 0 or step == c.train_steps:
                         self._checkpoint(out_dir, unet, opt, step)
                         self._write_state(out_dir, fingerprint, step, False)
+                    self.phase = ("training", step, c.train_steps)
                     if progress is not None:
                         recent = step_times[-10:]
                         progress(step, c.train_steps, sum(recent) / len(recent) * (c.train_steps - step))
@@ -668,12 +913,16 @@ class Personalizer:
                 if step > start:
                     self._checkpoint(out_dir, unet, opt, step)
                 self._write_state(out_dir, fingerprint, step, False)
-                self._lora_dir = None  # partially trained: active, but not a finished model
-                return out_dir
+                return out_dir  # the partial adapter goes in `finally`: the checkpoint keeps the progress
             self._save_final(out_dir)
-            self._write_state(out_dir, fingerprint, c.train_steps, True,
-                              seconds=time.perf_counter() - t_start)
-            self._lora_dir = out_dir
+            finished = True
+        finally:
+            if not finished:  # cancelled or failed: never leave a half-trained adapter active
+                self._remove_lora()
+        self._model_id = _file_id(out_dir / LORA_WEIGHTS_NAME)
+        self._write_state(out_dir, fingerprint, c.train_steps, True, seconds=time.perf_counter() - t_start,
+                          model_id=self._model_id)
+        self._lora_dir = out_dir
         return out_dir
 
     def _checkpoint(self, out_dir: Path, unet, opt, step: int):
@@ -776,13 +1025,16 @@ class Personalizer:
 
     def generate_pool(self, class_name: str, n: int | None = None, normals: Sequence[ImageInput] | None = None,
                       seed: int | None = None, progress: ProgressFn | None = None,
-                      cancel: threading.Event | None = None) -> list[np.ndarray]:
+                      cancel: threading.Event | None = None) -> Pool:
         """The anomaly-free pool: n images (None = config.pool_size), uint8 (H, W, 3) each.
 
         First the normal shots personalized (their chosen reconstruction, at their own size), then
         images from the tuned model at the working resolution: pure text-to-image for "a photo of
         normal <class>" when pool_strength is 1 (the paper) or there are no shots, else SDEdit of
-        augmented shots at pool_strength (cheaper, closer to the shots). Stops early on `cancel`.
+        augmented shots at pool_strength (cheaper, closer to the shots). Stops early on `cancel`
+        (the result then says `cancelled`). Returns a `Pool` (a list) that records which model made
+        it: with no customized model loaded it comes from the base model (`from_base_model`), which
+        is not the paper's pool — a UserWarning says so.
         """
         import torch
 
@@ -791,25 +1043,35 @@ class Personalizer:
         seed = c.seed if seed is None else int(seed)
         shots = [to_rgb_array(im) for im in (normals or [])]
         rng = np.random.default_rng(seed + 7)
-        pool: list[np.ndarray] = []
+        pool = Pool(model_id=self._model_id, lora_dir=self._lora_dir, requested=n)
+        if pool.from_base_model and n > 0:
+            import warnings
+
+            warnings.warn("generate_pool: no customized model is loaded, so the pool comes from the base model "
+                          "(the paper's pool comes from the tuned model: train() or load_lora() first)", stacklevel=2)
         times: list[float] = []
-        for k in range(n):
-            if cancel is not None and cancel.is_set():
-                break
-            t0 = time.perf_counter()
-            if k < len(shots):
-                pool.append(self.personalize(shots[k], class_name, seed=seed + k).chosen)
-            elif shots and c.pool_strength < 1:
-                src = augment(shots[k % len(shots)], rng, c.resolution)
-                with self._lock:
-                    lat = self._encode(src[None], torch.Generator("cpu").manual_seed(seed + k))
-                    pool.append(self._sdedit(lat, [instance_prompt(class_name)], c.pool_strength, seed + k)[0])
-            else:
-                with self._lock:
-                    pool.append(self._text_to_image(instance_prompt(class_name), seed + k))
-            times.append(time.perf_counter() - t0)
-            if progress is not None:
-                progress(k + 1, n, float(np.mean(times[-5:])) * (n - k - 1))
+        try:
+            for k in range(n):
+                if cancel is not None and cancel.is_set():
+                    pool.cancelled = True
+                    break
+                self.phase = ("pool", k, n)
+                t0 = time.perf_counter()
+                if k < len(shots):
+                    pool.append(self.personalize(shots[k], class_name, seed=seed + k).chosen)
+                elif shots and c.pool_strength < 1:
+                    src = augment(shots[k % len(shots)], rng, c.resolution)
+                    with self._lock:
+                        lat = self._encode(src[None], torch.Generator("cpu").manual_seed(seed + k))
+                        pool.append(self._sdedit(lat, [instance_prompt(class_name)], c.pool_strength, seed + k)[0])
+                else:
+                    with self._lock:
+                        pool.append(self._text_to_image(instance_prompt(class_name), seed + k))
+                times.append(time.perf_counter() - t0)
+                if progress is not None:
+                    progress(k + 1, n, float(np.mean(times[-5:])) * (n - k - 1))
+        finally:
+            self.phase = ("idle", 0, 0)
         return pool
 
 

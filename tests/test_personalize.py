@@ -286,3 +286,197 @@ def test_docstring_examples():
     for mod in (personalize, diffusion):
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
         assert res.failed == 0 and res.attempted > 0
+
+
+# --- audit fixes: cancel, changed totals, pools, reconfigure, pulls ------------------------------------------
+def test_cancel_removes_the_partial_adapter(tmp_path):
+    cfg = PersonalizeConfig(profile="tiny", preset="fast", train_steps=4, checkpoint_every=1, learning_rate=5e-2)
+    q = _img(50, 32, 32)
+    base = Personalizer(cfg).personalize(q, "bottle")
+    p = Personalizer(cfg)
+    cancel = threading.Event()
+    out = p.train([_img(51)], "bottle", tmp_path / "lora", cancel=cancel,
+                  progress=lambda s, t, e: cancel.set() if s == 2 else None)
+    assert training_state(out)["step"] == 2 and not training_state(out)["complete"]
+    assert not p.has_adapter() and p.lora_dir is None and p.model_id is None
+    after = p.personalize(q, "bottle")
+    for x, y in zip(base.reconstructions, after.reconstructions):
+        assert np.array_equal(x[1], y[1])  # the base model's output, not the half-trained adapter's
+    # the checkpoint kept the progress: the same personalizer resumes and finishes
+    steps = []
+    p.train([_img(51)], "bottle", out, progress=lambda s, t, e: steps.append(s))
+    assert steps == [3, 4] and training_state(out)["complete"] and p.has_adapter() and p.model_id
+
+
+def test_changed_train_steps_extend_or_start_over_never_mislabel(tmp_path):
+    cfg = PersonalizeConfig(profile="tiny", preset="fast", train_steps=2, learning_rate=1e-2, num_inference_steps=10)
+    shots = [_img(60)]
+    ref2 = Personalizer(cfg)
+    ref2.train(shots, "cable", tmp_path / "ref2")
+    ref4 = Personalizer(cfg.replace(train_steps=4))
+    ref4.train(shots, "cable", tmp_path / "ref4")
+
+    p = Personalizer(cfg)
+    out = p.train(shots, "cable", tmp_path / "lora")
+    # more steps on a finished folder: resumed from its last checkpoint, equal to a 4-step run
+    steps = []
+    p.reconfigure(train_steps=4).train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
+    st = training_state(out)
+    assert steps == [3, 4] and st["step"] == st["total"] == 4 and st["complete"]
+    for k, v in _lora_tensors(ref4).items():
+        torch.testing.assert_close(_lora_tensors(p)[k], v)
+    # fewer steps than the folder holds: starts over instead of labelling 4 steps' weights "2 of 2"
+    steps.clear()
+    p.reconfigure(train_steps=2).train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
+    st = training_state(out)
+    assert [s for s in steps if s > 0] == [1, 2] and st["step"] == st["total"] == 2 and st["complete"]
+    for k, v in _lora_tensors(ref2).items():
+        torch.testing.assert_close(_lora_tensors(p)[k], v)
+    assert st["model_id"] == p.model_id
+    # another compute precision is another run (fingerprinted as resolved: "auto" differs by machine)
+    steps.clear()
+    p.reconfigure(precision="fp32").train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
+    st = training_state(out)
+    assert st["fingerprint"]["precision"] == "fp32" and [s for s in steps if s > 0] == [1, 2] and st["complete"]
+    # an unfinished folder is not loaded even if stale final weights lie around
+    (out / "state.json").write_text((out / "state.json").read_text().replace('"complete": true', '"complete": false'))
+    with pytest.raises(FileNotFoundError, match="step 2 of 2"):
+        Personalizer(cfg).load_lora(out)
+
+
+def test_training_reports_the_prior_image_phase(tmp_path):
+    p = Personalizer(PersonalizeConfig(profile="tiny", preset="fast", num_class_images=3, train_steps=2))
+    seen = []
+    p.train([_img(70)], "pill", tmp_path / "lora", progress=lambda s, t, e: seen.append((p.phase, s, t, e)))
+    prior = [ph for ph, s, _, _ in seen if ph[0] == "prior images"]
+    assert [ph[1] for ph in prior] == [0, 1, 2, 3] and all(ph[2] == 3 for ph in prior)
+    assert all(s == 0 and e > 0 for ph, s, _, e in seen if ph[0] == "prior images")
+    assert [(ph[0], s) for ph, s, _, _ in seen if ph[0] != "prior images"] == [("training", 1), ("training", 2)]
+    assert p.phase == ("idle", 0, 0)
+
+
+def test_pool_says_where_it_came_from_and_saving_is_all_or_nothing(fast, tmp_path):
+    from fsad_core.personalize import Pool, pool_info
+
+    with pytest.warns(UserWarning, match="base model"):
+        pool = fast.generate_pool("bottle", n=2, normals=[_img(80)])
+    assert isinstance(pool, Pool) and pool.from_base_model and pool.model_id is None and not pool.cancelled
+    assert "base model" in pool.note
+    folder = tmp_path / "pool"
+    save_pool(pool, folder)
+    assert pool_info(folder)["from_base_model"] and pool_info(folder)["n"] == 2
+    again = load_pool(folder)
+    assert again.from_base_model and len(again) == 2
+    # a failing save leaves the previous pool untouched and no temporary folder behind
+    with pytest.raises(Exception):
+        save_pool([pool[0], np.zeros((2, 2, 2, 2))], folder)
+    assert len(load_pool(folder)) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["pool"]
+    # cancelled generation says so
+    ev = threading.Event()
+    with pytest.warns(UserWarning):
+        part = fast.generate_pool("bottle", n=3, progress=lambda k, n, e: ev.set(), cancel=ev)
+    assert part.cancelled and len(part) == 1 and part.requested == 3 and "cancelled" in part.note
+
+
+def test_pool_from_a_trained_model_records_it(tmp_path):
+    from fsad_core.personalize import model_id
+
+    p = Personalizer(PersonalizeConfig(profile="tiny", preset="fast", train_steps=1))
+    out = p.train([_img(90)], "wood", tmp_path / "lora")
+    pool = p.generate_pool("wood", n=1)
+    assert not pool.from_base_model and pool.model_id == model_id(out) == p.model_id
+    assert pool.lora_dir == str(out)
+    p.unload_lora()
+    assert not p.has_adapter() and p.model_id is None
+
+
+def test_reconfigure_keeps_the_pipeline_when_it_can(tmp_path):
+    p = Personalizer(PersonalizeConfig(profile="tiny", preset="fast"))
+    pipe = p.pipeline
+    p.reconfigure(seed=3, train_steps=5)
+    assert p.pipeline is pipe and p.config.seed == 3 and p.config.train_steps == 5
+    p.reconfigure(train_steps=None)
+    assert p.config.train_steps == 2  # back to the (tiny) preset's value
+    p.reconfigure(preset="paper")
+    assert p.config.prompts == "all" and p.config.guidance_scale > 1 and not p.config.tiny_vae
+    assert p.config.resolution == 32  # the tiny profile's size, not the paper's 512
+    assert p.pipeline is not pipe  # other VAE: another pipeline
+    injected = Personalizer(PersonalizeConfig(profile="tiny"), pipeline=pipe)
+    injected.reconfigure(seed=1)
+    with pytest.raises(ValueError, match="new Personalizer"):
+        injected.reconfigure(preset="paper")
+    assert injected.config.preset == "fast"
+
+
+def test_bf16_compute_stores_the_frozen_unet_in_bf16():
+    p = Personalizer(PersonalizeConfig(profile="tiny", precision="bf16", device="cpu"))
+    assert p.pipeline.unet.dtype == torch.bfloat16 and p.precision_name == "bf16"
+    assert next(p.pipeline.text_encoder.parameters()).dtype == torch.float32  # text and VAE stay fp32
+    q = Personalizer(PersonalizeConfig(profile="tiny", precision="fp32", device="cpu"))
+    assert q.pipeline.unet.dtype == torch.float32 and q.precision_name == "fp32"
+
+
+def test_pool_estimate_counts_images_and_shots():
+    p = Personalizer(PersonalizeConfig(profile="standard", preset="fast", device="cpu"))
+    assert p.estimate_seconds("pool", n=30) == pytest.approx(p.estimate_seconds("pool"))
+    assert p.estimate_seconds("pool", n=60) == pytest.approx(2 * p.estimate_seconds("pool", n=30))
+    assert p.estimate_seconds("pool", n=0) == 0
+    assert p.estimate_seconds("pool", n=4, n_shots=2) > p.estimate_seconds("pool", n=4)
+
+
+def test_hub_repo_as_base_model_offline_error_teaches_huggingface_cli(tmp_path):
+    import huggingface_hub.constants as hc
+
+    from fsad_core.models.registry import ModelUnavailableError
+
+    if not hc.HF_HUB_OFFLINE:
+        pytest.skip("needs HF_HUB_OFFLINE=1 (set by tests/conftest.py) so that no download is attempted")
+    p = Personalizer(PersonalizeConfig(profile="standard", base_model="nota-ai/bk-sdm-small",
+                                       cache_dir=str(tmp_path), device="cpu"))
+    with pytest.raises(ModelUnavailableError) as err:
+        p.pipeline
+    msg = str(err.value)
+    assert "nota-ai/bk-sdm-small" in msg and "huggingface-cli download nota-ai/bk-sdm-small" in msg
+    assert "--include" in msg and "'unet/*'" in msg and str(tmp_path) in msg
+    assert "models pull" not in msg and "built in" not in msg
+
+
+# A stable-diffusion-v1-5/stable-diffusion-v1-5 listing (the runwayml repo's layout plus the fp16
+# single-file checkpoint the mirror added).
+SD15_REPO_FILES = """.gitattributes README.md model_index.json v1-inference.yaml
+v1-5-pruned.ckpt v1-5-pruned.safetensors v1-5-pruned-emaonly.ckpt v1-5-pruned-emaonly.safetensors
+v1-5-pruned-emaonly-fp16.safetensors
+feature_extractor/preprocessor_config.json
+safety_checker/config.json safety_checker/model.safetensors safety_checker/model.fp16.safetensors
+safety_checker/pytorch_model.bin safety_checker/pytorch_model.fp16.bin
+scheduler/scheduler_config.json
+text_encoder/config.json text_encoder/model.safetensors text_encoder/model.fp16.safetensors
+text_encoder/pytorch_model.bin text_encoder/pytorch_model.fp16.bin
+tokenizer/merges.txt tokenizer/special_tokens_map.json tokenizer/tokenizer_config.json tokenizer/vocab.json
+unet/config.json unet/diffusion_pytorch_model.safetensors unet/diffusion_pytorch_model.fp16.safetensors
+unet/diffusion_pytorch_model.non_ema.safetensors unet/diffusion_pytorch_model.non_ema.bin
+unet/diffusion_pytorch_model.bin unet/diffusion_pytorch_model.fp16.bin
+vae/config.json vae/diffusion_pytorch_model.safetensors vae/diffusion_pytorch_model.fp16.safetensors
+vae/diffusion_pytorch_model.bin vae/diffusion_pytorch_model.fp16.bin""".split()
+
+
+def test_models_pull_diffusion_fetches_only_what_img2img_loads():
+    from huggingface_hub.utils import filter_repo_objects
+
+    from fsad_core.models import registry
+
+    spec = registry.get("diffusion", profile="standard")
+    got = set(filter_repo_objects(SD15_REPO_FILES, allow_patterns=registry.diffusion_allow_patterns(spec.tag)))
+    assert got == {
+        "model_index.json", "feature_extractor/preprocessor_config.json", "scheduler/scheduler_config.json",
+        "text_encoder/config.json", "text_encoder/model.fp16.safetensors",
+        "tokenizer/merges.txt", "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json",
+        "tokenizer/vocab.json", "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
+        "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
+    }
+    # the old pattern list also fetched the root fp16 checkpoint and the safety checker
+    old = set(filter_repo_objects(SD15_REPO_FILES, allow_patterns=["*.json", "*.txt", "*fp16*.safetensors", "tokenizer/*"]))
+    assert {"v1-5-pruned-emaonly-fp16.safetensors", "safety_checker/model.fp16.safetensors"} <= old - got
+    full = set(filter_repo_objects(SD15_REPO_FILES, allow_patterns=registry.diffusion_allow_patterns("main")))
+    assert "unet/diffusion_pytorch_model.safetensors" in full and not any(f.endswith(".bin") for f in full)
+    assert not any(f.startswith(("v1-5", "safety_checker")) for f in full | got)

@@ -276,3 +276,82 @@ def test_layout_has_the_stable_element_ids(ctx):
         if getattr(b, "elem_id", None) in ("heatmaps", "aggregate-map", "sam-click", "mask-editor",
                                            "query-upload", "personalized-compare", "compare-a"):
             assert b.format == "png", b.elem_id
+
+
+# --- personalize tab -------------------------------------------------------------------------------
+def test_switching_project_never_keeps_another_projects_lora(ctx, tmp_path):
+    pt = pytest.importorskip("ui.personalize_tab")
+    from fsad_core.personalize import PersonalizeConfig, Personalizer, training_state
+
+    a = events.open_project(ctx, "a", "fabric")["pid"]
+    events.add_normals(ctx, a, [png(tmp_path, "na", texture(seed=1))])
+    b = events.open_project(ctx, "b", "fabric")["pid"]
+    events.add_normals(ctx, b, [png(tmp_path, "nb", texture(seed=2))])
+    pt.train(ctx, a)
+    lora_a, _ = pt._dirs(ctx, a)
+    assert training_state(lora_a)["complete"] and lora_a.parent == ctx.store.project_dir(a)
+    p = pt.personalizer(ctx, a)
+    assert p.lora_dir == lora_a and p.has_adapter()
+    q = texture(True, seed=7)[:32, :32]
+    tuned = p.personalize(q, "fabric")
+    # project b has no model: the base model, whatever was active before
+    p = pt.personalizer(ctx, b)
+    assert p.lora_dir is None and not p.has_adapter() and p.model_id is None
+    base = Personalizer(PersonalizeConfig(profile="tiny")).personalize(q, "fabric")
+    got = p.personalize(q, "fabric")
+    assert all(np.array_equal(x[1], y[1]) for x, y in zip(base.reconstructions, got.reconstructions))
+    assert "not trained yet" in pt.status(ctx, b)["pers_status"]
+    # a cancelled run in b leaves b on the base model too (and says so)
+    cancel_at_first_step = lambda frac, desc="": pt.cancel(ctx, b) if "step 1/" in desc else None
+    with pytest.warns(UserWarning, match="cancelled"):
+        pt.train(ctx, b, "fast", 0, 3, False, progress=cancel_at_first_step)
+    assert "stopped at step 1 of 3" in pt.status(ctx, b)["pers_status"]
+    assert not pt.personalizer(ctx, b).has_adapter()
+    # back to a: its own model again
+    p = pt.personalizer(ctx, a)
+    assert p.lora_dir == lora_a
+    again = p.personalize(q, "fabric")
+    assert all(np.array_equal(x[1], y[1]) for x, y in zip(tuned.reconstructions, again.reconstructions))
+
+
+def test_pool_warns_without_a_model_keeps_the_old_pool_on_cancel_and_goes_stale(ctx, tmp_path):
+    pt = pytest.importorskip("ui.personalize_tab")
+    pid = events.open_project(ctx, "pool", "fabric")["pid"]
+    events.add_normals(ctx, pid, [png(tmp_path, "n", texture(seed=1))])
+    with pytest.warns(UserWarning, match="base model"):
+        out = pt.make_pool(ctx, pid, 2)
+    assert len(out["pool_gallery"]) == 2 and "from the base model" in out["pers_status"]
+    _, pool_dir = pt._dirs(ctx, pid)
+    before = sorted(p.read_bytes() for p in pool_dir.glob("pool_*.png"))
+    # cancelled after the first image: the saved pool stays as it was
+    stop = lambda frac, desc="": pt.cancel(ctx, pid)
+    with pytest.warns(UserWarning, match="previous pool is kept"):
+        out = pt.make_pool(ctx, pid, 3, "fast", 5, 0, progress=stop)
+    assert len(out["pool_gallery"]) == 2
+    assert sorted(p.read_bytes() for p in pool_dir.glob("pool_*.png")) == before
+    # training a model makes the base-model pool stale; a new pool from the model is current;
+    # retraining (other steps) makes that one stale in turn
+    pt.train(ctx, pid)
+    assert "stale" in pt.status(ctx, pid)["pers_status"]
+    out = pt.make_pool(ctx, pid, 1)
+    assert "stale" not in out["pers_status"] and "1 images" in out["pers_status"]
+    pt.train(ctx, pid, "fast", 0, 3, True)
+    assert "stale" in pt.status(ctx, pid)["pers_status"] and "retrained" in pt.status(ctx, pid)["pers_status"]
+
+
+def test_personalize_settings_reach_the_personalizer(ctx, tmp_path):
+    pt = pytest.importorskip("ui.personalize_tab")
+    pid = events.open_project(ctx, "s", "fabric")["pid"]
+    events.add_normals(ctx, pid, [png(tmp_path, "n", texture(seed=1))])
+    p = pt.personalizer(ctx, pid, "paper", 7, 3)
+    assert (p.config.preset, p.config.seed, p.config.train_steps, p.config.prompts) == ("paper", 7, 3, "all")
+    assert pt.personalizer(ctx, pid, "fast", 0, 0).config.train_steps == 2  # 0 = the preset's (tiny: 2)
+    eta = pt.pool_eta(ctx, pid, 30, "fast", 0, 0)["pool_eta"]
+    assert "Pool of 30" in eta and "about" in eta
+    from ui.studio import build_studio
+
+    demo = build_studio(ctx)
+    by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    assert by_id["pool-size"].value == 30
+    assert {"personalize-preset", "personalize-seed", "personalize-train-steps", "personalize-restart",
+            "pool-eta", "personalize-settings"} <= set(by_id)

@@ -198,15 +198,28 @@ def _spec_for(base: str | None, profile: str) -> registry.ModelSpec:
     if path.exists() or base.startswith((".", "/", "~")):
         return registry.ModelSpec(kind="diffusion", name=path.name, tag="local", profile="standard",
                                   source=str(path), description="local diffusers folder")
-    return registry.ModelSpec(kind="diffusion", name=base.split("/")[-1], tag="main", profile="standard",
+    # Not registered: `models pull` does not know it, its size is unknown (registry.unavailable then
+    # suggests huggingface-cli and leaves the size out). The name is the full repo id, the tag the
+    # revision diffusers loads.
+    return registry.ModelSpec(kind="diffusion", name=base, tag="main", profile="standard",
                               source=f"hf-hub:{base}", description="diffusers repository on the hub")
+
+
+# What an unregistered hub repo given as base_model needs (huggingface-cli would otherwise fetch
+# the whole repo: SD-style repos also hold multi-GB single-file checkpoints and a safety checker).
+HUB_INCLUDE = ("model_index.json", "unet/*", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*")
 
 
 def _load_error(spec: registry.ModelSpec, exc: Exception, cache_dir=None) -> registry.ModelUnavailableError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     reason = ("it is not in the cache and the hub is offline" if offline
               else f"{exc.__class__.__name__}: {str(exc)[:200]}")
-    return registry.unavailable(spec, reason, cache=cache_dir)
+    hint = ""
+    if spec.source.startswith("hf-hub:") and spec not in registry.specs(spec.kind):
+        include = " ".join(f"'{p}'" for p in HUB_INCLUDE)
+        hint = (f"adding `--include {include}` to that command to fetch only what the pipeline loads; "
+                "or give base_model a local diffusers folder")
+    return registry.unavailable(spec, reason, hint, cache=cache_dir)
 
 
 def load_tiny_vae(profile: str, dtype: torch.dtype, cache_dir: str | os.PathLike | None = None):

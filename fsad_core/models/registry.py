@@ -347,6 +347,20 @@ def download_url(url: str, dest: Path, sha256: str | None = None, progress: Call
     return dest
 
 
+def diffusion_allow_patterns(tag: str = "fp16") -> list[str]:
+    """What `pull` fetches of a diffusers Stable Diffusion repo: only the sub-folders the img2img
+    pipeline loads (unet, vae, text_encoder, tokenizer, scheduler; model_index.json; the
+    feature_extractor's config), with the weights of the fp16 variant for tag "fp16", else the
+    default safetensors. Never the repo-root single-file checkpoints (v1-5-pruned*.safetensors /
+    .ckpt, 2-7 GB each), the safety_checker (1.2 GB), .bin duplicates or non-EMA weights."""
+    weights = "diffusion_pytorch_model.fp16.safetensors" if tag == "fp16" else "diffusion_pytorch_model.safetensors"
+    text = "model.fp16.safetensors" if tag == "fp16" else "model.safetensors"
+    return ["model_index.json", "scheduler/scheduler_config.json", "feature_extractor/preprocessor_config.json",
+            "tokenizer/*.json", "tokenizer/*.txt",
+            "unet/config.json", f"unet/{weights}", "vae/config.json", f"vae/{weights}",
+            "text_encoder/config.json", f"text_encoder/{text}"]
+
+
 def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool = True) -> Path | None:
     """Fetch a model into the cache (no-op for builtin/tiny models). Raises ModelUnavailableError."""
     if spec.source == "builtin":
@@ -375,8 +389,8 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool
             from huggingface_hub import snapshot_download
 
             kw = {}
-            if spec.kind == "diffusion" and spec.tag == "fp16":
-                kw["allow_patterns"] = ["*.json", "*.txt", "*fp16*.safetensors", "tokenizer/*"]
+            if spec.kind == "diffusion":
+                kw["allow_patterns"] = diffusion_allow_patterns(spec.tag)
             return Path(snapshot_download(repo, cache_dir=str(cache_dir(cache) / "hub"), **kw))
     except ModelUnavailableError:
         raise
