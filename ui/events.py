@@ -1015,7 +1015,7 @@ def models_table(ctx: StudioContext) -> list[list]:
     return rows
 
 
-MODEL_COLUMNS = ["kind", "name", "tag", "profile", "active profile", "size", "present", "source", "what it is"]
+MODEL_COLUMNS = ["kind", "name", "tag", "profile", "active", "size", "present", "source", "what it is"]
 
 
 def downloadable_models() -> list[tuple[str, str]]:

@@ -343,7 +343,9 @@ class Studio:
         gr.Markdown(active + ". Get the real models with `make models` (or the button below), then restart "
                     "with `--profile standard`.", elem_id="models-profile")
         self.add("models_table", gr.Dataframe(value=events.models_table(ctx), headers=events.MODEL_COLUMNS,
-                                              interactive=False, wrap=True, elem_id="models-table"))
+                                              interactive=False, wrap=True, elem_id="models-table",
+                                              column_widths=["7%", "14%", "14%", "8%", "6%", "8%", "7%", "18%", "18%"],
+                                              max_height=900))
         with gr.Row(equal_height=True):
             self.add("model_pick", gr.Dropdown(label="Model", choices=events.downloadable_models(),
                                                elem_id="model-pick", scale=3))

@@ -119,7 +119,7 @@ def sam2_available() -> bool:
 
 def default_model(device: torch.device | str = "auto") -> str:
     """The standard model for a device: the light SAM 2.1 tiny on CPU (clicks stay pleasant on a
-    laptop: ~4 s per new image against ~15 s for vit_b), vit_b on a GPU (where it takes ~0.1 s).
+    laptop: 1.3-2.2 s per new image against 4.5-15 s for vit_b), vit_b on a GPU (where it takes ~0.1 s).
     Without the `sam2` package, vit_b everywhere."""
     dev = resolve_device(device) if isinstance(device, str) else device
     if dev.type == "cpu" and sam2_available():
