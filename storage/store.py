@@ -52,6 +52,10 @@ DEFAULT_IMAGE_CACHE_MB = 256  # decoded images kept in memory per Store (the UI 
 ORPHAN_GRACE_S = 3600.0  # purge leaves unreferenced blob files younger than this (imports in flight)
 
 
+class _LockBusy(Exception):
+    """Another process holds the database's write lock (`Store._write(wait=False)`)."""
+
+
 class StoreError(ValueError):
     """A user-facing error about what was asked of the store."""
 
@@ -234,8 +238,10 @@ class Store:
             return migrations.user_version(self.db)
 
     @contextlib.contextmanager
-    def _write(self):
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT); nested blocks join the outer one."""
+    def _write(self, *, wait: bool = True):
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT); nested blocks join the outer one.
+        wait=False: try the database's write lock once and raise `_LockBusy` (nothing done) when
+        another process holds it, instead of queueing up to the busy timeout."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -245,7 +251,16 @@ class Store:
                     self._depth -= 1
                 return
             conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
+            if wait:
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    raise _LockBusy() from exc
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._depth = 1
             try:
                 yield self.db
@@ -962,30 +977,12 @@ class EmbeddingCache:
         with s._lock:
             if not self._pending:
                 return True
-            if s._depth or wait:  # already inside our own write transaction, or allowed to queue
-                with s._write() as db:
+            try:  # inside our own transaction this joins it; otherwise never queue behind a writer
+                with s._write(wait=wait or bool(s._depth)) as db:
                     self._touch(db)
-                return True
-            conn = s.db.conn
-            conn.execute("PRAGMA busy_timeout = 0")  # try the lock once, never queue behind a writer
-            try:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError:  # locked by another process: keep the touches for later
-                    self._last_flush = time.monotonic()
-                    return False
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            s._depth = 1
-            try:
-                self._touch(s.db)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                s._depth = 0
+            except _LockBusy:  # locked by another process: keep the touches for later
+                self._last_flush = time.monotonic()
+                return False
             return True
 
     def _touch(self, db: Database) -> None:

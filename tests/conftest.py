@@ -51,6 +51,23 @@ def tiny_engine(tiny_config, tiny_backbone):
     return Engine(tiny_config, backbone=tiny_backbone)
 
 
+@pytest.fixture
+def encoder_calls(tiny_backbone, monkeypatch):
+    """Counts the tiny backbone's image passes and window passes: {"encode": n, "windows": n}."""
+    calls = {"encode": 0, "windows": 0}
+    real = {"encode": tiny_backbone.encode, "windows": tiny_backbone.window_embeddings}
+
+    def counting(kind):
+        def wrapper(*a, **k):
+            calls[kind] += 1
+            return real[kind](*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(tiny_backbone, "encode", counting("encode"))
+    monkeypatch.setattr(tiny_backbone, "window_embeddings", counting("windows"))
+    return calls
+
+
 def textured(seed: int, h: int = 160, w: int = 200) -> np.ndarray:
     """A smooth random colour texture (more CLIP-like structure than white noise)."""
     rng = np.random.default_rng(seed)

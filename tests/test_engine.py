@@ -98,22 +98,10 @@ def test_selection_rules_on_hand_made_masks():
     assert 0 in bad2.tolist()
 
 
-def test_scoring_again_or_reweighting_never_reencodes(tiny_engine, images, monkeypatch):
+def test_scoring_again_or_reweighting_never_reencodes(tiny_engine, images, request):
     tiny_engine.add_shot(images["normal"], kind="normal")
     tiny_engine.add_shot(images["anomalous"], kind="anomalous", mask=images["mask"])
-    calls = {"encode": 0, "windows": 0}
-    real_encode, real_windows = tiny_engine.backbone.encode, tiny_engine.backbone.window_embeddings
-
-    def count_encode(*a, **k):
-        calls["encode"] += 1
-        return real_encode(*a, **k)
-
-    def count_windows(*a, **k):
-        calls["windows"] += 1
-        return real_windows(*a, **k)
-
-    monkeypatch.setattr(tiny_engine.backbone, "encode", count_encode)
-    monkeypatch.setattr(tiny_engine.backbone, "window_embeddings", count_windows)
+    calls = request.getfixturevalue("encoder_calls")  # counting starts after the shots
     r1 = tiny_engine.score(images["query"])
     assert calls == {"encode": 1, "windows": 3}
     # new mask, new shot set, new weights: no re-encoding of the query or the shots

@@ -146,25 +146,12 @@ def test_tune_weights_needs_both_kinds_and_pixels(tiny_engine, images):
             tune_weights(engine, m=1, n_samples=2)
 
 
-def test_tuning_never_reencodes_a_shot(tiny_engine, images, monkeypatch):
+def test_tuning_never_reencodes_a_shot(tiny_engine, images, encoder_calls):
     """The scratch engine of the validation reads the caller's shot encodings: only the augmented
     copies are new images, so encoder passes = copies (and window passes = copies x window scales)."""
     from fsad_core.tuning import tune_weights
 
-    engine = tiny_engine
-    calls = {"encode": 0, "windows": 0}
-    real_encode, real_windows = engine.backbone.encode, engine.backbone.window_embeddings
-
-    def count_encode(*a, **k):
-        calls["encode"] += 1
-        return real_encode(*a, **k)
-
-    def count_windows(*a, **k):
-        calls["windows"] += 1
-        return real_windows(*a, **k)
-
-    monkeypatch.setattr(engine.backbone, "encode", count_encode)
-    monkeypatch.setattr(engine.backbone, "window_embeddings", count_windows)
+    engine, calls = tiny_engine, encoder_calls
     imgs = _fill(engine, *_shots(images, n_normal=2, n_anom=1))
     n_shots, n_scales = 3, len(engine.window_scales)
     assert calls == {"encode": n_shots, "windows": n_shots * n_scales}
