@@ -285,7 +285,8 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     per = {n: evaluate_all(labels, scores[n], masks, maps[n]) for n in ["aggregate", *names]}
     t_metrics = time.perf_counter()
     bb = getattr(engine, "backbone", None)
-    model = {"clip": getattr(bb, "model_id", "?"), "profile": getattr(engine.config, "profile", "?")}
+    model = {"clip": getattr(bb, "model_id", "?"), "profile": getattr(engine.config, "profile", "?"),
+             "precision": getattr(bb, "precision_name", "?")}  # bf16 and fp32 differ in the 4th digit
     if model["profile"] == "tiny":
         model["note"] = "tiny profile: random weights, numbers test the pipeline only"
     n_bad = int(sum(labels))

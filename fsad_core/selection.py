@@ -9,10 +9,11 @@ The rule (documented in docs/engine.md):
 - patch coverage = fraction of a patch's area under the mask (exact area average, what OpenCV's
   INTER_AREA computes); window coverage = mean patch coverage over its s x s patches;
 - anomalous memory: the touching windows with coverage >= `threshold` (default 0.5), plus, for every
-  connected defect region (8-connectivity), the window holding the most of that region's pixels
-  (raw pixel counts, so no float underflow however small the region and large the image; ties: the
-  window whose centre is nearest the region's centroid) — so a small scratch still has a window at
-  112 px;
+  connected defect region (8-connectivity), its best-covered window: the largest fraction of the
+  window's area under that region (exact area overlaps in float64, computed from the region's own
+  pixels, so a 1-pixel region on a 6000 x 6000 image still has a clear maximum; ties within 1e-9
+  relative: the window whose centre is nearest the region's centroid) — so a small scratch still has
+  a window at 112 px;
 - normal memory: windows that do not touch the mask at all; a mask covering the whole image gives none.
 """
 from __future__ import annotations
@@ -90,14 +91,20 @@ def _window_centres(grid: tuple[int, int], scale: int) -> np.ndarray:
     return np.stack([rows.mean(axis=1), cols.mean(axis=1)], axis=1)  # (n_win, 2) in patch units
 
 
+def _window_overlap(n_px: int, n_cells: int, scale: int) -> np.ndarray:
+    """(n_cells - scale + 1, n_px) float64: overlap length of pixel p with each window's span,
+    divided by the span's length (window k spans cells k .. k + scale - 1)."""
+    edges = np.arange(n_cells + 1, dtype=np.float64) * n_px / n_cells
+    lo, hi = edges[:n_cells - scale + 1], edges[scale:]
+    p = np.arange(n_px, dtype=np.float64)
+    ov = np.clip(np.minimum(p + 1, hi[:, None]) - np.maximum(p, lo[:, None]), 0.0, None)
+    return ov / (hi - lo)[:, None]
+
+
 def _best_region_windows(mask: np.ndarray, grid: tuple[int, int], scale: int) -> list[int]:
-    """For each 8-connected region: the window with the most of its pixels (ties: nearest centre)."""
+    """For each 8-connected region: its best-covered window (ties: nearest centre)."""
     h, w = mask.shape
-    (rlo, rhi), (clo, chi) = _cell_spans(h, grid[0]), _cell_spans(w, grid[1])
-    n_wr, n_wc = grid[0] - scale + 1, grid[1] - scale + 1
-    # pixel spans of window rows / columns: from its first cell's start to its last cell's end
-    wy = (rlo[:n_wr], rhi[scale - 1:scale - 1 + n_wr])
-    wx = (clo[:n_wc], chi[scale - 1:scale - 1 + n_wc])
+    wy, wx = _window_overlap(h, grid[0], scale), _window_overlap(w, grid[1], scale)
     # label only inside the mask's bounding box: a speck on a huge image costs nothing
     ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     by0, bx0 = int(ys[0]), int(xs[0])
@@ -111,10 +118,9 @@ def _best_region_windows(mask: np.ndarray, grid: tuple[int, int], scale: int) ->
         region = labels[sl] == k
         y0, x0 = by0 + sl[0].start, bx0 + sl[1].start
         ry, rx = np.arange(y0, y0 + region.shape[0]), np.arange(x0, x0 + region.shape[1])
-        left = ((ry >= wy[0][:, None]) & (ry < wy[1][:, None])).astype(np.float64)
-        right = ((rx >= wx[0][:, None]) & (rx < wx[1][:, None])).astype(np.float64)
-        counts = np.rint(_project(region, left, right)).astype(np.int64).reshape(-1)  # (n_win,) pixels
-        best = counts.max()
+        # (n_win,) fraction of each window's area under this region
+        cover = _project(region, wy[:, ry], wx[:, rx]).reshape(-1)
+        best = cover.max()
         if best <= 0:  # cannot happen: every pixel lies in some window
             continue
         row_n, col_n = region.sum(axis=1), region.sum(axis=0)
@@ -122,7 +128,7 @@ def _best_region_windows(mask: np.ndarray, grid: tuple[int, int], scale: int) ->
         cy = (ry + 0.5) @ row_n / n  # centroid in pixel coordinates (pixel centres)
         cx = (rx + 0.5) @ col_n / n
         centroid = np.array([cy / h * grid[0] - 0.5, cx / w * grid[1] - 0.5])  # in patch-index units
-        ties = np.flatnonzero(counts == best)
+        ties = np.flatnonzero(cover >= best * (1 - 1e-9))
         dist = np.linalg.norm(centres[ties] - centroid, axis=1)
         chosen.append(int(ties[np.argmin(dist)]))
     return chosen
