@@ -335,9 +335,10 @@ def test_changed_train_steps_extend_or_start_over_never_mislabel(tmp_path):
     assert st["model_id"] == p.model_id
     # another compute precision is another run (fingerprinted as resolved: "auto" differs by machine)
     steps.clear()
-    p.reconfigure(precision="fp32").train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
+    other = "bf16" if p.precision_name == "fp32" else "fp32"  # whichever "auto" did not resolve to here
+    p.reconfigure(precision=other).train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
     st = training_state(out)
-    assert st["fingerprint"]["precision"] == "fp32" and [s for s in steps if s > 0] == [1, 2] and st["complete"]
+    assert st["fingerprint"]["precision"] == other and [s for s in steps if s > 0] == [1, 2] and st["complete"]
     # an unfinished folder is not loaded even if stale final weights lie around
     (out / "state.json").write_text((out / "state.json").read_text().replace('"complete": true', '"complete": false'))
     with pytest.raises(FileNotFoundError, match="step 2 of 2"):

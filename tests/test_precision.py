@@ -36,3 +36,15 @@ def test_cuda_asked_for_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match="no CUDA GPU is available"):
         P.resolve_device("cuda")
+
+
+@pytest.mark.parametrize("value, want", [("0", False), ("1", True)])
+def test_env_overrides_the_detection(monkeypatch, value, want):
+    monkeypatch.setenv("FSAD_CPU_BF16", value)
+    P.cpu_supports_bf16.cache_clear()
+    try:
+        assert P.cpu_supports_bf16() is want
+        assert (P.resolve_precision("auto", torch.device("cpu")) is torch.bfloat16) is want
+    finally:
+        monkeypatch.delenv("FSAD_CPU_BF16")
+        P.cpu_supports_bf16.cache_clear()

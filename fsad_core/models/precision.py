@@ -10,6 +10,7 @@ ship an fp16 variant.
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,7 +21,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @lru_cache(maxsize=1)
 def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX).
+
+    FSAD_CPU_BF16=0 or 1 overrides the detection (read once per process): 0 makes "auto" mean fp32
+    on any CPU (reference numbers, or checking the suite as a CPU without bf16 runs it)."""
+    forced = os.environ.get("FSAD_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
