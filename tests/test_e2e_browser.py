@@ -92,8 +92,11 @@ class Shots:
         target = locator if locator is not None else self.page
         kw = {} if locator is not None else {"full_page": full_page}
         target.screenshot(path=str(ARTIFACTS / f"{name}.png"), **kw)
-        if self.extra:
-            target.screenshot(path=str(self.extra / f"{name}.png"), **kw)
+        if self.extra:  # README copies: 256-colour PNGs, a third of the size, still crisp
+            out = self.extra / f"{name}.png"
+            target.screenshot(path=str(out), **kw)
+            Image.open(out).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
+                                                    dither=Image.Dither.NONE).save(out, optimize=True)
 
 
 def wait_text(page, selector: str, text: str, timeout: float = 60_000) -> None:
