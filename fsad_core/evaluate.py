@@ -56,8 +56,13 @@ class Split:
     test: tuple[Sample, ...]
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else []
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly in `folder` (by extension), sorted; hidden files (e.g. macOS `._x.png`)
+    and sub-folders are left out; [] when the folder does not exist."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                  and not p.name.startswith("."))
 
 
 def detect_layout(root: Path) -> str:
@@ -89,10 +94,10 @@ def load_split(root, category: str, layout: str = "auto") -> Split:
         found = ", ".join(list_categories(root)) or "none"
         raise FileNotFoundError(f"{str(d)!r} is not an MVTec-layout category (needs train/good and test/); "
                                 f"categories found under {str(root)!r}: {found}")
-    train = tuple(Sample(str(p), 0, "good") for p in _images(d / "train" / "good"))
+    train = tuple(Sample(str(p), 0, "good") for p in image_files(d / "train" / "good"))
     test: list[Sample] = []
     for tdir in sorted(p for p in (d / "test").iterdir() if p.is_dir()):
-        for p in _images(tdir):
+        for p in image_files(tdir):
             if tdir.name == "good":
                 test.append(Sample(str(p), 0, "good"))
                 continue

@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .evaluate import IMAGE_EXTS
+from .evaluate import IMAGE_EXTS, image_files
 
 __all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "read_results",
            "read_shot_folder", "ShotFolder", "is_output_folder", "check_batch_weights"]
@@ -87,13 +87,6 @@ _LAYOUT_HELP = ("train/good/*.png (normal shots) and/or test/<defect type>/*.png
                 "is not used for shots)")
 
 
-def _image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS
-                  and not p.name.startswith("."))
-
-
 def read_shot_folder(root) -> ShotFolder:
     """Shots from an MVTec-AD-layout folder, as `python -m storage export` writes one:
     train/good/* are normal shots; test/<type>/* (not test/good) are anomalous shots of defect type
@@ -119,7 +112,7 @@ def read_shot_folder(root) -> ShotFolder:
                                  if not p.name.startswith("."))[:10]) or "nothing"
         raise ValueError(f"{str(root)!r} is not an MVTec-AD-layout shots folder (found: {found}); expected "
                          f"{_LAYOUT_HELP}")
-    normal = tuple(_image_files(train / "good"))
+    normal = tuple(image_files(train / "good"))
     ignored = []
     if train.is_dir():
         ignored += [f"train/{d.name}/" for d in sorted(train.iterdir()) if d.is_dir() and d.name != "good"]
@@ -129,7 +122,7 @@ def read_shot_folder(root) -> ShotFolder:
         if d.name == "good":
             ignored.append("test/good/ (normal test images are not shots)")
             continue
-        for img in _image_files(d):
+        for img in image_files(d):
             cands = [root / "ground_truth" / d.name / f"{stem}{ext}" for stem in (f"{img.stem}_mask", img.stem)
                      for ext in IMAGE_EXTS]
             mask = next((c for c in cands if c.is_file()), None)

@@ -44,8 +44,7 @@ def _no_progress(frac: float, desc: str = "") -> None:
 
 def _dirs(ctx: StudioContext, pid: int) -> tuple[Path, Path]:
     """The project's LoRA and pool folders (`store.project_dir`: the store backs them up)."""
-    project_dir = getattr(ctx.store, "project_dir", None)
-    root = Path(project_dir(pid)) if callable(project_dir) else Path(ctx.data_dir or ".") / "personalize" / f"project-{pid}"
+    root = ctx.store.project_dir(pid)
     return root / "lora", root / "pool"
 
 

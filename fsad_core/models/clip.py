@@ -223,10 +223,7 @@ def build_open_clip(config: EngineConfig):
             model = open_clip.create_model(config.clip_model, pretrained=pretrained,
                                            cache_dir=str(registry.cache_dir(config.cache_dir) / "hub"))
     except Exception as exc:  # offline, not cached
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        reason = ("it is not in the cache and the hub is offline (no network)" if offline
-                  else f"{exc.__class__.__name__}: {registry.shorten(str(exc), 200)}")
-        raise registry.unavailable(spec, reason, cache=config.cache_dir) from None
+        raise registry.load_failed(spec, exc, config.cache_dir) from None
     return model, spec
 
 

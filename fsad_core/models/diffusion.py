@@ -211,15 +211,12 @@ HUB_INCLUDE = ("model_index.json", "unet/*", "vae/*", "text_encoder/*", "tokeniz
 
 
 def _load_error(spec: registry.ModelSpec, exc: Exception, cache_dir=None) -> registry.ModelUnavailableError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    reason = ("it is not in the cache and the hub is offline" if offline
-              else f"{exc.__class__.__name__}: {str(exc)[:200]}")
     hint = ""
     if spec.source.startswith("hf-hub:") and spec not in registry.specs(spec.kind):
         include = " ".join(f"'{p}'" for p in HUB_INCLUDE)
         hint = (f"adding `--include {include}` to that command to fetch only what the pipeline loads; "
                 "or give base_model a local diffusers folder")
-    return registry.unavailable(spec, reason, hint, cache=cache_dir)
+    return registry.load_failed(spec, exc, cache_dir, hint)
 
 
 def load_tiny_vae(profile: str, dtype: torch.dtype, cache_dir: str | os.PathLike | None = None):

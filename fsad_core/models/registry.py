@@ -303,6 +303,15 @@ def unavailable(spec: ModelSpec, reason: str, local_hint: str = "",
     )
 
 
+def load_failed(spec: ModelSpec, exc: Exception, cache: str | os.PathLike | None = None,
+                local_hint: str = "") -> ModelUnavailableError:
+    """`unavailable` for a loader's exception: offline (HF_HUB_OFFLINE=1) says so plainly, anything
+    else quotes the exception, shortened."""
+    reason = ("it is not in the cache and the hub is offline (no network)" if os.environ.get("HF_HUB_OFFLINE") == "1"
+              else f"{exc.__class__.__name__}: {shorten(str(exc), 200)}")
+    return unavailable(spec, reason, local_hint, cache=cache)
+
+
 def _verify(path: Path, sha256: str | None) -> None:
     if not sha256:
         return
