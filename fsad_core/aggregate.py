@@ -190,8 +190,8 @@ def check_weight_set(wset: WeightSet, names: Sequence[str], hints: Mapping[str, 
         unknown = [k for k in w if k not in names]
         if unknown:
             how = "; ".join(f"{k}: {hints[k]}" for k in unknown if k in hints)
-            raise ValueError(f"{label} for components this run does not compute: {', '.join(unknown)}"
-                             f"{' (' + how + ')' if how else ''}; computed here: {', '.join(names)}")
+            raise ValueError(f"{label} for unknown components {', '.join(unknown)} (this run does not compute them"
+                             f"{'; ' + how if how else ''}); valid names here: {', '.join(names)}")
     lost = missing_required(wset, names)
     if lost:
         how = "; ".join(f"{k}: {hints[k]}" for k in lost if k in hints)
@@ -222,6 +222,14 @@ def resolve_weights(spec, names: Sequence[str] = STABLE_NAMES, hints: Mapping[st
     else:
         raise TypeError(f"weights must be a preset name, 'name=w,...', a mapping or a WeightSet, got {type(spec)}")
     return check_weight_set(wset, names, hints, strict)
+
+
+def effective_weights(wset: WeightSet, names: Iterable[str]) -> dict[str, float]:
+    """The score weights that act on a result with these components (absent ones dropped, the rest
+    renormalised to sum 1): what a report should print next to the aggregate score."""
+    w = _present(wset.weights, names)
+    total = sum(w.values())
+    return {k: v / total for k, v in w.items()} if total > 0 else {}
 
 
 # -- combination --------------------------------------------------------------------------------------

@@ -168,27 +168,25 @@ def read_results(out_dir) -> list[dict]:
     return out
 
 
-def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[str, object] | None = None,
+def auto_threshold(engine, weights=None, images: Mapping[str, object] | None = None,
                    m: int = 5, seed: int = 0) -> tuple[float, str]:
     """A threshold from augmented copies of the shots (see `fsad_core.tuning.validation_set`).
 
-    With normal and anomalous shots: the aggregate-score threshold with the best F1 on the copies.
-    With normal shots only: just above the highest aggregate score of a normal copy.
-    With anomalous shots only: a ValueError asking for a threshold (there is nothing to calibrate on).
+    weights: a `WeightSet`, a preset name, a mapping or None (paper). With normal and anomalous shots:
+    the aggregate-score threshold with the best F1 on the copies. With normal shots only: just above
+    the highest aggregate score of a normal copy. With anomalous shots only: a ValueError asking for
+    a threshold (there is nothing to calibrate on).
     """
-    from .aggregate import default_weights
+    from .aggregate import resolve_weights
     from .tuning import validation_set
 
     if not any(s.kind == "normal" for s in engine.shots):
         raise ValueError("an automatic threshold is calibrated on augmented copies of the normal shots, and these "
                          "shots are all anomalous: give a threshold (--threshold T, an aggregate score, e.g. 0.5) "
                          "or add a normal shot")
-    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False)
-    w = default_weights(vs.names) if weights is None else {k: float(v) for k, v in weights.items()}
-    wv = np.array([w.get(n, 0.0) for n in vs.names])
-    if wv.sum() <= 0:
-        raise ValueError("the weights give no positive weight to any component of these shots")
-    agg = vs.scores @ (wv / wv.sum())
+    wset = resolve_weights(weights, list(engine.component_names), strict=False)
+    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False, aggregate=wset)
+    agg = vs.aggregate
     y = vs.labels.astype(bool)
     if y.any() and (~y).any():
         from sklearn.metrics import precision_recall_curve
@@ -203,30 +201,36 @@ def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[
     return float(np.nextafter(agg.max(), np.inf)), "normal copies max"
 
 
-def check_batch_weights(engine, weights: Mapping[str, float] | None) -> dict[str, float] | None:
-    """Weights validated before any image is scored: non-negative, and a positive weight on at least
-    one component these shots produce (otherwise every image would fail to aggregate)."""
-    if weights is None:
-        return None
-    from .aggregate import validate_weights
+def check_batch_weights(engine, weights):
+    """Weights validated before any image is scored -> a `WeightSet` (None = the paper preset):
+    non-negative, and a positive weight on at least one component these shots produce (otherwise
+    every image would fail to aggregate)."""
+    from .aggregate import WeightSet, resolve_weights
 
-    w = validate_weights(weights)
     names = list(engine.component_names)
-    if not any(v > 0 and k in names for k, v in w.items()):
+    try:
+        return resolve_weights(weights, names, strict=False)
+    except ValueError as exc:
+        w = weights.weights if isinstance(weights, WeightSet) else weights
+        given = ", ".join(w) if isinstance(w, Mapping) else str(w)
         raise ValueError(f"the weights give no positive weight to any component these shots produce "
-                         f"(weights for: {', '.join(w) or 'none'}; components: {', '.join(names)})")
-    return w
+                         f"(weights for: {given or 'none'}; components: {', '.join(names)}): {exc}") from None
 
 
-def _signature(engine, weights: Mapping[str, float] | None) -> dict:
+def _signature(engine, weights) -> dict:
     bb = getattr(engine, "backbone", None)
+    ws = weights.to_dict() if weights is not None and hasattr(weights, "to_dict") else weights
+    if isinstance(ws, dict) and ws.get("name") == "custom" and ws.get("rule") == "mean_of_scores" \
+            and ws.get("map_weights") is None:
+        ws = {k: float(v) for k, v in sorted(ws["weights"].items())}  # plain weights read as before
     return {
         "model": getattr(bb, "model_id", "?"), "profile": engine.config.profile,
         "precision": getattr(bb, "precision_name", "?"), "scales": list(engine.config.scales),
         "class_name": engine.class_name,
         "shots": sorted(f"{s.kind}:{s.id}" for s in engine.shots),
         "mask_hashes": sorted(_mask_hash(s.mask) for s in engine.shots if s.mask is not None),
-        "weights": None if weights is None else {k: float(v) for k, v in sorted(weights.items())},
+        "weights": ws,
+        "components": list(engine.component_names),
     }
 
 

@@ -129,6 +129,7 @@ class ValidationSet:
     leave_one_out: dict[str, bool]  # per kind: were that kind's copies scored without their own shot?
     protocol: str = "leave-one-out"  # one of PROTOCOLS
     m_total: int = 0  # augmented images in total
+    aggregate: np.ndarray | None = None  # (n,) aggregate scores under the `aggregate=` weight set, if asked
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def split_evenly(total: int, k: int) -> list[int]:
 
 def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[str, object] | None = None,
                    holdout: str = "auto", progress: ProgressFn | None = None,
-                   require_anomalous: bool = True, m_total: int = 10) -> ValidationSet:
+                   require_anomalous: bool = True, m_total: int = 10, aggregate=None) -> ValidationSet:
     """Augment the validation sources and score the copies with every component.
 
     Sources (Abdali et al. 2025, section 4.3: "the normal sample is used exclusively for validation"):
@@ -220,6 +221,8 @@ def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[
     Uses a second Engine on the same backbone that reads the caller's shot encodings
     (`share_features_from`), so the caller's engine is never modified and no shot is re-encoded.
     require_anomalous=False allows normal shots only (all labels 0; for thresholds, not for tuning).
+    aggregate: a weight set (`fsad_core.aggregate`) whose aggregate score of each copy is recorded too
+    (thresholds need it: a max-of-map rule is not a function of the component scores alone).
     """
     from .augment import augment_shot
     from .engine import Engine
@@ -256,7 +259,7 @@ def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[
     for s in held_out:
         rgbs[s.id] = to_rgb_array(_shot_image(engine, s, images))
     names = list(tmp.component_names)
-    rows, labels, source = [], [], []
+    rows, labels, source, aggs = [], [], [], []
     total, done = sum(counts), 0
     for s, n_copies in zip(sources, counts):
         copies = augment_shot(rgbs[s.id], s.mask if s.kind == "anomalous" else None, n_copies, rng)
@@ -266,7 +269,10 @@ def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[
             tmp.remove_shot(s.id)  # cheap: memories rebuild from cached encodings
         try:
             for img, _ in copies:
-                comps = tmp.score(img).components
+                res = tmp.score(img)
+                comps = res.components
+                if aggregate is not None:
+                    aggs.append(float(res.aggregate(aggregate).score))
                 names = [n for n in names if n in comps]
                 rows.append({n: float(sm.score) for n, sm in comps.items()})
                 labels.append(1 if s.kind == "anomalous" else 0)
@@ -279,7 +285,8 @@ def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[
                 tmp.add_shot(rgbs[s.id], kind=s.kind, mask=s.mask, defect_type=s.defect_type)
     scores = np.array([[r[n] for n in names] for r in rows], dtype=np.float64)
     protocol = "validation-normal" if held_out else ("leave-one-out" if all(loo.values()) else "self-match")
-    return ValidationSet(tuple(names), scores, np.array(labels), tuple(source), loo, protocol, total)
+    return ValidationSet(tuple(names), scores, np.array(labels), tuple(source), loo, protocol, total,
+                         np.array(aggs, dtype=np.float64) if aggregate is not None else None)
 
 
 def tune_weights(engine, m: int | None = None, n_samples: int = 100, distribution: str = "uniform", seed: int = 0,

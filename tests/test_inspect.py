@@ -221,7 +221,7 @@ def test_inspect_weights_are_checked_before_the_run(tiny_engine, project, folder
     Image.fromarray(project.normals[0]).save(n)
     base = ["inspect", "--normal", str(n), "--input", str(folder), "--out", str(tmp_path / "o"), "--profile", "tiny",
             "--precision", "fp32", "--scales", "1", "--threshold", "0.5"]
-    for w, msg in (("normal@17=1", "unknown components normal@17"), ("text=0", "at least one weight"),
+    for w, msg in (("normal@17=1", "unknown components normal@17"), ("text=0", "every weight is 0"),
                    ("one-to-normal", "personal, pool"), ("bogus", "bad weight")):
         assert main(base + ["--weights", w]) == 2
         err = capsys.readouterr().err
