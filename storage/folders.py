@@ -191,7 +191,7 @@ def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) ->
                              "restore it from a backup or remove the image, then export again.") from None
         write_atomic(_inside(out, rel), data)
         entry = {"path": rel, "role": r["role"], "filename": r["filename"], "defect_type": r["defect_type"],
-                 "mask": None, "sha256": r["sha256"]}
+                 "mask": None, "sha256": r["sha256"], "validation_only": bool(r.get("validation_only"))}
         if has_mask and r["role"] == "anomalous":
             mask_rel = f"ground_truth/{rel_dir.split('/', 1)[1]}/{k:03d}_mask.png"
             write_atomic(_inside(out, mask_rel), mask_png_for_export(mask))
@@ -225,6 +225,7 @@ class _Item:
     defect_type: str | None
     mask_path: Path | None
     mask_png: bytes | None = None  # a mask carried in the manifest (normal / query images)
+    validation_only: bool = False  # a normal shot for weight tuning only (no memory holds it)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -262,7 +263,8 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
                 mask_png = base64.b64decode(e["mask_png"], validate=True) if e.get("mask_png") else None
             except (KeyError, TypeError, binascii.Error):
                 raise StoreError(f"{mf} has a malformed image entry: {str(e)[:300]}.") from None
-            items.append(_Item(path, role, e.get("filename"), e.get("defect_type"), mask, mask_png))
+            items.append(_Item(path, role, e.get("filename"), e.get("defect_type"), mask, mask_png,
+                               bool(e.get("validation_only", False)) and role == "normal"))
         return items, [], manifest
     if not (root / "train").is_dir() and not (root / "test").is_dir():
         raise StoreError(f"{root} has neither train/ nor test/; point --folder at one MVTec-layout category "
@@ -356,7 +358,8 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
                 dt_id = type_ids.get(it.defect_type) if it.defect_type is not None else None
                 iid = int(db["images"].insert({
                     "project_id": pid, "sha256": sha, "role": it.role, "filename": it.filename,
-                    "defect_type_id": dt_id, "created_at": now(), "removed_at": None}).last_pk)
+                    "defect_type_id": dt_id, "created_at": now(), "removed_at": None,
+                    "validation_only": int(it.validation_only)}).last_pk)
                 counts[it.role] += 1
                 if mask_png is not None:
                     db["masks"].insert({"image_id": iid, "png": mask_png, "width": w, "height": h, "area": area,
