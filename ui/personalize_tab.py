@@ -267,7 +267,7 @@ def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, 
     from fsad_core.scorers.personal import encode_levels, personal_components
 
     engine = ctx.engine(pid)
-    pool = _pool(ctx, pid)
+    pool = list(_pool(ctx, pid) or [])
     pool_arg = None
     # §3.4: the pool is "a set of normal reference images and generated normal images"
     normals = [engine.shot_image(sh.id) for sh in engine.shots if sh.kind == "normal"]
