@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Union
@@ -66,7 +67,13 @@ def _open(data: ImageInput) -> Image.Image:
                 img.load()
         except ImageError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # Pillow refuses (or warns about) the size read from the header, before decoding anything
+            m = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(m.group(1)) / 1e6:.0f} MP, " if m else ""
+            raise ImageError(f"{name} is {size}over the {MAX_PIXELS / 1e6:.0f} MP limit (a decompression bomb, or "
+                             "a scan to downscale or tile first); it was not decoded.") from None
+        except UnidentifiedImageError as exc:
             raise ImageError(f"{name} is not a readable image ({exc.__class__.__name__}).") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{name} is truncated or corrupt: {exc}.") from None

@@ -101,6 +101,30 @@ _LAYOUT_HELP = ("train/good/*.png (normal shots) and/or test/<defect type>/*.png
                 "is not used for shots)")
 
 
+def _read_shots_manifest(mf: Path) -> dict:
+    """fsad_project.json of an export, checked where `read_shot_folder` uses it: unreadable JSON,
+    or a `class_name` / `folders` of the wrong type, is a ValueError naming the file and the field
+    (not a silent fallback to folder names, which would change the defect types' names)."""
+    if not mf.is_file():
+        return {}
+    where = names.display(str(mf))
+    try:
+        manifest = json.loads(mf.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{where} is not readable JSON ({exc}); fix it, or delete it to read the folder "
+                         "by its layout alone") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where} must hold a JSON object, got {type(manifest).__name__}")
+    if manifest.get("class_name") is not None and not isinstance(manifest["class_name"], str):
+        raise ValueError(f"{where}: field 'class_name' must be text, got {type(manifest['class_name']).__name__}")
+    folders = manifest.get("folders")
+    text_or_none = (str, type(None))  # None: the folder of unlabelled anomalous shots
+    if folders is not None and (not isinstance(folders, dict) or not all(
+            isinstance(k, str) and isinstance(v, text_or_none) for k, v in folders.items())):
+        raise ValueError(f"{where}: field 'folders' must map folder names to defect-type names (text to text)")
+    return manifest
+
+
 def read_shot_folder(root) -> ShotFolder:
     """Shots from an MVTec-AD-layout folder, as `python -m storage export` writes one:
     train/good/* are normal shots; test/<type>/* (not test/good) are anomalous shots of defect type
@@ -112,14 +136,8 @@ def read_shot_folder(root) -> ShotFolder:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"shots folder {str(root)!r} does not exist")
-    manifest: dict = {}
-    mf = root / "fsad_project.json"
-    if mf.is_file():
-        try:
-            manifest = json.loads(mf.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            manifest = {}
-    names = manifest.get("folders") if isinstance(manifest.get("folders"), dict) else {}
+    manifest = _read_shots_manifest(root / "fsad_project.json")
+    type_names = manifest.get("folders") or {}
     train, test = root / "train", root / "test"
     if not train.is_dir() and not test.is_dir():
         found = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir()
@@ -141,9 +159,10 @@ def read_shot_folder(root) -> ShotFolder:
                      for ext in IMAGE_EXTS]
             mask = next((c for c in cands if c.is_file()), None)
             if mask is None:  # a defect not painted yet (the studio exports those too): not a shot
-                missing.append(f"{img.relative_to(root).as_posix()} (no ground_truth/{d.name}/{img.stem}_mask.png)")
+                missing.append(names.display(f"{img.relative_to(root).as_posix()} (no ground_truth/{d.name}/"
+                                             f"{img.stem}_mask.png)"))
                 continue
-            anomalous.append((img, mask, str(names.get(d.name) or d.name)))
+            anomalous.append((img, mask, str(type_names.get(d.name) or names.display(d.name))))
     if missing:
         ignored.append(f"{len(missing)} anomalous image(s) without a mask, not used as shots: {', '.join(missing[:5])}"
                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
@@ -310,20 +329,20 @@ def check_output_folder(input_dir, out_dir, *, restart: bool = False, force: boo
     `force`), and a torn or foreign run.json (unless `restart` on our own layout, or `force`)."""
     input_dir, out = Path(input_dir), Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"the output folder {names.display(str(out))!r} is a file")
+        raise ValueError(f"the output folder '{names.display(str(out))}' is a file")
     if out.resolve() == input_dir.resolve():
         raise ValueError("the output folder is the input folder: write the outputs to another folder "
                          "(a sub-folder of the input is fine; it is skipped)")
     if input_dir.resolve().is_relative_to(out.resolve()):
-        raise ValueError(f"the output folder {names.display(str(out))!r} contains the input folder "
-                         f"{names.display(str(input_dir))!r}: the outputs would land among your files; write them "
+        raise ValueError(f"the output folder '{names.display(str(out))}' contains the input folder "
+                         f"'{names.display(str(input_dir))}': the outputs would land among your files; write them "
                          "to a new folder outside the input (or to a sub-folder of it, which is skipped)")
     if not out.exists() or not any(out.iterdir()):
         return "new"
     entries = {p.name for p in out.iterdir()}
     ours = (out / "run.json").exists() and (out / "results.jsonl").is_file()
     if not ours and not force and not (entries <= {"overlays"} and not any((out / "overlays").iterdir())):
-        raise ValueError(f"the output folder {names.display(str(out))!r} is not empty and holds no earlier inspect "
+        raise ValueError(f"the output folder '{names.display(str(out))}' is not empty and holds no earlier inspect "
                          f"run (found: {_folder_listing(out)}); choose a new folder, or pass --force to write into it "
                          f"(its {', '.join(OUTPUT_NAMES)} would be replaced)")
     if force and not ours:
@@ -363,7 +382,7 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
     if old_meta is not None and old_meta["signature"] != sig:
         old = old_meta["signature"]
         changed = [k for k in sig if old.get(k) != sig[k]]
-        raise ValueError(f"{names.display(str(out))!r} holds a batch run with different settings "
+        raise ValueError(f"'{names.display(str(out))}' holds a batch run with different settings "
                          f"({', '.join(changed)}); use another output folder, or --restart to discard it")
     if isinstance(threshold, str):
         if threshold != "auto":

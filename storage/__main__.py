@@ -93,7 +93,7 @@ def _run(args) -> int:
             from .folders import import_folder
 
             s = import_folder(store, args.folder, args.project, class_name=args.class_name)
-            print(f"Imported project {display(args.project)!r} (id {s.project_id}): {s.normal} normal, {s.anomalous} "
+            print(f"Imported project '{display(args.project)}' (id {s.project_id}): {s.normal} normal, {s.anomalous} "
                   f"anomalous ({s.masks} with masks), {s.query} query; defect types: "
                   f"{display(', '.join(s.defect_types)) or 'none'}.")
             for line in s.notes:

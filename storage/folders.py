@@ -105,7 +105,7 @@ def _inside(root: Path, rel: str) -> Path:
     root_real = os.path.realpath(root)
     target = os.path.realpath(os.path.join(root_real, rel))
     if os.path.commonpath([root_real, target]) != root_real or target == root_real:
-        raise StoreError(f"Refusing to use {display(rel)!r}: it resolves outside {display(str(root))} "
+        raise StoreError(f"Refusing to use '{display(rel)}': it resolves outside {display(str(root))} "
                          f"(to {display(target)}); copy the file into the folder instead of linking to it.")
     return Path(target)
 

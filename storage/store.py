@@ -122,7 +122,7 @@ def check_name(value: Any, what: str, *, max_chars: int = MAX_NAME_CHARS) -> str
     if "\x00" in value:
         raise StoreError(f"The {what} contains a NUL character; remove it.")
     if what != "file name" and any("\udc80" <= ch <= "\udcff" for ch in value):
-        raise StoreError(f"The {what} {display(value)!r} is not valid UTF-8 text; retype it.")
+        raise StoreError(f"The {what} '{display(value)}' is not valid UTF-8 text; retype it.")
     return value
 
 

@@ -44,6 +44,7 @@ def run(args) -> int:
     from fsad_core.cli.common import check_output_dir, check_preset, check_weights, engine_component_names, parse_weights
     from fsad_core.cli.score import config_from_args
     from fsad_core.models.registry import hub_offline_if_unreachable
+    from fsad_core.names import display
 
     if args.normal_shots < 0 or args.anomalous_shots < 0:
         raise ValueError("--normal-shots and --anomalous-shots must be >= 0")
@@ -100,9 +101,9 @@ def run(args) -> int:
             if not pool:
                 raise FileNotFoundError(f"no pool images in {str(folder)!r}")
             engine.set_pool(pool)
-            print(f"{cat}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
+            print(f"{display(cat)}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
         for seed in seeds:
-            bar = tqdm(desc=f"{cat} seed {seed}", unit="img", file=sys.stderr, leave=False)
+            bar = tqdm(desc=f"{display(cat)} seed {seed}", unit="img", file=sys.stderr, leave=False)
 
             def progress(done, total, bar=bar):
                 bar.total = total
@@ -115,7 +116,7 @@ def run(args) -> int:
             bar.close()
             write_run(run_, out if single else out / cat / f"seed{seed}")
             m = run_.metrics
-            print(f"{cat} seed {seed}: image AUROC {100 * m['image_auroc']:.1f}, pixel AUROC "
+            print(f"{display(cat)} seed {seed}: image AUROC {100 * m['image_auroc']:.1f}, pixel AUROC "
                   f"{100 * m['pixel_auroc']:.1f}, PRO {100 * m['pro']:.1f} "
                   f"({run_.n_test[0]} good + {run_.n_test[1]} defective, {run_.seconds['per_image']:.2f} s/img)")
             runs.append(run_)
@@ -123,6 +124,6 @@ def run(args) -> int:
     title = (f"{args.normal_shots} normal + {args.anomalous_shots} anomalous shots, weights {args.weights}, "
              f"seeds {','.join(map(str, seeds))}; {note}")
     paths = write_summary(runs, out, title=title)
-    print(paths["table_md"].read_text())
-    print(f"wrote {out}")
+    print(display(paths["table_md"].read_text(encoding="utf-8")).replace("\\n", "\n"))
+    print(f"wrote {display(str(out))}")
     return 0
