@@ -46,7 +46,7 @@ from fsad_core.images import ImageError, sha256_of_array, to_mask_array, to_rgb_
 from fsad_core.names import display, from_record
 
 from .blobs import decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir, mask_png_for_export, write_atomic
-from .store import ROLES, Store, StoreError, check_filename, check_name, now
+from .store import ROLES, Store, StoreError, _pid_alive, check_filename, check_name, now
 
 MANIFEST = "fsad_project.json"
 MANIFEST_FORMAT = "fsad-studio/mvtec-layout"
@@ -157,16 +157,6 @@ def export_project(store: Store, project: int | str, out: str | os.PathLike, *,
 
 
 _EXPORT_TMP = re.compile(r"\..*\.(\d+)\.[0-9a-f]{8}\.export-tmp")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # someone else's live process (or unknowable): leave its folder alone
-    return True
 
 
 def _remove_stale_export_tmp(parent: Path) -> int:

@@ -30,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -852,6 +853,7 @@ class Store:
         db_out.parent.mkdir(parents=True, exist_ok=True)
         tmp = db_out.with_name(f".{db_out.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
+        _remove_dead_backup_tmp(db_out)  # an interrupted backup's half-written copy
         dst = sqlite3.connect(str(tmp))
         try:
             with self._lock:
@@ -868,9 +870,11 @@ class Store:
         for sha in shas:
             src = self.blobs.path(sha)
             dst_path = target.path(sha)
-            if not dst_path.is_file():
-                dst_path.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst_path)
+            if not dst_path.is_file():  # copied atomically: an interrupted backup never leaves a torn blob
+                dst_path.parent.mkdir(parents=True, exist_ok=True)   # that the next one would skip
+                part = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
+                shutil.copyfile(src, part)
+                os.replace(part, dst_path)
         if self.personalize_dir.is_dir():
             _copy_tree(self.personalize_dir, pers_out)
         with open(tmp, "rb+") as fh:
@@ -924,6 +928,24 @@ def _enable_wal(conn: sqlite3.Connection) -> str:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def _remove_dead_backup_tmp(db_out: Path) -> None:
+    """Remove `.<name>.<pid>.tmp` database copies beside `db_out` left by backups whose process is gone."""
+    for p in db_out.parent.glob(f".{glob_escape(db_out.name)}.*.tmp"):
+        pid = p.name[len(db_out.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's live process, or unknowable: leave its file alone
+    return True
 
 
 def _has_sqlite_header(path: Path) -> bool:

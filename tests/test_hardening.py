@@ -193,3 +193,16 @@ def test_shots_manifest_errors_name_the_field(tmp_path):
     (tmp_path / "fsad_project.json").write_text('{"class_name": ')
     with pytest.raises(ValueError, match="fsad_project.json is not readable JSON"):
         read_shot_folder(tmp_path)
+
+
+def test_score_cli_prints_and_records_a_hostile_query_name(tmp_path, capsys):
+    from fsad_core.__main__ import main
+
+    q = _save(tmp_path, BAD, 1)
+    n = _save(tmp_path, "n.png", 2)
+    assert main(["score", "--normal", str(n), "--query", str(q), "--class-name", "x", "--profile", "tiny",
+                 "--json", str(tmp_path / "o.json")]) == 0
+    out = capsys.readouterr().out
+    assert "bad\\xff\\xfe.png: aggregate" in out
+    rec = json.loads((tmp_path / "o.json").read_text("utf-8"))["queries"][0]
+    assert names.from_record(rec["query"], rec["query_b64"]) == str(q)

@@ -218,3 +218,32 @@ def test_the_server_refuses_uploads_over_the_limit(ctx):
         assert small.status_code == 200 and big.status_code == 413
     finally:
         demo.close()
+
+
+def test_an_interrupted_backup_leaves_nothing_torn_for_the_next_one(tmp_path, monkeypatch):
+    import shutil
+
+    store = storage.Store(tmp_path / "data")
+    pid = store.create_project("p")
+    for k in range(3):
+        store.add_image(pid, np.random.default_rng(k).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    real, calls = shutil.copyfile, []
+
+    def dies_mid_copy(src, dst, *a, **kw):
+        calls.append(dst)
+        if len(calls) == 2:  # the process is killed halfway through the second image file
+            Path(dst).write_bytes(Path(src).read_bytes()[:100])
+            raise KeyboardInterrupt
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", dies_mid_copy)
+    with pytest.raises(KeyboardInterrupt):
+        store.backup(tmp_path / "bk")
+    monkeypatch.setattr(shutil, "copyfile", real)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "bk" / f".studio.db.{int(dead.stdout)}.tmp"
+    stale.write_bytes(b"x" * 10_000)  # the database copy of a backup whose process was killed
+    store.backup(tmp_path / "bk")
+    with storage.Store(tmp_path / "bk", create=False) as b:
+        assert b.check(deep=True) == []
+    assert not stale.exists()
