@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .metrics import METRIC_NAMES, evaluate_all
+from .names import display, raw_b64
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VISA_SPLIT = Path("split_csv") / "1cls.csv"
@@ -73,8 +74,7 @@ def list_categories(root) -> list[str]:
     """Categories under ROOT: folders with train/ and test/ (MVTec) or the `object`s of VisA's split."""
     root = Path(root)
     if detect_layout(root) == "visa":
-        with open(root / VISA_SPLIT, newline="") as f:
-            return sorted({r["object"] for r in csv.DictReader(f)})
+        return sorted({r["object"] for r in _visa_rows(root)})
     return sorted(p.name for p in root.iterdir() if (p / "train").is_dir() and (p / "test").is_dir()) \
         if root.is_dir() else []
 
@@ -112,10 +112,35 @@ def load_split(root, category: str, layout: str = "auto") -> Split:
     return Split(category, train, tuple(test))
 
 
+VISA_COLUMNS = ("object", "split", "label", "image")  # and "mask" for anomalous rows
+
+
+def _visa_rows(root: Path) -> list[dict]:
+    """The rows of VisA's split CSV, checked: a missing column or an empty required field is a
+    ValueError naming the file, the line and the field (never a KeyError)."""
+    path = root / VISA_SPLIT
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in VISA_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{display(str(path))} has no column {', '.join(missing)} (its header: "
+                                 f"{', '.join(reader.fieldnames or []) or 'empty'}); VisA's split_csv/1cls.csv has "
+                                 f"{', '.join(VISA_COLUMNS)}, mask")
+            rows = []
+            for r in reader:
+                empty = [c for c in VISA_COLUMNS if not (r.get(c) or "").strip()]
+                if empty:
+                    raise ValueError(f"{display(str(path))} line {reader.line_num}: field {empty[0]!r} is empty")
+                rows.append(r)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{display(str(path))} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return rows
+
+
 def _load_visa(root: Path, category: str) -> Split:
     train, test = [], []
-    with open(root / VISA_SPLIT, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("object") == category]
+    rows = [r for r in _visa_rows(root) if r["object"] == category]
     if not rows:
         raise FileNotFoundError(f"category {category!r} not in {root / VISA_SPLIT}; "
                                 f"found: {', '.join(list_categories(root))}")
@@ -301,8 +326,10 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
         result = engine.score(rgb)
         aggs = {k: result.aggregate(ws) for k, ws in zip(keys, sets)}
         comps = {**aggs, **{n: result.components[n] for n in names}}
-        base = {"path": Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root) else s.path,
-                "label": s.label, "defect_type": s.defect_type}
+        rel = Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root) else s.path
+        # file names are bytes: the escaped form, and the exact bytes for names that needed escaping
+        base = {"path": display(rel), "label": s.label, "defect_type": display(s.defect_type),
+                "path_b64": raw_b64(rel) or ""}
         for n, sm in comps.items():
             scores[n].append(float(sm.score))
             maps[n].append(_resize_for_pixels(sm.map, pixel_size, nearest=False))
@@ -335,9 +362,9 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
             category=category, seed=seed, metrics=per[key], component_metrics={n: per[n] for n in names},
             rows=rows[j], components=names, weights={k: float(v) for k, v in ws.weights.items() if k in names},
             weights_mode=label,
-            shots={"normal": [s.path for s in proto.normal_shots],
-                   "validation_normal": [s.path for s in held],
-                   "anomalous": [s.path for s in proto.anomalous_shots]},
+            shots={"normal": [display(s.path) for s in proto.normal_shots],
+                   "validation_normal": [display(s.path) for s in held],
+                   "anomalous": [display(s.path) for s in proto.anomalous_shots]},
             n_test=(len(labels) - n_bad, n_bad),
             seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
                      "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
@@ -368,9 +395,9 @@ def write_run(run: EvalRun, out_dir) -> Path:
     d["aggregate"] = d.pop("metrics")
     d["components"] = d.pop("component_metrics")
     d["component_order"] = run.components
-    (out / "metrics.json").write_text(json.dumps(_clean(d), indent=2))
-    with open(out / "scores.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *run.components])
+    (out / "metrics.json").write_text(json.dumps(_clean(d), indent=2), encoding="utf-8")
+    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as f:
+        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *run.components, "path_b64"])
         wr.writeheader()
         wr.writerows(rows)
     plot_roc([run], out / "roc.png", title=f"{run.category} (seed {run.seed})")
@@ -461,8 +488,9 @@ def write_summary(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str
     for r in rows:
         md.append(f"| {r['category']} | " + " | ".join(_fmt(r[m], r["seeds"]) for m in METRIC_NAMES) + " |")
     paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "components_md": out / "components.md"}
-    paths["table_md"].write_text("\n".join(md) + "\n")
-    with open(paths["table_csv"], "w", newline="") as f:
+    # a category is a folder name (bytes): never let one that is not UTF-8 stop the summary
+    paths["table_md"].write_text("\n".join(md) + "\n", encoding="utf-8", errors="backslashreplace")
+    with open(paths["table_csv"], "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         wr = csv.writer(f)
         wr.writerow(["category", "seeds"] + [f"{m}_{k}" for m in METRIC_NAMES for k in ("mean", "std")])
         for r in rows:
@@ -481,7 +509,7 @@ def write_summary(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str
             pa = _mean_std([get(r, "pixel_auroc") for r in rs])[0]
             cells.append("–" if not math.isfinite(ia) else f"{100 * ia:.1f} / {100 * pa:.1f}")
         cmd.append(f"| {n} | " + " | ".join(cells) + " |")
-    paths["components_md"].write_text("\n".join(cmd) + "\n")
+    paths["components_md"].write_text("\n".join(cmd) + "\n", encoding="utf-8", errors="backslashreplace")
     for c in cats:
         p = out / f"roc_{c}.png"
         plot_roc([r for r in runs if r.category == c], p, title=c)

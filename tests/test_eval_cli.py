@@ -55,7 +55,7 @@ def test_eval_cli_single_run(data, tmp_path):
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6
-    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", *comps]
+    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", *comps, "path_b64"]
     assert {r["defect_type"] for r in rows if r["label"] == "0"} == {"good"}
     assert all(not r["path"].startswith("/") for r in rows)  # relative to --data
     # the aggregate column is the weighted mean of the component columns (eq. 2 weights)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -47,6 +48,12 @@ def _user_message(exc: BaseException) -> str:
     """A readable one-liner for the UI; unexpected errors are logged in full on the server."""
     if isinstance(exc, gr.Error):
         return exc.message
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        # SQLite reports a damaged file: nobody can promise that saved work is intact
+        log.error("the database reported damage: %s", exc)
+        return (f"The studio's database reported damage ({exc}); your last change may not have been saved. "
+                "Stop the studio and run `python -m storage check` on its data folder: it says what is damaged "
+                "and how to recover (the latest backup, or `python -m storage recover`).")
     readable = (ValueError, KeyError, RuntimeError, FileNotFoundError, PermissionError)
     if isinstance(exc, readable):
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -31,16 +31,19 @@ def run_command(func, args) -> int:
     print one `error: ...` line and return 2 (never a traceback)."""
     from fsad_core.images import ImageError
     from fsad_core.models.registry import ModelUnavailableError
+    from fsad_core.names import safe_line
 
+    # messages name files, and file names may hold control characters or bytes that are not UTF-8:
+    # the line printed is escaped (safe_line), never raw
     try:
         rc = func(args)
         return int(rc or 0)
     except (ImageError, ModelUnavailableError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {safe_line(str(msg))}", file=sys.stderr)
         return 2
     except OSError as exc:  # FileNotFoundError with our message, or a path that cannot be written
-        print(f"error: {_os_error_text(exc)}", file=sys.stderr)
+        print(f"error: {safe_line(_os_error_text(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

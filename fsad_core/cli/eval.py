@@ -54,6 +54,7 @@ def run(args) -> int:
                                       engine_component_names, extra_component_names)
     from fsad_core.cli.score import config_from_args
     from fsad_core.models.registry import hub_offline_if_unreachable
+    from fsad_core.names import display
 
     if args.normal_shots < 0 or args.anomalous_shots < 0 or args.validation_normal < 0:
         raise ValueError("--normal-shots, --anomalous-shots and --validation-normal must be >= 0")
@@ -121,9 +122,9 @@ def run(args) -> int:
             if not pool:
                 raise FileNotFoundError(f"no pool images in {str(folder)!r}")
             engine.set_pool(pool)
-            print(f"{cat}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
+            print(f"{display(cat)}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
         for seed in seeds:
-            bar = tqdm(desc=f"{cat} seed {seed}", unit="img", file=sys.stderr, leave=False)
+            bar = tqdm(desc=f"{display(cat)} seed {seed}", unit="img", file=sys.stderr, leave=False)
 
             def progress(done, total, bar=bar):
                 bar.total = total
@@ -139,7 +140,7 @@ def run(args) -> int:
                 write_run(run_, base / label if several else base)
                 m = run_.metrics
                 fmt = lambda v: "–" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
-                print(f"{cat} seed {seed}{' ' + label if several else ''}: image AUROC {fmt(m['image_auroc'])}, "
+                print(f"{display(cat)} seed {seed}{' ' + label if several else ''}: image AUROC {fmt(m['image_auroc'])}, "
                       f"pixel AUROC {fmt(m['pixel_auroc'])}, PRO {fmt(m['pro'])} "
                       f"({run_.n_test[0]} good + {run_.n_test[1]} defective, {run_.seconds['per_image']:.2f} s/img)")
                 runs.append(run_)
@@ -153,6 +154,6 @@ def run(args) -> int:
         paths = write_weights_table(runs, out, title=title)
     else:
         paths = write_summary(runs, out, title=title)
-    print(paths["table_md"].read_text())
-    print(f"wrote {out}")
+    print(display(paths["table_md"].read_text(encoding="utf-8")).replace("\\n", "\n"))
+    print(f"wrote {display(str(out))}")
     return 0

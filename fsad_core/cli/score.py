@@ -85,6 +85,7 @@ def run(args) -> int:
     import numpy as np
     from PIL import Image
 
+    from fsad_core import names
     from fsad_core.aggregate import effective_weights
     from fsad_core.engine import Engine
     from fsad_core.images import to_mask_array, to_rgb_array
@@ -108,7 +109,7 @@ def run(args) -> int:
         result = engine.score(rgb)
         agg = result.aggregate(wset)
         out["queries"].append({
-            "query": str(qpath), "size": list(result.size_hw),
+            **names.record(str(qpath), "query"), "size": list(result.size_hw),  # escaped name (+ query_b64)
             "components": {k: {"score": float(v.score)} for k, v in result.components.items()},
             "aggregate": {"score": float(agg.score), "weights": effective_weights(wset, result.components),
                           "rule": wset.rule, "preset": wset.name},
@@ -125,5 +126,5 @@ def run(args) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=2))
     for q in out["queries"]:
-        print(f"{q['query']}: aggregate {q['aggregate']['score']:.4f}")
+        print(f"{names.display(q['query'])}: aggregate {q['aggregate']['score']:.4f}")
     return 0
