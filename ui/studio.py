@@ -56,6 +56,16 @@ def _to_browser(value):
     return value
 
 
+def user_error(handler_name: str, exc: gr.Error) -> None:
+    """A handler refused its input: one readable toast, one log line, and every output unchanged.
+
+    Re-raising would put Gradio's red "Error" badge on *every* output of the event (until each is
+    dismissed) and drop what the user had in them, e.g. strokes painted in the mask editor.
+    """
+    log.info("user error in %s: %s", handler_name, exc.message)
+    gr.Warning(exc.message, title="Cannot do that")
+
+
 def _pack(res: dict | None, outs: Sequence[str]):
     res = res or {}
     vals = tuple(_to_browser(res[n]) if n in res else gr.skip() for n in outs)
@@ -120,15 +130,25 @@ class Studio:
                 kwargs["progress"] = lambda frac, desc="": prog(frac, desc=desc)
             return vals, kwargs
 
+        name = getattr(handler, "__name__", "handler")
         if is_gen:
             def call(*args):
                 vals, kwargs = prepare(args)
-                for res in handler(ctx, *vals, **kwargs):
-                    yield _pack(res, outs)
+                try:
+                    for res in handler(ctx, *vals, **kwargs):
+                        yield _pack(res, outs)
+                except gr.Error as exc:
+                    user_error(name, exc)
+                    yield _pack({}, outs)
         else:
             def call(*args):
                 vals, kwargs = prepare(args)
-                return _pack(handler(ctx, *vals, **kwargs), outs)
+                try:
+                    res = handler(ctx, *vals, **kwargs)
+                except gr.Error as exc:
+                    user_error(name, exc)
+                    res = {}
+                return _pack(res, outs)
 
         params = [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_in)]
         annotations = {}
@@ -452,7 +472,12 @@ class Studio:
         ctx = self.ctx
 
         def call(*args):
-            return _pack(handler(ctx, *_unpack(args, ins)), outs)
+            try:
+                res = handler(ctx, *_unpack(args, ins))
+            except gr.Error as exc:
+                user_error(getattr(handler, "__name__", "handler"), exc)
+                res = {}
+            return _pack(res, outs)
 
         return call, self.comps(ins), self.comps(outs)
 
