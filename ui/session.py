@@ -10,7 +10,7 @@ from typing import Iterable, Mapping
 import gradio as gr
 import numpy as np
 
-from fsad_core.aggregate import PRESET_NAMES, missing_required, preset as preset_set
+from fsad_core.aggregate import PRESET_NAMES, WeightSet, missing_required, preset as preset_set
 
 from . import events
 from .context import StudioContext
@@ -103,10 +103,12 @@ def restore_inspect(ctx: StudioContext, pid, opacity: float = 0.5, threshold: fl
     ctx.queries.put(sha, img)
     names = list(result.components)
     weights = {n: float(v) for n, v in (last.get("weights") or {}).items()}
-    if not any(v > 0 for k, v in weights.items() if k in names):
+    if not weights:
         weights = events.initial_weights()
-    panel, text = events._aggregate(result, events._effective_weights(weights, names), img, opacity, threshold)
     preset = last.get("preset") or CUSTOM
+    wset = (WeightSet.from_dict(last["weight_set"]) if last.get("weight_set")
+            else events.studio_weight_set(preset, weights, names))
+    panel, text = events._aggregate(result, wset, img, opacity, threshold)
     choices = events.preset_choices(ctx, pid, names)
     if preset not in choices:
         preset = CUSTOM
