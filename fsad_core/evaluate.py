@@ -54,6 +54,7 @@ class Split:
     category: str
     train: tuple[Sample, ...]  # good training images (the normal shot pool)
     test: tuple[Sample, ...]
+    notes: tuple[str, ...] = ()  # e.g. anomalous images without a ground-truth mask
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -96,20 +97,30 @@ def load_split(root, category: str, layout: str = "auto") -> Split:
                                 f"categories found under {str(root)!r}: {found}")
     train = tuple(Sample(str(p), 0, "good") for p in image_files(d / "train" / "good"))
     test: list[Sample] = []
+    unmasked = []
     for tdir in sorted(p for p in (d / "test").iterdir() if p.is_dir()):
         for p in image_files(tdir):
             if tdir.name == "good":
                 test.append(Sample(str(p), 0, "good"))
                 continue
             m = d / "ground_truth" / tdir.name / f"{p.stem}_mask.png"
-            if not m.is_file():
-                raise FileNotFoundError(f"no ground-truth mask for {p}: expected {m}")
+            if not m.is_file():  # image-label-only data: image metrics still work (see evaluate_category)
+                unmasked.append(f"{tdir.name}/{p.name}")
+                test.append(Sample(str(p), 1, tdir.name, None))
+                continue
             test.append(Sample(str(p), 1, tdir.name, str(m)))
     if not train:
         raise FileNotFoundError(f"no training images in {str(d / 'train' / 'good')!r}")
     if not test:
         raise FileNotFoundError(f"no test images under {str(d / 'test')!r}")
-    return Split(category, train, tuple(test))
+    notes = ()
+    if unmasked:
+        n_bad = sum(s.label for s in test)
+        notes = (f"{len(unmasked)} of {n_bad} anomalous test images have no ground-truth mask "
+                 f"(ground_truth/<type>/<stem>_mask.png), e.g. {', '.join(unmasked[:3])}: pixel metrics "
+                 + ("are skipped" if len(unmasked) == n_bad else "use only the images with a mask")
+                 + "; anomalous shots are drawn from the masked ones",)
+    return Split(category, train, tuple(test), notes)
 
 
 def _load_visa(root: Path, category: str) -> Split:
@@ -142,6 +153,12 @@ def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None 
         raise ValueError(f"{k} normal shots asked but {split.category} has {len(split.train)} training images")
     anomalous = [s for s in split.test if s.label == 1 and s.mask_path]
     if j > len(anomalous):
+        n_bad = sum(s.label for s in split.test)
+        if n_bad > len(anomalous):  # image-label-only data: say why, and what to do
+            raise ValueError(f"{j} anomalous shots asked but only {len(anomalous)} of {split.category}'s {n_bad} "
+                             "anomalous test images have a ground-truth mask, and an anomalous shot needs its mask "
+                             "(ground_truth/<type>/<stem>_mask.png): add masks, or run with --anomalous-shots "
+                             f"{len(anomalous)} (image-level metrics need no masks)")
         raise ValueError(f"{j} anomalous shots asked but {split.category} has {len(anomalous)} anomalous test images")
     normals = [split.train[i] for i in sorted(rng.choice(len(split.train), k, replace=False))]
     picked = [anomalous[i] for i in sorted(rng.choice(len(anomalous), j, replace=False))]
@@ -183,6 +200,8 @@ class EvalRun:
     seconds: dict[str, float]
     model: dict[str, str] = field(default_factory=dict)
     tuning: dict | None = None
+    notes: tuple[str, ...] = ()  # e.g. pixel metrics skipped for lack of masks
+    decision: dict | None = None  # the calibrated threshold and its rates on the test set (`_decision`)
 
 
 def _resize_for_pixels(arr: np.ndarray, pixel_size: int, nearest: bool) -> np.ndarray:
@@ -227,11 +246,15 @@ def resolve_weights(mode: str | Mapping[str, float] | None, names: Sequence[str]
 def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomalous_shots: int = 1, seed: int = 0,
                       max_test: int | None = None, weights: str | Mapping[str, float] | None = "default",
                       pixel_size: int = 256, layout: str = "auto", tune_kwargs: Mapping | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> EvalRun:
+                      progress: Callable[[int, int], None] | None = None,
+                      threshold: str | float | None = None) -> EvalRun:
     """Run the protocol for one category and seed on `engine` (its shots are replaced).
 
     weights: "default" | "tuned" (Monte-Carlo on augmented shots, `fsad_core.tuning`) | a preset name |
     a {component: weight} mapping. progress(done, total) is called after each test image.
+    threshold: None | "auto" (the shots-only calibration `inspect --threshold auto` uses) | a number:
+    the run's `decision` then holds it and its false-alarm / miss rates on the test images.
+    Anomalous test images without a mask count for image metrics only (`notes` says so).
     """
     from .images import to_mask_array, to_rgb_array
 
@@ -270,6 +293,8 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
         rgb = to_rgb_array(s.path)
         if s.label and s.mask_path:
             gt = to_mask_array(s.mask_path, rgb.shape[:2], what=f"mask {s.mask_path}")
+        elif s.label:
+            gt = None  # no ground truth: this image counts for image metrics only
         else:
             gt = np.zeros(rgb.shape[:2], bool)
         result = engine.score(rgb)
@@ -281,13 +306,28 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
             scores[n].append(float(sm.score))
             maps[n].append(_resize_for_pixels(sm.map, pixel_size, nearest=False))
             row[n] = float(sm.score)
-        masks.append(_resize_for_pixels(gt, pixel_size, nearest=True))
+        masks.append(None if gt is None else _resize_for_pixels(gt, pixel_size, nearest=True))
         labels.append(s.label)
         rows.append(row)
         if progress is not None:
             progress(i + 1, total)
     t_score = time.perf_counter()
-    per = {n: evaluate_all(labels, scores[n], masks, maps[n]) for n in ["aggregate", *names]}
+    notes = list(split.notes)
+    known = [i for i, m in enumerate(masks) if m is not None]  # images whose ground truth is known
+    if any(labels[i] for i in known):
+        per = {n: {**evaluate_all(labels, scores[n]),
+                   **_pixel_only(evaluate_all([labels[i] for i in known], [scores[n][i] for i in known],
+                                              [masks[i] for i in known], [maps[n][i] for i in known]))}
+               for n in ["aggregate", *names]}
+        if len(known) < len(masks):
+            notes.append(f"pixel metrics on the {len(known)} of {len(masks)} test images with known ground truth")
+    else:
+        per = {n: evaluate_all(labels, scores[n]) for n in ["aggregate", *names]}  # pixel metrics: nan
+        if any(labels):
+            notes.append("pixel metrics skipped: no anomalous test image has a ground-truth mask")
+    decision = None
+    if threshold is not None:
+        decision = _decision(engine, w, images, threshold, scores["aggregate"], labels, notes)
     t_metrics = time.perf_counter()
     bb = getattr(engine, "backbone", None)
     model = {"clip": getattr(bb, "model_id", "?"), "profile": getattr(engine.config, "profile", "?"),
@@ -304,8 +344,32 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
         seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
                  "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
                  "total": t_metrics - t0},
-        model=model, tuning=tuning,
+        model=model, tuning=tuning, notes=tuple(notes), decision=decision,
     )
+
+
+def _pixel_only(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k.startswith("pixel_") or k == "pro"}
+
+
+def _decision(engine, weights, shot_images, threshold, agg_scores, labels, notes: list) -> dict | None:
+    """The threshold inspection would use ("auto": the shots-only calibration, the same function as
+    `inspect --threshold auto`; or a given number) and what it does on this test set."""
+    from .calibration import calibrate_engine, confusion, manual
+
+    y = np.asarray(labels, bool)
+    s = np.asarray(agg_scores, np.float64)
+    if threshold == "auto":
+        try:
+            cal = calibrate_engine(engine, weights=weights, mode="heuristic", shot_images=shot_images)
+        except ValueError as exc:  # e.g. no normal shot
+            notes.append(f"no automatic threshold: {exc}")
+            return None
+    else:
+        cal = manual(float(threshold))
+    c = confusion(s[~y], s[y], cal.threshold)
+    return {"calibration": cal.to_dict(), "test": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                                  for k, v in c.items()}}
 
 
 def _clean(x):
@@ -329,8 +393,15 @@ def write_run(run: EvalRun, out_dir) -> Path:
     d["components"] = d.pop("component_metrics")
     d["component_order"] = run.components
     (out / "metrics.json").write_text(json.dumps(_clean(d), indent=2))
+    extra = []
+    if run.decision is not None:  # the verdict at the run's calibrated threshold, next to the label
+        from .calibration import verdict
+
+        cal = run.decision["calibration"]
+        rows = [{**r, "verdict": verdict(r["aggregate"], cal["threshold"], cal.get("margin") or 0.0)} for r in rows]
+        extra = ["verdict"]
     with open(out / "scores.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *run.components])
+        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *extra, *run.components])
         wr.writeheader()
         wr.writerows(rows)
     plot_roc([run], out / "roc.png", title=f"{run.category} (seed {run.seed})")

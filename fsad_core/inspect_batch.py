@@ -9,7 +9,7 @@ are re-derived from the stored scores whenever the CSV and HTML are written.
 
 Outputs in DIR:
     results.jsonl   one JSON object per image (path, score, components, overlay, error)
-    scores.csv      path, score, verdict, one column per component (most anomalous first)
+    scores.csv      path, score, verdict (OK | NG | uncertain), one column per component (most anomalous first)
     overlays/*.png  the aggregate map over each image
     report.html     self-contained (thumbnails inlined as data URIs), sortable by score
     run.json        settings and the threshold used
@@ -31,7 +31,8 @@ import numpy as np
 
 from .evaluate import IMAGE_EXTS, image_files
 
-__all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "read_results",
+__all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "auto_calibration",
+           "threshold_source", "read_results",
            "read_shot_folder", "ShotFolder", "is_output_folder", "check_batch_weights"]
 
 
@@ -146,9 +147,9 @@ class BatchSummary:
     n_scored: int  # scored in this call
     n_resumed: int  # already in results.jsonl, skipped
     n_failed: int  # unreadable images (recorded with their error; retried on the next run)
-    n_anomalous: int  # verdict "anomalous" at the threshold
+    n_anomalous: int  # score at or above the threshold (verdict NG, or "uncertain" within the margin)
     threshold: float
-    threshold_source: str  # "given" | "validation F1-max" | "normal copies max"
+    threshold_source: str  # "given" | "heuristic: ..." | "conformal: ..." | "labelled: ..." (threshold_source)
     out_dir: str
     csv_path: str
     html_path: str
@@ -170,37 +171,30 @@ def read_results(out_dir) -> list[dict]:
 
 def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[str, object] | None = None,
                    m: int = 5, seed: int = 0) -> tuple[float, str]:
-    """A threshold from augmented copies of the shots (see `fsad_core.tuning.validation_set`).
+    """(threshold, source) of the shots-only heuristic (`fsad_core.calibration`, mode "heuristic"):
+    F1-max on augmented copies of the normal and anomalous shots, or just above the highest normal
+    copy without an anomalous shot; a ValueError asking for a threshold without a normal shot."""
+    cal = auto_calibration(engine, weights, images=images, m=m, seed=seed)
+    return cal.threshold, threshold_source(cal)
 
-    With normal and anomalous shots: the aggregate-score threshold with the best F1 on the copies.
-    With normal shots only: just above the highest aggregate score of a normal copy.
-    With anomalous shots only: a ValueError asking for a threshold (there is nothing to calibrate on).
-    """
-    from .aggregate import default_weights
-    from .tuning import validation_set
 
-    if not any(s.kind == "normal" for s in engine.shots):
-        raise ValueError("an automatic threshold is calibrated on augmented copies of the normal shots, and these "
-                         "shots are all anomalous: give a threshold (--threshold T, an aggregate score, e.g. 0.5) "
-                         "or add a normal shot")
-    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False)
-    w = default_weights(vs.names) if weights is None else {k: float(v) for k, v in weights.items()}
-    wv = np.array([w.get(n, 0.0) for n in vs.names])
-    if wv.sum() <= 0:
-        raise ValueError("the weights give no positive weight to any component of these shots")
-    agg = vs.scores @ (wv / wv.sum())
-    y = vs.labels.astype(bool)
-    if y.any() and (~y).any():
-        from sklearn.metrics import precision_recall_curve
+def auto_calibration(engine, weights: Mapping[str, float] | None, images: Mapping[str, object] | None = None,
+                     m: int = 5, seed: int = 0):
+    """The shots-only `Calibration` (see `fsad_core.calibration.calibrate_engine`)."""
+    from .calibration import calibrate_engine
 
-        p, r, t = precision_recall_curve(y, agg)
-        f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)[:-1]
-        k = int(np.argmax(f1))
-        below = agg[agg < t[k]]
-        # halfway between the chosen score and the next lower one: a margin both ways
-        thr = float((t[k] + below.max()) / 2) if below.size else float(t[k])
-        return thr, "validation F1-max"
-    return float(np.nextafter(agg.max(), np.inf)), "normal copies max"
+    return calibrate_engine(engine, weights=weights, mode="heuristic", shot_images=images, m=m, seed=seed)
+
+
+def threshold_source(cal) -> str:
+    """How a Calibration was obtained, in a few words (the CSV/HTML/CLI summary)."""
+    if cal.mode == "heuristic":
+        return "heuristic: validation F1-max" if cal.n_ng else "heuristic: normal copies max"
+    if cal.mode == "conformal":
+        return f"conformal: {cal.n_ok} OK images, false alarms <= {cal.alpha:.3g} at {cal.confidence:.0%}"
+    if cal.mode == "labelled":
+        return f"labelled: {cal.n_ok} OK + {cal.n_ng} NG images"
+    return cal.mode
 
 
 def check_batch_weights(engine, weights: Mapping[str, float] | None) -> dict[str, float] | None:
@@ -241,13 +235,14 @@ def _safe_name(rel: str) -> str:
 
 
 def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = None,
-              threshold: float | str = "auto", overlays: bool = True, restart: bool = False,
+              threshold: "float | str | Calibration" = "auto", overlays: bool = True, restart: bool = False,
               images: Mapping[str, object] | None = None, files: Sequence[Path] | None = None,
               progress: Callable[[int, int, str], None] | None = None) -> BatchSummary:
     """Score every image under `input_dir` with `engine`'s shots; write DIR's outputs (module docstring).
 
-    weights: aggregation weights (None = the paper's eq. 2); threshold: a number or "auto"
-    (`auto_threshold`; needs the shots' pixels in `images` when the engine does not keep them).
+    weights: aggregation weights (None = the paper's eq. 2); threshold: a number, "auto" (the shots-only
+    heuristic, `auto_calibration`; needs the shots' pixels in `images` when the engine does not keep
+    them) or a `fsad_core.calibration.Calibration` (e.g. conformal, from held-out OK images).
     progress(done, total, path) after each image. Returns a BatchSummary.
     """
     from .images import ImageError, to_rgb_array
@@ -275,19 +270,27 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
             changed = [k for k in sig if old.get(k) != sig[k]]
             raise ValueError(f"{str(out)!r} holds a batch run with different settings ({', '.join(changed)}); "
                              "use another output folder, or --restart to discard it")
-    if isinstance(threshold, str):
+    from .calibration import Calibration
+
+    cal = None
+    if isinstance(threshold, Calibration):
+        cal = threshold
+    elif isinstance(threshold, str):
         if threshold != "auto":
             raise ValueError(f"threshold must be a number or 'auto', got {threshold!r}")
         old_meta = json.loads(run_json.read_text()) if run_json.is_file() else {}
-        if old_meta.get("threshold_source", "given") != "given" and "threshold" in old_meta:
-            thr, source = float(old_meta["threshold"]), old_meta["threshold_source"]  # resume: same threshold
+        if old_meta.get("threshold_source", "given") != "given" and isinstance(old_meta.get("calibration"), dict):
+            cal = Calibration.from_dict(old_meta["calibration"])  # resume: same threshold
         else:
-            thr, source = auto_threshold(engine, weights, images=images)
+            cal = auto_calibration(engine, weights, images=images)
+    if cal is not None:
+        thr, source, margin = cal.threshold, threshold_source(cal), cal.margin
     else:
-        thr, source = float(threshold), "given"
+        thr, source, margin = float(threshold), "given", 0.0
     out.mkdir(parents=True, exist_ok=True)  # only now: nothing is created when the settings are refused
     (out / "overlays").mkdir(exist_ok=True)
-    run_json.write_text(json.dumps({"signature": sig, "threshold": thr, "threshold_source": source,
+    run_json.write_text(json.dumps({"signature": sig, "threshold": thr, "threshold_source": source, "margin": margin,
+                                    "calibration": None if cal is None else cal.to_dict(),
                                     "input": str(input_dir)}, indent=2))
     done = {r["path"] for r in read_results(out) if not r.get("error")}
     n_resumed = n_scored = n_failed = 0
@@ -323,7 +326,7 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
                 os.fsync(log.fileno())
             if progress is not None:
                 progress(i + 1, total, rel)
-    csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, source)
+    csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, source, margin=margin)
     return BatchSummary(n_images=total, n_scored=n_scored, n_resumed=n_resumed, n_failed=n_failed,
                         n_anomalous=n_anom, threshold=thr, threshold_source=source, out_dir=str(out),
                         csv_path=str(csv_path), html_path=str(html_path), seconds=time.perf_counter() - t0)
@@ -351,8 +354,12 @@ def _thumb(path: Path, side: int = 160) -> str:
         return ""
 
 
-def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = "given") -> tuple[Path, Path, int]:
-    """scores.csv and report.html from results.jsonl at `threshold`; returns (csv, html, n_anomalous)."""
+def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = "given",
+                  margin: float = 0.0) -> tuple[Path, Path, int]:
+    """scores.csv and report.html from results.jsonl at `threshold` (verdicts OK / NG, "uncertain"
+    within `margin` of it: `fsad_core.calibration.verdict`); returns (csv, html, n_at_or_above)."""
+    from .calibration import verdict as _verdict
+
     out, input_dir = Path(out_dir), Path(input_dir)
     recs = _latest(read_results(out))
     ok = sorted((r for r in recs if "score" in r), key=lambda r: -r["score"])
@@ -363,14 +370,14 @@ def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = 
         wr = csv.writer(f)
         wr.writerow(["path", "score", "verdict", *comps, "error"])
         for r in ok:
-            wr.writerow([r["path"], f"{r['score']:.6f}", "anomalous" if r["score"] >= threshold else "normal",
+            wr.writerow([r["path"], f"{r['score']:.6f}", _verdict(r["score"], threshold, margin),
                          *[f"{r['components'].get(c, float('nan')):.6f}" for c in comps], ""])
         for r in bad:
             wr.writerow([r["path"], "", "error", *[""] * len(comps), r.get("error", "")])
     n_anom = sum(r["score"] >= threshold for r in ok)
     rows = []
     for k, r in enumerate(ok):
-        verdict = "anomalous" if r["score"] >= threshold else "normal"
+        verdict = _verdict(r["score"], threshold, margin)
         img = _thumb(input_dir / r["path"])
         ov = _thumb(out / r["overlay"]) if r.get("overlay") else ""
         top = max(r["components"].items(), key=lambda kv: kv[1])[0] if r["components"] else ""
@@ -386,11 +393,12 @@ def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = 
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; }}
-tr.anomalous td.v {{ color: #b00; font-weight: bold; }} tr.normal td.v {{ color: #070; }}
+tr.NG td.v {{ color: #b00; font-weight: bold; }} tr.OK td.v {{ color: #070; }} tr.uncertain td.v {{ color: #a60; }}
 tr.error td.v {{ color: #a60; }} img {{ max-height: 120px; }}
 </style></head><body>
 <h1>Batch inspection</h1>
-<p>{len(ok)} images scored, <b>{n_anom}</b> anomalous at threshold {threshold:.4f} ({html.escape(threshold_source)}),
+<p>{len(ok)} images scored, <b>{n_anom}</b> at or above threshold {threshold:.4f} ({html.escape(threshold_source)};
+verdict "uncertain" within {margin:.4g} of it),
 {len(bad)} unreadable. Input: {html.escape(str(input_dir))}. Most anomalous first; heatmap colours are scaled per image.</p>
 <table><thead><tr><th>#</th><th>image</th><th>score</th><th>verdict</th><th>top component</th><th>image</th>
 <th>aggregate map</th></tr></thead><tbody>

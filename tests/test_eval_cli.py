@@ -54,7 +54,10 @@ def test_eval_cli_single_run(data, tmp_path):
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6
-    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", *comps]
+    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", "verdict", *comps]
+    d = m["decision"]  # --threshold auto: the shots-only calibration inspect uses, and its rates here
+    assert d["calibration"]["mode"] == "heuristic" and set(d["test"]) >= {"false_alarm_rate", "miss_rate", "tp"}
+    assert {r["verdict"] for r in rows} <= {"OK", "NG", "uncertain"}
     assert {r["defect_type"] for r in rows if r["label"] == "0"} == {"good"}
     assert all(not r["path"].startswith("/") for r in rows)  # relative to --data
     # the aggregate column is the weighted mean of the component columns (eq. 2 weights)
@@ -63,6 +66,42 @@ def test_eval_cli_single_run(data, tmp_path):
     expect = sum(w[c] * float(r[c]) for c in comps) / sum(w[c] for c in comps)
     assert float(r["aggregate"]) == pytest.approx(expect, rel=1e-5)
     assert (out / "roc.png").stat().st_size > 1000 and (out / "table.md").is_file()
+
+
+def test_eval_without_masks_writes_image_metrics_only(data, tmp_path, capsys):
+    """An MVTec-layout folder without ground_truth/ (image labels only): image metrics, no pixel
+    metrics, a note; anomalous shots then need masks, and the error says so."""
+    from fsad_core.__main__ import main
+
+    root = tmp_path / "nomask"
+    shutil.copytree(data / "brick", root / "brick")
+    shutil.rmtree(root / "brick" / "ground_truth")
+    out = tmp_path / "ev"
+    def args(data_root, out_dir, j):
+        return ["eval", "--data", str(data_root), "--category", "brick", "--normal-shots", "1", "--seed", "0",
+                "--out", str(out_dir), "--profile", "tiny", "--precision", "fp32", "--scales", "1",
+                "--threshold", "none", "--anomalous-shots", str(j)]
+
+    assert main(args(root, out, 1)) == 2
+    err = capsys.readouterr().err
+    assert "needs its mask" in err and "--anomalous-shots 0" in err and not out.exists()
+    assert main(args(root, out, 0)) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 <= m["aggregate"]["image_auroc"] <= 1 and 0 <= m["aggregate"]["image_ap"] <= 1
+    assert all(m["aggregate"][k] is None for k in ("pixel_auroc", "pixel_f1_max", "pro"))
+    assert any("pixel metrics skipped" in n for n in m["notes"])
+    assert m["n_test"] == [3, 4] and "decision" in m and m["decision"] is None
+    assert "pixel metrics skipped" in capsys.readouterr().out
+    # some masks missing: pixel metrics on the images whose ground truth is known
+    part = tmp_path / "part"
+    shutil.copytree(data / "brick", part / "brick")
+    victim = sorted((part / "brick" / "ground_truth").rglob("*_mask.png"))[0]
+    victim.unlink()
+    split = load_split(part, "brick")
+    assert sum(s.label and s.mask_path is None for s in split.test) == 1 and split.notes
+    assert main(args(part, tmp_path / "ev2", 1)) == 0
+    m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
+    assert m2["aggregate"]["pixel_auroc"] is not None and any("known ground truth" in n for n in m2["notes"])
 
 
 def test_eval_cli_seeds_categories_table_and_tuned(data, tmp_path):

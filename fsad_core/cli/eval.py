@@ -22,6 +22,9 @@ def register(sub) -> None:
     p.add_argument("--tune-m", type=int, default=10, help="augmented copies per shot for --weights tuned")
     p.add_argument("--tune-samples", type=int, default=100, help="random weight vectors for --weights tuned")
     p.add_argument("--tune-distribution", default="uniform", choices=("uniform", "normal", "student-t"))
+    p.add_argument("--threshold", default="auto",
+                   help="auto (the shots-only calibration that `inspect --threshold auto` uses) | a number | none: "
+                        "metrics.json's decision block gives its false-alarm and miss rates on the test images")
     p.add_argument("--pixel-size", type=int, default=256, help="longer side of maps/masks for pixel metrics")
     p.add_argument("--layout", default="auto", choices=("auto", "mvtec", "visa"))
     p.add_argument("--pool-dir", default=None, metavar="DIR",
@@ -54,6 +57,12 @@ def run(args) -> int:
     except ValueError:
         raise ValueError(f"--seed must be integers, got {args.seed}") from None
     check_output_dir(args.out, "--out")
+    threshold = {"auto": "auto", "none": None}.get(str(args.threshold).lower(), args.threshold)
+    if threshold not in ("auto", None):
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise ValueError(f"--threshold must be auto, none or a number, got {args.threshold!r}") from None
     config = config_from_args(args)
     valid = engine_component_names(config)
     if args.weights in ("default", "tuned"):
@@ -111,13 +120,24 @@ def run(args) -> int:
             run_ = evaluate_category(root, cat, engine, args.normal_shots, args.anomalous_shots, seed=seed,
                                      max_test=args.max_test, weights=weights, pixel_size=args.pixel_size,
                                      layout=args.layout, tune_kwargs={**tune_kwargs, "seed": seed},
-                                     progress=progress)
+                                     progress=progress, threshold=threshold)
             bar.close()
             write_run(run_, out if single else out / cat / f"seed{seed}")
             m = run_.metrics
-            print(f"{cat} seed {seed}: image AUROC {100 * m['image_auroc']:.1f}, pixel AUROC "
-                  f"{100 * m['pixel_auroc']:.1f}, PRO {100 * m['pro']:.1f} "
+
+            def pct(x):
+                return "–" if x is None or x != x else f"{100 * x:.1f}"
+
+            print(f"{cat} seed {seed}: image AUROC {pct(m['image_auroc'])}, pixel AUROC "
+                  f"{pct(m['pixel_auroc'])}, PRO {pct(m['pro'])} "
                   f"({run_.n_test[0]} good + {run_.n_test[1]} defective, {run_.seconds['per_image']:.2f} s/img)")
+            if run_.decision is not None:
+                t = run_.decision["test"]
+                print(f"  threshold {run_.decision['calibration']['threshold']:.4f} "
+                      f"({run_.decision['calibration']['mode']}): false alarms {pct(t['false_alarm_rate'])} %, "
+                      f"misses {pct(t['miss_rate'])} % on the test images")
+            for note in run_.notes:
+                print(f"  note: {note}")
             runs.append(run_)
     note = "tiny profile: random weights" if engine.config.profile == "tiny" else engine.backbone.model_id
     title = (f"{args.normal_shots} normal + {args.anomalous_shots} anomalous shots, weights {args.weights}, "
