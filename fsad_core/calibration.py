@@ -181,7 +181,7 @@ def far_upper_bound(n_ok: int, n_alarms: int, confidence: float = 0.95) -> float
     score at or above the threshold (exact one-sided binomial / Clopper-Pearson bound).
 
     >>> round(far_upper_bound(29, 0), 4), round(far_upper_bound(100, 2), 4)
-    (0.0983, 0.0612)
+    (0.0981, 0.0616)
     """
     from scipy.stats import beta
 
