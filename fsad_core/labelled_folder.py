@@ -20,7 +20,7 @@ from .evaluate import image_files
 __all__ = ["LabelledFolder", "read_labelled_folder", "is_labelled_folder", "LAYOUT_HELP"]
 
 OK_NAMES = ("ok", "good")
-NG_NAMES = ("ng", "nok", "bad", "defect", "defective")
+NG_NAMES = ("ng", "nok")
 LAYOUT_HELP = ("OK/*.png and NG/<defect type>/*.png (or good/*.png and <defect type>/*.png, "
                "as in an MVTec test/ folder)")
 

@@ -2,7 +2,8 @@
 
     python -m storage list   [--data-dir D]
     python -m storage export [--data-dir D] --project NAME --out FOLDER [--mvtec-strict]
-    python -m storage import [--data-dir D] --folder F --project NAME [--class-name C]
+    python -m storage import [--data-dir D] --folder F --project NAME [--class-name C]   (MVTec layout, or
+                             OK/ + NG/<type>/ folders: labelled queries)
     python -m storage backup [--data-dir D] --out FOLDER_OR_FILE.db
     python -m storage check  [--data-dir D] [--deep]
     python -m storage purge  [--data-dir D] [--grace-hours H]
@@ -37,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--mvtec-strict", action="store_true",
                     help="write only normal shots and anomalous shots with a mask (what anomalib's MVTecAD "
                          "reader accepts); query images and unmasked anomalous shots are skipped")
-    sp = cmd("import", "read an MVTec-AD-layout folder into a new project")
-    sp.add_argument("--folder", required=True, help="folder holding train/, test/, ground_truth/")
+    sp = cmd("import", "read an MVTec-AD-layout folder (or a labelled OK/ + NG/<type>/ folder) into a new project")
+    sp.add_argument("--folder", required=True, help="folder holding train/, test/, ground_truth/; or OK/ and "
+                                                    "NG/<type>/ (or good/ and <type>/): labelled queries")
     sp.add_argument("--project", required=True, help="name of the new project")
     sp.add_argument("--class-name", default=None, help="object class (default: from the manifest, else 'object')")
     sp = cmd("backup", "copy a consistent snapshot (safe while the studio runs)")
@@ -71,6 +73,8 @@ def _run(args) -> int:
             s = export_project(store, args.project, args.out, mvtec_strict=args.mvtec_strict)
             print(f"Exported {s.normal} normal, {s.anomalous} anomalous ({s.masks} with masks) and {s.query} query "
                   f"images ({len(s.defect_types)} defect types) to {s.folder}.")
+            if s.decisions:
+                print(f"  decisions of {s.decisions} images in decisions.csv and decisions.json")
             for line in s.skipped:
                 print(f"  skipped: {line}")
         elif args.cmd == "import":
@@ -79,6 +83,8 @@ def _run(args) -> int:
             s = import_folder(store, args.folder, args.project, class_name=args.class_name)
             print(f"Imported project {args.project!r} (id {s.project_id}): {s.normal} normal, {s.anomalous} "
                   f"anomalous ({s.masks} with masks), {s.query} query; defect types: {', '.join(s.defect_types) or 'none'}.")
+            if s.labels:
+                print("  review labels: " + ", ".join(f"{v} {k}" for k, v in sorted(s.labels.items())))
             for line in s.notes:
                 print(f"  note: {line}")
         elif args.cmd == "backup":

@@ -39,6 +39,7 @@ from fsad_core.images import ImageError, sha256_of_array, to_mask_array, to_rgb_
 
 from . import migrations
 from .blobs import BlobDir, check_sha, decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir
+from .decisions import DecisionsMixin
 
 ROLES = ("normal", "anomalous", "query")
 MAX_NAME_CHARS = 200  # project names, class names, defect types, preset names, run kinds
@@ -142,7 +143,7 @@ def _dumps(value: Any, what: str) -> str:
         raise StoreError(f"The {what} must be JSON-serialisable (numbers, text, lists, dicts): {exc}.") from None
 
 
-class Store:
+class Store(DecisionsMixin):
     """The studio's persistent state. See the module docstring for the durability rules.
 
     >>> import tempfile; s = Store(tempfile.mkdtemp())
