@@ -163,6 +163,15 @@ def test_inspect_cli_with_stored_project(project, folder, tmp_path, capsys):
     assert meta["signature"]["class_name"] == "brick" and len(meta["signature"]["shots"]) == 3
     assert main(args[:2] + ["nope"] + args[3:]) == 2
     assert "no project named 'nope'" in capsys.readouterr().err
+    # --threshold auto: the project's review labels (an OK query), then its saved threshold for these weights
+    ok = store.add_image(pid, project.normals[2], role="query")
+    store.save_label(ok, "OK", reviewer="ana")
+    auto = args[:-2] + ["auto", "--no-overlays", "--restart"]
+    assert main(auto) == 0
+    assert "conformal: 1 OK images" in capsys.readouterr().out
+    store.save_threshold(pid, None, {"mode": "manual", "threshold": 0.123, "margin": 0.0, "n": 0, "text": "typed"})
+    assert main(auto) == 0
+    assert "threshold 0.1230 (manual)" in capsys.readouterr().out
 
 
 # -- output inside the input, anomalous-only shots, weights checked first ---------------------------
