@@ -758,7 +758,7 @@ def _aggregate(result, weights: Mapping[str, float] | None, img: np.ndarray, opa
     for name, wt in w.items():
         acc += np.float32(wt / total) * maps[name]
         score += wt / total * float(comps[name].score)
-    return render.aggregate_panel(small, acc, opacity, threshold), f"{score:.4f}"
+    return render.aggregate_panel(small, acc, opacity, threshold, score_units=True), f"{score:.4f}"  # issue 14
 
 
 def _effective_weights(weights: Mapping[str, float] | None, names: Iterable[str]) -> dict[str, float] | None:

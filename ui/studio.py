@@ -37,8 +37,9 @@ HELP_SHOTS = (
 )
 HELP_INSPECT = (
     "Drop a query (or pick one of the project's) and press **Score**: patch-level maps appear first, then "
-    "each window scale. Weight sliders re-aggregate instantly from cached maps; the threshold draws the "
-    "binarised aggregate as a contour (fraction of the map's range)."
+    "each window scale. Weight sliders re-aggregate instantly from cached maps. The threshold is in score units: "
+    "the badge says OK / NG (uncertain near it) for the aggregate score, and the contour encloses the map at or "
+    "above it, the same value on every image; **Calibrate** sets it (docs/decisions.md)."
 )
 
 
@@ -188,6 +189,8 @@ class Studio:
                     self._personalize_tab()
                 with gr.Tab("Batch", elem_id="batch-tab"):
                     self._batch_tab()
+                with gr.Tab("Review", elem_id="review-tab"):
+                    self._optional("review_tab", "build")
                 with gr.Tab("Models", elem_id="models-tab"):
                     self._models_tab()
             self._wire_all(demo, compare_tab)
@@ -272,13 +275,14 @@ class Studio:
                 self.add("score_btn", gr.Button("Score", variant="primary", elem_id="score-button"))
                 self.add("inspect_status", gr.Markdown("", elem_id="inspect-status"))
                 self.add("opacity", gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity"))
-                self.add("threshold", gr.Slider(0, 1, value=0.5, step=0.01, label="Threshold (contour; 0 = off)",
-                                                elem_id="threshold"))
+                self.add("threshold", gr.Slider(0, 1, value=0.5, step=0.001, elem_id="threshold",
+                                                label="Threshold, aggregate score units (verdict and contour; 0 = off)"))
             with gr.Column(scale=2, min_width=360):
                 self.add("aggregate_map", gr.Image(label="Aggregate map", type="numpy", format="png",
                                                    interactive=False, elem_id="aggregate-map", height=440))
                 self.add("aggregate_score", gr.Textbox(label="Aggregate image score", interactive=False,
                                                        elem_id="aggregate-score"))
+                self._optional("decisions", "build_inspect")  # verdict badge, Calibrate, threshold view
             with gr.Column(scale=1, min_width=280):
                 self.add("preset", gr.Dropdown(label="Weight preset", choices=list(events.BUILTIN_PRESETS),
                                                value="paper", elem_id="preset"))
@@ -333,6 +337,17 @@ class Studio:
             gr.Markdown(f"Batch inspection is not available in this installation ({exc}).")
             return
         batch_tab.build(self)
+
+    def _optional(self, module: str, fn: str) -> None:
+        """Build a part that lives in its own module (ui/<module>.py: `fn(studio)`)."""
+        import importlib
+
+        try:
+            mod = importlib.import_module(f"{__package__}.{module}")
+        except ImportError as exc:
+            gr.Markdown(f"Not available in this installation ({exc}).")
+            return
+        getattr(mod, fn)(self)
 
     def _models_tab(self):
         ctx = self.ctx
@@ -464,4 +479,6 @@ def build_studio(ctx: StudioContext) -> gr.Blocks:
 
 def launch_kwargs() -> dict:
     """Arguments for `demo.launch` that belong to the look (Gradio 6 moved css/theme to launch)."""
-    return {"css": CSS, "theme": gr.themes.Soft()}
+    from . import decisions, review_tab
+
+    return {"css": CSS + decisions.CSS, "theme": gr.themes.Soft(), "head": review_tab.SHORTCUTS_JS}
