@@ -14,7 +14,7 @@ import gradio as gr
 import numpy as np
 
 from . import events, render
-from .context import StudioContext
+from .context import LRU, StudioContext
 
 SHORTCUTS_JS = """<script>
 document.addEventListener('keydown', (e) => {
@@ -42,17 +42,26 @@ def _doubt(item: dict, threshold: float) -> float:
     return abs(float(item["score"]) - float(threshold))
 
 
+_THUMBS = LRU(256)  # (store path, image id, score) -> overlay thumbnail: decisions redraw captions only
+
+
 def _caption(k: int, it: dict) -> str:
-    lab = f" · reviewed {it['label']}" if it.get("label") else ""
-    return f"{k + 1}. {it['name']} · {it['verdict']} · {it['score']:.4f}{lab}"
+    lab = f" ✓{it['label']}" if it.get("label") else ""
+    return f"{it['verdict']} {it['score']:.3f}{lab} · {k + 1}. {it['name']}"
 
 
-def _gallery(ctx: StudioContext, pid: int, items: list[dict], opacity: float = 0.5) -> list:
-    out = []
-    for k, it in enumerate(items):
+def _thumb(ctx: StudioContext, it: dict, amap: np.ndarray | None = None) -> np.ndarray:
+    key = (str(getattr(ctx.store, "path", "")), it["iid"], round(float(it["score"]), 6))
+    hit = _THUMBS.get(key)
+    if hit is None:
         img = ctx.store.read_image(it["iid"])
-        out.append((render.thumbnail(img, 160), _caption(k, it)))
-    return out
+        hit = render.heat_panel(img, amap, 0.5, max_side=160) if amap is not None else render.thumbnail(img, 160)
+        _THUMBS.put(key, hit)
+    return hit
+
+
+def _gallery(ctx: StudioContext, pid: int, items: list[dict]) -> list:
+    return [(_thumb(ctx, it), _caption(k, it)) for k, it in enumerate(items)]
 
 
 def _view(ctx: StudioContext, pid: int, items: list[dict], sel) -> dict:
@@ -103,12 +112,14 @@ def load_queue(ctx: StudioContext, pid, weights, threshold, decision, progress: 
         img = ctx.store.read_image(r["id"])
         with pe.lock:
             result = pe.engine.score(img)
-        s = float(result.aggregate(w).score)
+        agg = result.aggregate(w)
+        s = float(agg.score)
         v = verdict(s, thr, margin)
         ctx.store.save_verdict(r["id"], s, v, threshold=thr, weights=w)
         lab = ctx.store.get_label(r["id"])
         items.append({"iid": int(r["id"]), "name": r.get("filename") or f"image {r['id']}", "score": s, "verdict": v,
                       "threshold": thr, "margin": margin, "weights": w, "label": (lab or {}).get("label")})
+        _thumb(ctx, items[-1], agg.map)  # the overlay, cached for the gallery
     items.sort(key=lambda it: (it["label"] is not None, _doubt(it, thr)))
     out = {"review_items": items, "review_queue": _gallery(ctx, pid, items),
            "review_status": f"{len(items)} images; {sum(it['label'] is None for it in items)} not reviewed; most "
@@ -221,7 +232,8 @@ def build(studio) -> None:
     add("review_status", gr.Markdown("", elem_id="review-status"))
     with gr.Row():
         with gr.Column(scale=2):
-            add("review_queue", gr.Gallery(label="Queue (verdict · score)", columns=5, height=520, format="png",
+            add("review_queue", gr.Gallery(label="Queue: verdict, score, overlay (most doubtful first)", columns=4,
+                                           height=560, format="png",
                                            elem_id="review-queue", allow_preview=False, interactive=False))
         with gr.Column(scale=2):
             add("review_image", gr.Image(label="Aggregate map, contour at the threshold", type="numpy", format="png",
