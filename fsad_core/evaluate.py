@@ -247,13 +247,17 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
                       max_test: int | None = None, weights: str | Mapping[str, float] | None = "default",
                       pixel_size: int = 256, layout: str = "auto", tune_kwargs: Mapping | None = None,
                       progress: Callable[[int, int], None] | None = None,
-                      threshold: str | float | None = None) -> EvalRun:
+                      threshold: str | float | None = None, calibration_normal: int = 0, alpha: float = 0.1,
+                      confidence: float = 0.95) -> EvalRun:
     """Run the protocol for one category and seed on `engine` (its shots are replaced).
 
     weights: "default" | "tuned" (Monte-Carlo on augmented shots, `fsad_core.tuning`) | a preset name |
     a {component: weight} mapping. progress(done, total) is called after each test image.
     threshold: None | "auto" (the shots-only calibration `inspect --threshold auto` uses) | a number:
     the run's `decision` then holds it and its false-alarm / miss rates on the test images.
+    calibration_normal=n > 0: n good test images (seeded) are held out of the test set and the
+    decision is the conformal threshold on their scores (false alarms <= alpha at `confidence`),
+    measured on the remaining test images.
     Anomalous test images without a mask count for image metrics only (`notes` says so).
     """
     from .images import to_mask_array, to_rgb_array
@@ -262,6 +266,7 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     root = Path(root)
     split = load_split(root, category, layout)
     proto = draw_protocol(split, normal_shots, anomalous_shots, seed, max_test)
+    proto, held_out = _hold_out_normals(proto, calibration_normal, seed, split.category)
     engine.clear_shots()
     engine.set_class_name(category)
     images = {}
@@ -284,6 +289,7 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     else:
         w = resolve_weights(weights, names)
     t_tune = time.perf_counter()
+    ok_scores = [float(engine.score(to_rgb_array(s.path)).aggregate(w).score) for s in held_out]
     labels, rows = [], []
     scores: dict[str, list[float]] = {n: [] for n in ["aggregate", *names]}
     maps: dict[str, list[np.ndarray]] = {n: [] for n in ["aggregate", *names]}
@@ -326,7 +332,12 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
         if any(labels):
             notes.append("pixel metrics skipped: no anomalous test image has a ground-truth mask")
     decision = None
-    if threshold is not None:
+    if held_out:
+        decision = _decision(engine, w, images, "conformal", scores["aggregate"], labels, notes, ok_scores=ok_scores,
+                             alpha=alpha, confidence=confidence)
+        decision["held_out"] = [Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root)
+                                else s.path for s in held_out]
+    elif threshold is not None:
         decision = _decision(engine, w, images, threshold, scores["aggregate"], labels, notes)
     t_metrics = time.perf_counter()
     bb = getattr(engine, "backbone", None)
@@ -352,14 +363,33 @@ def _pixel_only(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if k.startswith("pixel_") or k == "pro"}
 
 
-def _decision(engine, weights, shot_images, threshold, agg_scores, labels, notes: list) -> dict | None:
+def _hold_out_normals(proto: "Protocol", n: int, seed: int, category: str) -> tuple["Protocol", list[Sample]]:
+    """Move n good test images (seeded) out of the test set: held-out OK images for a conformal
+    threshold, as an engineer's calibration folder would be."""
+    if not n:
+        return proto, []
+    good = [s for s in proto.test if s.label == 0]
+    if n >= len(good):
+        raise ValueError(f"--calibration-normal {n}: {category} has {len(good)} good test images after drawing the "
+                         "shots; at least one must stay in the test set")
+    rng = np.random.default_rng([seed, 14, sum(map(ord, category))])
+    picked = {good[i].path for i in rng.choice(len(good), n, replace=False)}
+    held = [s for s in proto.test if s.path in picked]
+    return Protocol(proto.normal_shots, proto.anomalous_shots, tuple(s for s in proto.test if s.path not in picked)), held
+
+
+def _decision(engine, weights, shot_images, threshold, agg_scores, labels, notes: list, ok_scores=(),
+              alpha: float = 0.1, confidence: float = 0.95) -> dict | None:
     """The threshold inspection would use ("auto": the shots-only calibration, the same function as
-    `inspect --threshold auto`; or a given number) and what it does on this test set."""
-    from .calibration import calibrate_engine, confusion, manual
+    `inspect --threshold auto`; "conformal": on held-out OK scores; or a given number) and what it
+    does on this test set."""
+    from .calibration import calibrate_engine, confusion, conformal, manual
 
     y = np.asarray(labels, bool)
     s = np.asarray(agg_scores, np.float64)
-    if threshold == "auto":
+    if threshold == "conformal":
+        cal = conformal(ok_scores, alpha=alpha, confidence=confidence)
+    elif threshold == "auto":
         try:
             cal = calibrate_engine(engine, weights=weights, mode="heuristic", shot_images=shot_images)
         except ValueError as exc:  # e.g. no normal shot

@@ -102,6 +102,15 @@ def test_eval_without_masks_writes_image_metrics_only(data, tmp_path, capsys):
     assert main(args(part, tmp_path / "ev2", 1)) == 0
     m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
     assert m2["aggregate"]["pixel_auroc"] is not None and any("known ground truth" in n for n in m2["notes"])
+    # held-out good images: a conformal threshold, measured on the rest of the test set
+    assert main(args(root, tmp_path / "ev3", 0) + ["--calibration-normal", "2"]) == 0
+    m3 = json.loads((tmp_path / "ev3" / "metrics.json").read_text())
+    d = m3["decision"]
+    assert d["calibration"]["mode"] == "conformal" and d["calibration"]["n_ok"] == 2 and len(d["held_out"]) == 2
+    rows = list(csv.DictReader((tmp_path / "ev3" / "scores.csv").read_text().splitlines()))
+    assert m3["n_test"] == [1, 4] and not set(d["held_out"]) & {r["path"] for r in rows}
+    assert main(args(root, tmp_path / "ev4", 0) + ["--calibration-normal", "3"]) == 2
+    assert "at least one must stay" in capsys.readouterr().err
 
 
 def test_eval_cli_seeds_categories_table_and_tuned(data, tmp_path):

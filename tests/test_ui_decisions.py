@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_ui_events import ctx, backbone, project_with_shots, run_score, texture  # noqa: F401 (fixtures)
+from test_ui_events import backbone, ctx, project_with_shots, texture  # noqa: F401 (fixtures)
 from ui import decisions, events, render, review_tab
 from ui.context import StudioContext
 

@@ -25,6 +25,11 @@ def register(sub) -> None:
     p.add_argument("--threshold", default="auto",
                    help="auto (the shots-only calibration that `inspect --threshold auto` uses) | a number | none: "
                         "metrics.json's decision block gives its false-alarm and miss rates on the test images")
+    p.add_argument("--calibration-normal", type=int, default=0, metavar="N",
+                   help="hold N good test images out of the test set and set a conformal threshold on them "
+                        "(false alarms <= --alpha at --confidence); the decision block measures it on the rest")
+    p.add_argument("--alpha", type=float, default=0.1, help="false-alarm rate to bound (with --calibration-normal)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence of that bound")
     p.add_argument("--pixel-size", type=int, default=256, help="longer side of maps/masks for pixel metrics")
     p.add_argument("--layout", default="auto", choices=("auto", "mvtec", "visa"))
     p.add_argument("--pool-dir", default=None, metavar="DIR",
@@ -57,6 +62,12 @@ def run(args) -> int:
     except ValueError:
         raise ValueError(f"--seed must be integers, got {args.seed}") from None
     check_output_dir(args.out, "--out")
+    if args.calibration_normal < 0:
+        raise ValueError("--calibration-normal must be >= 0")
+    from fsad_core.calibration import check_alpha, check_confidence
+
+    check_alpha(args.alpha)
+    check_confidence(args.confidence)
     threshold = {"auto": "auto", "none": None}.get(str(args.threshold).lower(), args.threshold)
     if threshold not in ("auto", None):
         try:
@@ -120,7 +131,9 @@ def run(args) -> int:
             run_ = evaluate_category(root, cat, engine, args.normal_shots, args.anomalous_shots, seed=seed,
                                      max_test=args.max_test, weights=weights, pixel_size=args.pixel_size,
                                      layout=args.layout, tune_kwargs={**tune_kwargs, "seed": seed},
-                                     progress=progress, threshold=threshold)
+                                     progress=progress, threshold=threshold,
+                                     calibration_normal=args.calibration_normal, alpha=args.alpha,
+                                     confidence=args.confidence)
             bar.close()
             write_run(run_, out if single else out / cat / f"seed{seed}")
             m = run_.metrics
