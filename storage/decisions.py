@@ -153,9 +153,10 @@ class DecisionsMixin:
     def label_history(self, iid: int) -> list[dict]:
         return self._all("SELECT * FROM review_labels WHERE image_id = ? ORDER BY id", [int(iid)])
 
-    def labelled_images(self, pid: int, label: str | None = None) -> list[dict]:
+    def labelled_images(self, pid: int, label: str | None = None, *, role: str | None = None) -> list[dict]:
         """Active images of the project with a label in force: image fields plus label, reviewer,
-        defect_type (the label's), use, labelled_at. Oldest image first."""
+        defect_type (the label's), use, labelled_at. Oldest image first. role="query" leaves out
+        images that became shots: a shot is in the memory, so its score is no held-out score."""
         sql = """SELECT i.id, i.role, i.filename, i.sha256, r.label, r.reviewer, r.defect_type, r.use,
                         r.created_at AS labelled_at
                  FROM images i JOIN review_labels r ON r.id = (
@@ -165,6 +166,9 @@ class DecisionsMixin:
         if label is not None:
             sql += " AND r.label = ?"
             params.append(label)
+        if role is not None:
+            sql += " AND i.role = ?"
+            params.append(role)
         return self._all(sql + " ORDER BY i.id", params)
 
     # -- decisions export -----------------------------------------------------------------------

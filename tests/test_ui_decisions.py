@@ -84,6 +84,10 @@ def test_calibrate_review_queue_and_restart(ctx, tmp_path):  # noqa: F811
     shot = review_tab.to_shot(ctx2, pid, items2, 1, "ben", "crack")
     assert shot["anom_id"] == items2[1]["iid"] and store2.get_image(items2[1]["iid"])["role"] == "anomalous"
     assert store2.get_label(items2[1]["iid"])["label"] == "NG"
+    # images that became shots are no calibration images (their scores are not held out)
+    shots = {items2[0]["iid"], items2[1]["iid"]}
+    assert not shots & {r["id"] for r in store2.labelled_images(pid, role="query")}
+    assert shots <= {r["id"] for r in store2.labelled_images(pid)}
     store2.close()
 
 

@@ -73,9 +73,9 @@ def _weights(weights: Mapping[str, float] | None) -> dict[str, float]:
 def labelled_scores(ctx: StudioContext, pid: int, weights: Mapping[str, float],
                     progress: Callable = _no_progress) -> dict:
     """{"ok": [scores], "ng": [scores], "ids": {"ok": [...], "ng": [...]}}: aggregate scores of the
-    project's images that carry a review label (encodings come from the store's cache)."""
+    project's query images that carry a review label (encodings come from the store's cache)."""
     pe = ctx.project_engine(pid, progress)
-    rows = ctx.store.labelled_images(pid)
+    rows = ctx.store.labelled_images(pid, role="query")  # shots are in the memory: never calibration images
     out = {"ok": [], "ng": [], "ids": {"ok": [], "ng": []}}
     for i, r in enumerate(rows):
         progress(i / max(1, len(rows)), f"Scoring labelled image {i + 1}/{len(rows)}")

@@ -232,7 +232,7 @@ def _project_calibration(store, pid, engine, weights, images, args):
     if rec is not None:
         return Calibration.from_dict(rec["calibration"])
     ok, ng = [], []
-    for row in store.labelled_images(pid):
+    for row in store.labelled_images(pid, role="query"):  # shots are in the memory: not held out
         (ok if row["label"] == "OK" else ng).append(store.read_image(row["id"]))
     if not ok:
         return None
