@@ -419,34 +419,33 @@ def calibrate(ok_scores: Sequence[float] = (), ng_scores: Sequence[float] = (), 
 
 
 # -- engine level: the one place that scores images for a calibration --------------------------------
-def aggregate_scores(engine, images: Iterable, weights: Mapping[str, float] | None) -> list[float]:
-    """Aggregate image scores of `images` (anything `Engine.score` takes) with `weights`."""
+def aggregate_scores(engine, images: Iterable, weights=None) -> list[float]:
+    """Aggregate image scores of `images` (anything `Engine.score` takes) under `weights` (anything
+    `Result.aggregate` takes: None, a preset name, a mapping, a `WeightSet`)."""
     return [float(engine.score(img).aggregate(weights).score) for img in images]
 
 
-def shot_copy_scores(engine, weights: Mapping[str, float] | None, images: Mapping[str, object] | None = None,
+def shot_copy_scores(engine, weights=None, images: Mapping[str, object] | None = None,
                      m: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(normal copy scores, anomalous copy scores): the aggregate score of m augmented copies of
-    every shot (`fsad_core.tuning.validation_set`, leave-one-shot-out where possible)."""
-    from .aggregate import default_weights
+    """(normal copy scores, anomalous copy scores): the aggregate score, under the weight set's own
+    score rule, of m augmented copies of every shot (`fsad_core.tuning.validation_set`,
+    leave-one-shot-out where possible). weights: a `WeightSet`, a preset name, a mapping or None."""
+    from .aggregate import resolve_weights
     from .tuning import validation_set
 
     if not any(s.kind == "normal" for s in engine.shots):
         raise ValueError("an automatic threshold is calibrated on augmented copies of the normal shots, and these "
                          "shots are all anomalous: give a threshold (--threshold T, an aggregate score, e.g. 0.5) "
                          "or add a normal shot")
-    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False)
-    w = default_weights(vs.names) if weights is None else {k: float(v) for k, v in weights.items()}
-    wv = np.array([w.get(n, 0.0) for n in vs.names])
-    if wv.sum() <= 0:
-        raise ValueError("the weights give no positive weight to any component of these shots")
-    agg = vs.scores @ (wv / wv.sum())  # Result.aggregate's weighted mean of component scores
+    wset = resolve_weights(weights, list(engine.component_names), strict=False)
+    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False, aggregate=wset)
+    agg = np.asarray(vs.aggregate, np.float64)
     y = vs.labels.astype(bool)
     return agg[~y], agg[y]
 
 
 def calibrate_engine(engine, ok_images: Iterable = (), ng_images: Iterable = (), *,
-                     weights: Mapping[str, float] | None = None, mode: str = "auto", alpha: float = 0.1,
+                     weights=None, mode: str = "auto", alpha: float = 0.1,
                      confidence: float = 0.95, recall: float | None = None, margin: float | None = None,
                      shot_images: Mapping[str, object] | None = None, m: int = 5, seed: int = 0,
                      ok_scores: Sequence[float] = (), ng_scores: Sequence[float] = ()) -> Calibration:
@@ -454,7 +453,7 @@ def calibrate_engine(engine, ok_images: Iterable = (), ng_images: Iterable = (),
     mode="heuristic"), the shots-only heuristic on augmented copies of the engine's shots.
 
     ok_scores / ng_scores: aggregate scores already computed (e.g. stored with review labels), used
-    together with the images. weights: as `Result.aggregate` takes them (None = the default).
+    together with the images. weights: as `Result.aggregate` takes them (None = the paper preset).
     """
     ok = list(ok_scores) + aggregate_scores(engine, ok_images, weights)
     ng = list(ng_scores) + aggregate_scores(engine, ng_images, weights)
@@ -469,7 +468,18 @@ def calibrate_engine(engine, ok_images: Iterable = (), ng_images: Iterable = (),
         cal = calibrate(ok, ng, mode=mode, alpha=alpha, confidence=confidence, recall=recall, margin=margin)
     from dataclasses import replace
 
-    return replace(cal, weights=None if weights is None else {k: float(v) for k, v in weights.items()})
+    return replace(cal, weights=_weights_record(weights))
+
+
+def _weights_record(weights) -> dict | None:
+    """The weights a calibration was made for, JSON-ready (a WeightSet's own dict, a mapping, a name)."""
+    if weights is None:
+        return None
+    if hasattr(weights, "to_dict"):
+        return weights.to_dict()
+    if isinstance(weights, str):
+        return {"name": weights}
+    return {k: float(v) for k, v in weights.items()}
 
 
 def _with_rates(cal: Calibration, ok: Sequence[float], ng: Sequence[float]) -> Calibration:

@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from .aggregate import scale_px
 from .config import EngineConfig
 from .images import ImageError, ImageInput, sha256_of_array, to_mask_array, to_rgb_array
-from .memory import normalize
 from .models.clip import ClipBackbone, Encoding
 from .prompts import readable_class_name
-from .results import Result, ScoreMap, constant_scoremap, scoremap_from_grid
-from .scorers.anomalous import anomalous_grid
-from .scorers.reference import normal_grid
-from .scorers.text import text_embeddings, text_score, zero_shot_grid
-from .selection import select_windows
+from .results import Result, ScoreMap
+from .scorers.base import ROLES, Query, Scorer, ScorerContext, ShotData
+from .scorers.text import text_embeddings
+from .scorers.winclip import KINDS, ZERO_SHOT_SCALES, WinClipScorer
 
-ZERO_SHOT_SCALES = (2, 3)  # WinCLIP's zero-shot windows (32 and 48 px)
-KINDS = ("normal", "anomalous")
+
+class ComponentNames(list):
+    """The engine's component names: a list that can also be called (`engine.component_names()`)."""
+
+    def __call__(self) -> list[str]:
+        return list(self)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Shot:
     defect_type: str | None
     size_hw: tuple[int, int]
     mask: np.ndarray | None = field(default=None, repr=False, compare=False)
+    role: str = "memory"  # "memory" | "validation" (normal shots used only to validate weight tuning)
 
 
 class Engine:
@@ -87,7 +89,9 @@ class Engine:
         self._shot_pixels: dict[str, np.ndarray] = {}  # kept for tuning's augmentations
         self.last_tuning = None  # the latest TuningResult (fsad_core.tuning)
         self._cache: OrderedDict[str, Features] = OrderedDict()  # query features, LRU by bytes
-        self._banks: dict[str, dict[int, torch.Tensor]] | None = None
+        self._version = 0  # bumped on every change of shots, masks, roles, pool or class name
+        self._winclip = WinClipScorer(self)
+        self._extra_scorers: list[Scorer] = []
         self._lock = threading.RLock()
         # shared per backbone: engines that share a backbone share text embeddings
         if not hasattr(self.backbone, "text_cache"):
@@ -106,7 +110,10 @@ class Engine:
     def set_class_name(self, name: str) -> None:
         if not isinstance(name, str) or len(name) > 200:
             raise ValueError("the class name must be a string of at most 200 characters")
-        self.class_name = readable_class_name(name)
+        name = readable_class_name(name)
+        if name != self.class_name:
+            self.class_name = name
+            self._changed()
 
     def text_embeddings(self) -> torch.Tensor:
         key = (self.backbone.model_id, self.class_name)
@@ -171,7 +178,7 @@ class Engine:
             self._store(sha, k, getattr(enc, k))
         return enc
 
-    def _scale_features(self, feats: Features, scale: int) -> torch.Tensor:
+    def scale_features(self, feats: Features, scale: int) -> torch.Tensor:
         """(n_windows, D) features of one scale; scale 1 = the patch tokens."""
         if scale == 1:
             return feats.encoding.patch_tokens
@@ -189,13 +196,20 @@ class Engine:
     def shots(self) -> list[Shot]:
         return list(self._shots.values())
 
-    def add_shot(self, image: ImageInput, kind: str = "normal", mask=None, defect_type: str | None = None) -> str:
-        """Encode a shot (once) and add it to the memories. Returns its id (the pixels' sha256).
+    def add_shot(self, image: ImageInput, kind: str = "normal", mask=None, defect_type: str | None = None,
+                 role: str = "memory") -> str:
+        """Encode a shot (once) and add it. Returns its id (the pixels' sha256).
 
-        Anomalous shots need a non-empty bool mask of the image's size.
+        Anomalous shots need a non-empty bool mask of the image's size. `role="validation"` (normal
+        shots only) keeps the shot out of every memory: weight tuning validates on it alone
+        (Abdali et al. 2025, section 4.3: "the normal sample is used exclusively for validation").
         """
         if kind not in KINDS:
             raise ValueError(f"kind must be 'normal' or 'anomalous', got {kind!r}")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if role == "validation" and kind != "normal":
+            raise ValueError("only normal shots can be validation-only (role='validation')")
         rgb = to_rgb_array(image)
         size = rgb.shape[:2]
         m = None
@@ -212,13 +226,26 @@ class Engine:
             cached = self._cache.pop(sha, None)
         feats = self._shot_features.get(sha) or cached or self._features(rgb, sha, pin=True)
         for s in self.window_scales:
-            self._scale_features(feats, s)
+            self.scale_features(feats, s)
         with self._lock:
             self._shot_features[sha] = feats
             self._shot_pixels[sha] = rgb
-            self._shots[sha] = Shot(sha, kind, defect_type if kind == "anomalous" else None, size, m)
-            self._banks = None
+            self._shots[sha] = Shot(sha, kind, defect_type if kind == "anomalous" else None, size, m, role)
+            self._changed()
         return sha
+
+    def set_shot_role(self, shot_id: str, role: str) -> None:
+        """Move a normal shot between the memory and the validation-only set (no re-encoding)."""
+        with self._lock:
+            shot = self._shots.get(shot_id)
+            if shot is None:
+                raise KeyError(f"no shot with id {shot_id!r}")
+            if role not in ROLES:
+                raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+            if role == "validation" and shot.kind != "normal":
+                raise ValueError("only normal shots can be validation-only (role='validation')")
+            self._shots[shot_id] = replace(shot, role=role)
+            self._changed()
 
     def shot_image(self, shot_id: str) -> np.ndarray:
         """The decoded uint8 (H, W, 3) pixels of a shot (weight tuning augments them)."""
@@ -226,6 +253,10 @@ class Engine:
             return self._shot_pixels[shot_id]
         except KeyError:
             raise KeyError(f"no shot with id {shot_id!r}") from None
+
+    def shot_features(self, shot_id: str) -> Features:
+        """The encoded features of a shot (scorers read them; never re-encodes)."""
+        return self._shot_features[shot_id]
 
     def update_mask(self, shot_id: str, mask, defect_type: str | None = None) -> None:
         """Replace an anomalous shot's mask (and optionally its defect type); no re-encoding."""
@@ -238,8 +269,8 @@ class Engine:
             m = to_mask_array(mask, shot.size_hw, what="defect mask")
             if not m.any():
                 raise ImageError("The defect mask is empty: paint or click the defect.")
-            self._shots[shot_id] = Shot(shot.id, shot.kind, defect_type or shot.defect_type, shot.size_hw, m)
-            self._banks = None
+            self._shots[shot_id] = replace(shot, defect_type=defect_type or shot.defect_type, mask=m)
+            self._changed()
 
     def remove_shot(self, shot_id: str) -> None:
         with self._lock:
@@ -249,7 +280,7 @@ class Engine:
             self._shot_pixels.pop(shot_id, None)
             self._cache[shot_id] = feats  # keep it warm: it may come back as a query
             self._evict()
-            self._banks = None
+            self._changed()
 
     def clear_shots(self) -> None:
         with self._lock:
@@ -265,55 +296,81 @@ class Engine:
             sha = sha256_of_array(rgb)
             f = self._pool.get(sha) or self._features(rgb, sha, pin=True)
             for s in self.scales:
-                self._scale_features(f, s)
+                self.scale_features(f, s)
             feats[sha] = f
         with self._lock:
             self._pool = feats
-            self._banks = None
+            self._changed()
         return len(feats)
+
+    def pool_features(self) -> list[Features]:
+        return list(self._pool.values())
 
     def set_pool_in_normal_memory(self, on: bool) -> None:
         with self._lock:
             self.config = self.config.replace(pool_in_normal_memory=bool(on))
-            self._banks = None
+            self._changed()
+
+    # -- scorers ------------------------------------------------------------------------------------
+    def _changed(self) -> None:
+        """Shots, masks, roles, pool or class name changed: every scorer re-prepares before scoring."""
+        self._version += 1
+
+    def context(self) -> ScorerContext:
+        """What scorers build their memories from: the memory shots (validation-only ones left out)."""
+        with self._lock:
+            shots = tuple(
+                ShotData(s.id, s.kind, self._shot_pixels[s.id], s.mask, s.defect_type, s.role)
+                for s in self._shots.values() if s.role == "memory"
+            )
+            return ScorerContext(shots, self.class_name, self._version)
+
+    @property
+    def scorers(self) -> list[Scorer]:
+        """Active scorers in order: WinCLIP first, then those added with `add_scorer`."""
+        return [self._winclip, *self._extra_scorers]
+
+    def add_scorer(self, scorer: Scorer) -> Scorer:
+        """Plug in a scorer (e.g. One-to-Normal, PatchCore, adapters). Its component names must not
+        clash with another scorer's; one scorer per `name` (a second one replaces the first)."""
+        with self._lock:
+            self._extra_scorers = [s for s in self._extra_scorers if s.name != scorer.name] + [scorer]
+        return scorer
+
+    def remove_scorer(self, name: str) -> None:
+        with self._lock:
+            self._extra_scorers = [s for s in self._extra_scorers if s.name != name]
+
+    def scorer(self, name: str) -> Scorer | None:
+        return next((s for s in self.scorers if s.name == name), None)
+
+    def _prepared(self) -> list[Scorer]:
+        ctx = self.context()
+        scorers = self.scorers
+        for s in scorers:
+            s.prepare(ctx)
+        return scorers
 
     # -- memories -----------------------------------------------------------------------------------
     def banks(self) -> dict[str, dict[int, torch.Tensor]]:
         """{'normal': {scale: (M, D)}, 'anomalous': {scale: (M, D)}}, L2-normalised; empty banks omitted."""
         with self._lock:
-            if self._banks is not None:
-                return self._banks
-            normal: dict[int, list[torch.Tensor]] = {s: [] for s in self.scales}
-            anomalous: dict[int, list[torch.Tensor]] = {s: [] for s in self.scales}
-            for shot in self._shots.values():
-                feats = self._shot_features[shot.id]
-                for s in self.scales:
-                    f = self._scale_features(feats, s)
-                    if shot.kind == "normal":
-                        normal[s].append(f)
-                    else:
-                        bad, clean = select_windows(shot.mask, self.backbone.grid, s, self.config.mask_coverage)
-                        anomalous[s].append(f[torch.from_numpy(bad)])
-                        normal[s].append(f[torch.from_numpy(clean)])
-            if self.config.pool_in_normal_memory:
-                for feats in self._pool.values():
-                    for s in self.scales:
-                        normal[s].append(self._scale_features(feats, s))
-            banks = {
-                "normal": {s: normalize(torch.cat(v)) for s, v in normal.items() if v and sum(len(t) for t in v)},
-                "anomalous": {s: normalize(torch.cat(v)) for s, v in anomalous.items() if v and sum(len(t) for t in v)},
-            }
-            self._banks = banks
-            return banks
+            self._winclip.prepare(self.context())
+            return self._winclip.banks()
 
     @property
-    def component_names(self) -> list[str]:
-        """Names the current shots produce, in the stable order."""
-        banks = self.banks()
-        names = ["text", "zero_shot"]
-        names += [f"normal@{scale_px(s)}" for s in self.scales if s in banks["normal"]]
-        names += [f"anomalous@{scale_px(s)}" for s in self.scales if s in banks["anomalous"]]
-        return names
+    def component_names(self) -> "ComponentNames":
+        """Every component the active scorers produce for the current shots, in the stable order.
+        Sliders, CLI weight validation, eval columns and the database all read this one list.
+        (A list; calling it, `engine.component_names()`, returns the same list.)"""
+        names: list[str] = []
+        with self._lock:
+            for s in self._prepared():
+                for n in s.component_names():
+                    if n in names:
+                        raise ValueError(f"component {n!r} is produced by two scorers")
+                    names.append(n)
+        return ComponentNames(names)
 
     # -- scoring ------------------------------------------------------------------------------------
     def score(self, query: ImageInput) -> Result:
@@ -323,43 +380,34 @@ class Engine:
             pass
         return result
 
+    def query_features(self, query: Query) -> Features:
+        """The CLIP features of a query (encoded once, cached by content hash)."""
+        return self._features(query.rgb, query.sha256)
+
     def score_progressive(self, query: ImageInput) -> Iterator[Result]:
-        """Yield Results with growing components: patch level first, then each window scale."""
+        """Yield Results with growing components: WinCLIP's patch level first, then each window scale,
+        then the other scorers' components in one last step."""
         rgb = to_rgb_array(query)
-        sha = sha256_of_array(rgb)
-        size = rgb.shape[:2]
-        feats = self._features(rgb, sha)
-        banks = self.banks()
-        grid = self.backbone.grid
-        text = self.text_embeddings()
-        t = self.config.temperature
+        q = Query(rgb, sha256_of_array(rgb), rgb.shape[:2])
+        with self._lock:
+            scorers = self._prepared()
         comps: dict[str, ScoreMap] = {}
-        image_score = text_score(feats.encoding.image_emb, text, t)
-        comps["text"] = constant_scoremap(image_score, size)
-
-        def memory_components(scale: int) -> None:
-            f = None
-            for kind, fn in (("normal", normal_grid), ("anomalous", anomalous_grid)):
-                if scale in banks[kind]:
-                    f = self._scale_features(feats, scale) if f is None else f
-                    comps[f"{kind}@{scale_px(scale)}"] = scoremap_from_grid(fn(f, banks[kind][scale], grid, scale), size)
-
-        if 1 in self.scales:
-            memory_components(1)
-        remaining = list(self.window_scales)
-        yield Result(dict(comps), size, sha, complete=not remaining)
-        for i, s in enumerate(remaining):
-            self._scale_features(feats, s)
-            if s in self.scales:
-                memory_components(s)
-            if all(z in feats.windows for z in ZERO_SHOT_SCALES) and "zero_shot" not in comps:
-                zs = zero_shot_grid(image_score, {z: feats.windows[z] for z in ZERO_SHOT_SCALES}, text, t, grid)
-                comps["zero_shot"] = scoremap_from_grid(zs, size)
-            yield Result(self._ordered(comps), size, sha, complete=i == len(remaining) - 1)
-
-    def _ordered(self, comps: Mapping[str, ScoreMap]) -> dict[str, ScoreMap]:
-        order = ["text", "zero_shot"] + [f"{k}@{scale_px(s)}" for k in KINDS for s in self.scales]
-        return {n: comps[n] for n in order if n in comps}
+        steps = list(self._winclip.score_progressive(q))
+        extra = scorers[1:]
+        for i, step in enumerate(steps):
+            comps = dict(step)  # WinCLIP's steps are cumulative and in the stable order
+            last = i == len(steps) - 1 and not extra
+            if i < len(steps) - 1 or last:
+                yield Result(dict(comps), q.size_hw, q.sha256, complete=last)
+        if extra or steps:
+            for s in extra:
+                for name, sm in s.score(q).items():
+                    if sm.map.shape != tuple(q.size_hw):
+                        raise ValueError(f"scorer {s.name!r}: component {name!r} map is {sm.map.shape}, "
+                                         f"expected {tuple(q.size_hw)}")
+                    comps[name] = sm
+            if extra:
+                yield Result(dict(comps), q.size_hw, q.sha256, complete=True)
 
     # -- tuning (issue 5) ---------------------------------------------------------------------------
     def tune_weights(self, **kwargs):

@@ -36,7 +36,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VISA_SPLIT = Path("split_csv") / "1cls.csv"
 
 __all__ = ["Sample", "Split", "load_split", "draw_protocol", "EvalRun", "evaluate_category", "write_run",
-           "write_summary", "summary_rows", "list_categories"]
+           "write_summary", "write_weights_table", "summary_rows", "list_categories", "weight_set"]
 
 
 @dataclass(frozen=True)
@@ -144,13 +144,18 @@ class Protocol:
     normal_shots: tuple[Sample, ...]
     anomalous_shots: tuple[Sample, ...]
     test: tuple[Sample, ...]
+    validation_normals: tuple[Sample, ...] = ()
 
 
-def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None = None) -> Protocol:
-    """Draw K normal shots (train) and J anomalous shots (test, excluded afterwards) with the seed."""
+def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None = None,
+                  validation_normal: int = 0) -> Protocol:
+    """Draw K normal shots (train) and J anomalous shots (test, excluded afterwards) with the seed,
+    and `validation_normal` more normal images from the rest of train (validation-only shots; drawn
+    with their own stream, so the K shots are the same with or without them)."""
     rng = np.random.default_rng([seed, sum(map(ord, split.category))])
-    if k > len(split.train):
-        raise ValueError(f"{k} normal shots asked but {split.category} has {len(split.train)} training images")
+    if k + validation_normal > len(split.train):
+        raise ValueError(f"{k} normal shots (+ {validation_normal} for validation) asked but {split.category} has "
+                         f"{len(split.train)} training images")
     anomalous = [s for s in split.test if s.label == 1 and s.mask_path]
     if j > len(anomalous):
         n_bad = sum(s.label for s in split.test)
@@ -177,7 +182,11 @@ def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None 
         test = [s for s in test if s.path in keep]
     if not test:
         raise ValueError(f"no test images left for {split.category} after drawing the shots")
-    return Protocol(tuple(normals), tuple(picked), tuple(test))
+    chosen = {s.path for s in normals}
+    rest = [s for s in split.train if s.path not in chosen]
+    vrng = np.random.default_rng([seed, sum(map(ord, split.category)), 1])
+    held = [rest[i] for i in sorted(vrng.choice(len(rest), validation_normal, replace=False))] if validation_normal else []
+    return Protocol(tuple(normals), tuple(picked), tuple(test), tuple(held))
 
 
 @dataclass(frozen=True)
@@ -200,7 +209,9 @@ class EvalRun:
     seconds: dict[str, float]
     model: dict[str, str] = field(default_factory=dict)
     tuning: dict | None = None
-    notes: tuple[str, ...] = ()  # e.g. pixel metrics skipped for lack of masks
+    rule: str = "mean_of_scores"  # the weight set's score rule (fsad_core.aggregate)
+    map_weights: dict[str, float] | None = None
+    notes: dict = field(default_factory=dict)  # e.g. "ground_truth": masks missing; "one_to_normal"
     decision: dict | None = None  # the calibrated threshold and its rates on the test set (`_decision`)
 
 
@@ -217,82 +228,100 @@ def _resize_for_pixels(arr: np.ndarray, pixel_size: int, nearest: bool) -> np.nd
     return cv2.resize(arr.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
 
 
-def resolve_weights(mode: str | Mapping[str, float] | None, names: Sequence[str]) -> dict[str, float]:
-    """'default' -> the paper's eq. 2 weights over `names`; a mapping -> itself (validated)."""
-    from .aggregate import default_weights, validate_weights
+def resolve_weights(mode, names: Sequence[str]) -> dict[str, float]:
+    """'default' / a preset name / a mapping -> the score weights over `names` (validated).
+    Kept for callers that want a dict; `weight_set` gives the full WeightSet (with its score rule)."""
+    return {k: v for k, v in weight_set(mode, names).weights.items() if k in names}
 
-    if mode is None or mode == "default":
-        return default_weights(names)
-    if isinstance(mode, str):
-        from .aggregate import PRESETS
 
-        if mode in PRESETS:
-            lost = [k for k, v in PRESETS[mode].items() if v > 0 and k in ("personal", "pool", "adapter", "patchcore")
-                    and k not in names]
-            if lost:  # one-to-normal without personal/pool would silently measure zero_shot alone
-                raise ValueError(f"weights preset {mode!r} needs {', '.join(lost)}, which this evaluation does not "
-                                 f"compute; components: {', '.join(names)}")
-            return {k: v for k, v in PRESETS[mode].items() if k in names}
-        raise ValueError(f"weights must be default, tuned, a preset ({', '.join(PRESETS)}) or name=w,...; got {mode!r}")
-    w = validate_weights(mode)
-    unknown = [k for k in w if k not in names]
-    if unknown:
-        raise ValueError(f"weights for unknown components {', '.join(unknown)}; components: {', '.join(names)}")
-    if not any(v > 0 for v in w.values()):
-        raise ValueError("at least one weight must be positive")
-    return w
+def weight_set(mode, names: Sequence[str]):
+    """'default' / a preset name / 'name=w,...' / a mapping / a WeightSet -> a checked WeightSet."""
+    from .aggregate import resolve_weights as _resolve
+
+    if isinstance(mode, str) and mode == "tuned":
+        raise ValueError("'tuned' weights come from tuning; pass them as a mapping")
+    return _resolve("paper" if mode is None or mode == "default" else mode, list(names))
+
+
+def weights_label(mode, index: int = 0) -> str:
+    """A short, file-name-safe label for a weight set in tables and folder names."""
+    if isinstance(mode, str) and "=" not in mode:
+        return "paper" if mode == "default" else mode
+    return "custom" if index == 0 else f"custom{index + 1}"
 
 
 def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomalous_shots: int = 1, seed: int = 0,
-                      max_test: int | None = None, weights: str | Mapping[str, float] | None = "default",
+                      max_test: int | None = None, weights="default",
                       pixel_size: int = 256, layout: str = "auto", tune_kwargs: Mapping | None = None,
-                      progress: Callable[[int, int], None] | None = None,
+                      progress: Callable[[int, int], None] | None = None, validation_normal: int = 0,
                       threshold: str | float | None = None, calibration_normal: int = 0, alpha: float = 0.1,
-                      confidence: float = 0.95) -> EvalRun:
+                      confidence: float = 0.95):
     """Run the protocol for one category and seed on `engine` (its shots are replaced).
 
     weights: "default" | "tuned" (Monte-Carlo on augmented shots, `fsad_core.tuning`) | a preset name |
-    a {component: weight} mapping. progress(done, total) is called after each test image.
+    "name=w,..." | a {component: weight} mapping | a WeightSet — or a list of these: every weight set
+    is evaluated on the same scores (one encoding per image) and a list of EvalRuns is returned.
+    validation_normal: extra normal images drawn from train/good as validation-only shots (weight
+    tuning validates on them; no memory holds them). progress(done, total) is called per test image.
     threshold: None | "auto" (the shots-only calibration `inspect --threshold auto` uses) | a number:
-    the run's `decision` then holds it and its false-alarm / miss rates on the test images.
+    each run's `decision` then holds it and its false-alarm / miss rates on the test images.
     calibration_normal=n > 0: n good test images (seeded) are held out of the test set and the
     decision is the conformal threshold on their scores (false alarms <= alpha at `confidence`),
     measured on the remaining test images.
-    Anomalous test images without a mask count for image metrics only (`notes` says so).
+    Anomalous test images without a mask count for image metrics only (`notes["ground_truth"]`).
     """
     from .images import to_mask_array, to_rgb_array
 
+    several = isinstance(weights, (list, tuple))
+    modes = list(weights) if several else [weights]
+    if not modes:
+        raise ValueError("no weight set to evaluate")
     t0 = time.perf_counter()
     root = Path(root)
     split = load_split(root, category, layout)
-    proto = draw_protocol(split, normal_shots, anomalous_shots, seed, max_test)
+    proto = draw_protocol(split, normal_shots, anomalous_shots, seed, max_test, int(validation_normal))
     proto, held_out = _hold_out_normals(proto, calibration_normal, seed, split.category)
     engine.clear_shots()
     engine.set_class_name(category)
     images = {}
+    held = proto.validation_normals
     for s in proto.normal_shots:
         rgb = to_rgb_array(s.path)
         images[engine.add_shot(rgb, kind="normal")] = rgb
+    for s in held:
+        rgb = to_rgb_array(s.path)
+        images[engine.add_shot(rgb, kind="normal", role="validation")] = rgb
     for s in proto.anomalous_shots:
         rgb = to_rgb_array(s.path)
         mask = to_mask_array(s.mask_path, rgb.shape[:2], what=f"mask {s.mask_path}")
         images[engine.add_shot(rgb, kind="anomalous", mask=mask, defect_type=s.defect_type)] = rgb
     names = list(engine.component_names)
     t_shots = time.perf_counter()
-    tuning = None
-    if weights == "tuned":
-        from .tuning import tune_weights
+    sets, tunings, labels_ = [], [], []
+    for i, mode in enumerate(modes):
+        tuning = None
+        if isinstance(mode, str) and mode == "tuned":
+            from .aggregate import WeightSet
+            from .tuning import tune_weights
 
-        tr = tune_weights(engine, images=images, **dict(tune_kwargs or {}))
-        w = dict(tr.weights)
-        tuning = tr.to_dict()
-    else:
-        w = resolve_weights(weights, names)
+            tr = tune_weights(engine, images=images, **dict(tune_kwargs or {}))
+            ws = WeightSet(dict(tr.weights), tr.rule, name="tuned")
+            tuning = {**tr.to_dict(), "record": tr.protocol_record()}
+        else:
+            ws = weight_set(mode, names)
+        sets.append(ws)
+        tunings.append(tuning)
+        labels_.append(weights_label(mode, i))
     t_tune = time.perf_counter()
-    ok_scores = [float(engine.score(to_rgb_array(s.path)).aggregate(w).score) for s in held_out]
-    labels, rows = [], []
-    scores: dict[str, list[float]] = {n: [] for n in ["aggregate", *names]}
-    maps: dict[str, list[np.ndarray]] = {n: [] for n in ["aggregate", *names]}
+    labels, rows = [], [[] for _ in sets]
+    keys = [f"aggregate#{i}" for i in range(len(sets))]
+    ok_scores: dict[str, list[float]] = {k: [] for k in keys}  # held-out OK images (calibration_normal)
+    for s in held_out:
+        result = engine.score(to_rgb_array(s.path))
+        for k, ws in zip(keys, sets):
+            ok_scores[k].append(float(result.aggregate(ws).score))
+    scores: dict[str, list[float]] = {n: [] for n in [*keys, *names]}
+    maps: dict[str, list[np.ndarray]] = {n: [] for n in [*keys, *names]}
     masks: list[np.ndarray] = []
     total = len(proto.test)
     for i, s in enumerate(proto.test):
@@ -304,59 +333,77 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
         else:
             gt = np.zeros(rgb.shape[:2], bool)
         result = engine.score(rgb)
-        agg = result.aggregate(w)
-        comps = {"aggregate": agg, **{n: result.components[n] for n in names}}
-        row = {"path": Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root) else s.path,
-               "label": s.label, "defect_type": s.defect_type}
+        aggs = {k: result.aggregate(ws) for k, ws in zip(keys, sets)}
+        comps = {**aggs, **{n: result.components[n] for n in names}}
+        base = {"path": Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root) else s.path,
+                "label": s.label, "defect_type": s.defect_type}
         for n, sm in comps.items():
             scores[n].append(float(sm.score))
             maps[n].append(_resize_for_pixels(sm.map, pixel_size, nearest=False))
-            row[n] = float(sm.score)
+        for j, k in enumerate(keys):
+            rows[j].append({**base, "aggregate": float(aggs[k].score), **{n: float(result.components[n].score)
+                                                                        for n in names}})
         masks.append(None if gt is None else _resize_for_pixels(gt, pixel_size, nearest=True))
         labels.append(s.label)
-        rows.append(row)
         if progress is not None:
             progress(i + 1, total)
     t_score = time.perf_counter()
-    notes = list(split.notes)
+    gt_notes = list(split.notes)
     known = [i for i, m in enumerate(masks) if m is not None]  # images whose ground truth is known
     if any(labels[i] for i in known):
         per = {n: {**evaluate_all(labels, scores[n]),
                    **_pixel_only(evaluate_all([labels[i] for i in known], [scores[n][i] for i in known],
                                               [masks[i] for i in known], [maps[n][i] for i in known]))}
-               for n in ["aggregate", *names]}
+               for n in [*keys, *names]}
         if len(known) < len(masks):
-            notes.append(f"pixel metrics on the {len(known)} of {len(masks)} test images with known ground truth")
+            gt_notes.append(f"pixel metrics on the {len(known)} of {len(masks)} test images with known ground truth")
     else:
-        per = {n: evaluate_all(labels, scores[n]) for n in ["aggregate", *names]}  # pixel metrics: nan
+        per = {n: evaluate_all(labels, scores[n]) for n in [*keys, *names]}  # pixel metrics: nan
         if any(labels):
-            notes.append("pixel metrics skipped: no anomalous test image has a ground-truth mask")
-    decision = None
-    if held_out:
-        decision = _decision(engine, w, images, "conformal", scores["aggregate"], labels, notes, ok_scores=ok_scores,
-                             alpha=alpha, confidence=confidence)
-        decision["held_out"] = [Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root)
-                                else s.path for s in held_out]
-    elif threshold is not None:
-        decision = _decision(engine, w, images, threshold, scores["aggregate"], labels, notes)
+            gt_notes.append("pixel metrics skipped: no anomalous test image has a ground-truth mask")
+    decisions: dict[str, dict | None] = {}
+    for k, ws in zip(keys, sets):
+        if held_out:
+            d = _decision(engine, ws, images, "conformal", scores[k], labels, gt_notes, ok_scores=ok_scores[k],
+                          alpha=alpha, confidence=confidence)
+            d["held_out"] = [Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root)
+                             else s.path for s in held_out]
+        elif threshold is not None:
+            d = _decision(engine, ws, images, threshold, scores[k], labels, gt_notes)
+        else:
+            d = None
+        decisions[k] = d
     t_metrics = time.perf_counter()
     bb = getattr(engine, "backbone", None)
     model = {"clip": getattr(bb, "model_id", "?"), "profile": getattr(engine.config, "profile", "?"),
              "precision": getattr(bb, "precision_name", "?")}  # bf16 and fp32 differ in the 4th digit
     if model["profile"] == "tiny":
         model["note"] = "tiny profile: random weights, numbers test the pipeline only"
+    notes = {"ground_truth": list(dict.fromkeys(gt_notes))} if gt_notes else {}
+    one = next((sc for sc in engine.scorers if sc.name == "one-to-normal"), None)
+    if one is not None:
+        notes["one_to_normal"] = {"pool": getattr(one, "pool_note", ""),
+                                  "text_branch": "adapter_text" if "adapter_text" in names else
+                                  "zero_shot (no APRIL-GAN adapter loaded: WinCLIP's zero-shot map stands in for S_text)",
+                                  "model_dir": str(getattr(one, "model_dir", "") or "")}
     n_bad = int(sum(labels))
-    return EvalRun(
-        category=category, seed=seed, metrics=per["aggregate"], component_metrics={n: per[n] for n in names},
-        rows=rows, components=names, weights={k: float(v) for k, v in w.items()},
-        weights_mode=weights if isinstance(weights, str) else "custom",
-        shots={"normal": [s.path for s in proto.normal_shots], "anomalous": [s.path for s in proto.anomalous_shots]},
-        n_test=(len(labels) - n_bad, n_bad),
-        seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
-                 "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
-                 "total": t_metrics - t0},
-        model=model, tuning=tuning, notes=tuple(notes), decision=decision,
-    )
+    out = []
+    for j, (ws, tuning, label, key) in enumerate(zip(sets, tunings, labels_, keys)):
+        out.append(EvalRun(
+            category=category, seed=seed, metrics=per[key], component_metrics={n: per[n] for n in names},
+            rows=rows[j], components=names, weights={k: float(v) for k, v in ws.weights.items() if k in names},
+            weights_mode=label,
+            shots={"normal": [s.path for s in proto.normal_shots],
+                   "validation_normal": [s.path for s in held],
+                   "anomalous": [s.path for s in proto.anomalous_shots]},
+            n_test=(len(labels) - n_bad, n_bad),
+            seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
+                     "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
+                     "total": t_metrics - t0},
+            model=model, tuning=tuning, rule=ws.rule, map_weights=None if ws.map_weights is None else dict(ws.map_weights),
+            notes=notes, decision=decisions[key],
+        ))
+    return out if several else out[0]
 
 
 def _pixel_only(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -375,7 +422,9 @@ def _hold_out_normals(proto: "Protocol", n: int, seed: int, category: str) -> tu
     rng = np.random.default_rng([seed, 14, sum(map(ord, category))])
     picked = {good[i].path for i in rng.choice(len(good), n, replace=False)}
     held = [s for s in proto.test if s.path in picked]
-    return Protocol(proto.normal_shots, proto.anomalous_shots, tuple(s for s in proto.test if s.path not in picked)), held
+    import dataclasses
+
+    return dataclasses.replace(proto, test=tuple(s for s in proto.test if s.path not in picked)), held
 
 
 def _decision(engine, weights, shot_images, threshold, agg_scores, labels, notes: list, ok_scores=(),
@@ -547,4 +596,30 @@ def write_summary(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str
         p = out / f"roc_{c}.png"
         plot_roc([r for r in runs if r.category == c], p, title=c)
         paths[f"roc_{c}"] = p
+    return paths
+
+
+def write_weights_table(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str, Path]:
+    """table.md / table.csv with one row per weight set (`EvalRun.weights_mode`): each metric as the
+    mean over categories of the per-category mean over seeds (± the mean of the per-category std),
+    all computed on the same scores. Returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = list(dict.fromkeys(r.weights_mode for r in runs))
+    heads = [METRIC_LABELS[m] for m in METRIC_NAMES]
+    md = [f"**{title}**", ""] if title else []
+    md += ["| weights | rule | " + " | ".join(heads) + " |", "|---|---|" + "---:|" * len(heads)]
+    csv_rows = []
+    for label in labels:
+        rs = [r for r in runs if r.weights_mode == label]
+        rows = summary_rows(rs)
+        final = rows[-1]  # the "mean" row when there are several categories, else the only one
+        md.append(f"| {label} | {rs[0].rule} | " + " | ".join(_fmt(final[m], final["seeds"]) for m in METRIC_NAMES) + " |")
+        csv_rows.append([label, rs[0].rule, final["seeds"]] + [f"{x:.4f}" for m in METRIC_NAMES for x in final[m]])
+    paths = {"table_md": out / "table.md", "table_csv": out / "table.csv"}
+    paths["table_md"].write_text("\n".join(md) + "\n")
+    with open(paths["table_csv"], "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["weights", "rule", "seeds"] + [f"{m}_{k}" for m in METRIC_NAMES for k in ("mean", "std")])
+        wr.writerows(csv_rows)
     return paths

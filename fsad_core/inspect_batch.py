@@ -169,7 +169,7 @@ def read_results(out_dir) -> list[dict]:
     return out
 
 
-def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[str, object] | None = None,
+def auto_threshold(engine, weights=None, images: Mapping[str, object] | None = None,
                    m: int = 5, seed: int = 0) -> tuple[float, str]:
     """(threshold, source) of the shots-only heuristic (`fsad_core.calibration`, mode "heuristic"):
     F1-max on augmented copies of the normal and anomalous shots, or just above the highest normal
@@ -178,8 +178,7 @@ def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[
     return cal.threshold, threshold_source(cal)
 
 
-def auto_calibration(engine, weights: Mapping[str, float] | None, images: Mapping[str, object] | None = None,
-                     m: int = 5, seed: int = 0):
+def auto_calibration(engine, weights=None, images: Mapping[str, object] | None = None, m: int = 5, seed: int = 0):
     """The shots-only `Calibration` (see `fsad_core.calibration.calibrate_engine`)."""
     from .calibration import calibrate_engine
 
@@ -197,30 +196,36 @@ def threshold_source(cal) -> str:
     return cal.mode
 
 
-def check_batch_weights(engine, weights: Mapping[str, float] | None) -> dict[str, float] | None:
-    """Weights validated before any image is scored: non-negative, and a positive weight on at least
-    one component these shots produce (otherwise every image would fail to aggregate)."""
-    if weights is None:
-        return None
-    from .aggregate import validate_weights
+def check_batch_weights(engine, weights):
+    """Weights validated before any image is scored -> a `WeightSet` (None = the paper preset):
+    non-negative, and a positive weight on at least one component these shots produce (otherwise
+    every image would fail to aggregate)."""
+    from .aggregate import WeightSet, resolve_weights
 
-    w = validate_weights(weights)
     names = list(engine.component_names)
-    if not any(v > 0 and k in names for k, v in w.items()):
+    try:
+        return resolve_weights(weights, names, strict=False)
+    except ValueError as exc:
+        w = weights.weights if isinstance(weights, WeightSet) else weights
+        given = ", ".join(w) if isinstance(w, Mapping) else str(w)
         raise ValueError(f"the weights give no positive weight to any component these shots produce "
-                         f"(weights for: {', '.join(w) or 'none'}; components: {', '.join(names)})")
-    return w
+                         f"(weights for: {given or 'none'}; components: {', '.join(names)}): {exc}") from None
 
 
-def _signature(engine, weights: Mapping[str, float] | None) -> dict:
+def _signature(engine, weights) -> dict:
     bb = getattr(engine, "backbone", None)
+    ws = weights.to_dict() if weights is not None and hasattr(weights, "to_dict") else weights
+    if isinstance(ws, dict) and ws.get("name") == "custom" and ws.get("rule") == "mean_of_scores" \
+            and ws.get("map_weights") is None:
+        ws = {k: float(v) for k, v in sorted(ws["weights"].items())}  # plain weights read as before
     return {
         "model": getattr(bb, "model_id", "?"), "profile": engine.config.profile,
         "precision": getattr(bb, "precision_name", "?"), "scales": list(engine.config.scales),
         "class_name": engine.class_name,
         "shots": sorted(f"{s.kind}:{s.id}" for s in engine.shots),
         "mask_hashes": sorted(_mask_hash(s.mask) for s in engine.shots if s.mask is not None),
-        "weights": None if weights is None else {k: float(v) for k, v in sorted(weights.items())},
+        "weights": ws,
+        "components": list(engine.component_names),
     }
 
 

@@ -3,7 +3,7 @@ tool's latest verdict per image, and reviewers' OK / NG labels (every correction
 
 A mixin of `Store` (it uses the store's write transactions and row helpers), kept in its own
 module so that the store's core stays about images, masks and weights. Tables: migration
-`m004_decisions_thresholds_review_labels`. The threshold's calibration record is the JSON of
+`m005_decisions_thresholds_review_labels`. The threshold's calibration record is the JSON of
 `fsad_core.calibration.Calibration.to_dict()`; storage stores it and never imports torch.
 """
 from __future__ import annotations
@@ -21,16 +21,29 @@ DECISION_COLUMNS = ("image_id", "path", "filename", "role", "score", "verdict", 
                     "defect_type", "labelled_at")
 
 
-def weights_key(weights: Mapping[str, float] | None) -> str:
-    """The key a threshold is stored under: 'default' for the default weights (None), else the
-    canonical JSON of the positive weights normalised to sum 1 (rounded to 6 digits), so scaling
-    all sliders alike finds the same threshold.
+def weights_key(weights) -> str:
+    """The key a threshold is stored under: 'default' for None; for a mapping (or a weight set with
+    the plain eq.-2 rule, `fsad_core.aggregate.WeightSet`) the canonical JSON of the positive weights
+    normalised to sum 1 (rounded to 6 digits), so scaling all sliders alike finds the same threshold;
+    a weight set with another score rule or its own map weights adds them to the key.
 
     >>> weights_key(None), weights_key({"text": 2, "normal@16": 2, "zero_shot": 0})
     ('default', '{"normal@16":0.5,"text":0.5}')
     """
     if weights is None:
         return "default"
+    rule, map_weights = "mean_of_scores", None
+    if hasattr(weights, "weights") and hasattr(weights, "rule"):  # a WeightSet (storage does not import it)
+        rule, map_weights, weights = weights.rule, weights.map_weights, weights.weights
+    key = _normalised(weights)
+    if rule == "mean_of_scores" and map_weights is None:
+        return key
+    return json.dumps({"rule": rule, "weights": json.loads(key),
+                       "map_weights": None if map_weights is None else json.loads(_normalised(map_weights))},
+                      separators=(",", ":"), sort_keys=True)
+
+
+def _normalised(weights: Mapping[str, float]) -> str:
     w = {str(k): float(v) for k, v in weights.items() if float(v) > 0 and math.isfinite(float(v))}
     total = sum(w.values())
     if not w or total <= 0:
@@ -51,7 +64,7 @@ class DecisionsMixin:
     """Store methods for thresholds, verdicts and review labels (see the module docstring)."""
 
     # -- thresholds -----------------------------------------------------------------------------
-    def save_threshold(self, pid: int, weights: Mapping[str, float] | None, calibration: Mapping[str, Any]) -> int:
+    def save_threshold(self, pid: int, weights, calibration: Mapping[str, Any]) -> int:
         """Record a threshold for project `pid` and these weights; `calibration` is a
         `Calibration.to_dict()` (mode, threshold, margin, text, ...). Returns the row id; the latest
         row per (project, weights) is the one in force, earlier ones stay as history."""
@@ -69,7 +82,7 @@ class DecisionsMixin:
                 "mode": str(calibration["mode"]), "calibration": _dumps(calibration, "calibration"),
                 "created_at": now()}).last_pk)
 
-    def get_threshold(self, pid: int, weights: Mapping[str, float] | None = None, *,
+    def get_threshold(self, pid: int, weights=None, *,
                       any_weights: bool = False) -> dict | None:
         """The threshold in force for these weights ({id, weights_key, threshold, margin, mode,
         calibration (dict), created_at}) or None; `any_weights=True` falls back to the project's
@@ -93,7 +106,7 @@ class DecisionsMixin:
 
     # -- verdicts -------------------------------------------------------------------------------
     def save_verdict(self, iid: int, score: float, verdict: str, threshold: float | None = None,
-                     weights: Mapping[str, float] | None = None) -> None:
+                     weights=None) -> None:
         """The tool's latest verdict on an image (replaces the previous one)."""
         from .store import StoreError, now
 

@@ -206,7 +206,7 @@ def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) ->
                              "restore it from a backup or remove the image, then export again.") from None
         write_atomic(_inside(out, rel), data)
         entry = {"path": rel, "role": r["role"], "filename": r["filename"], "defect_type": r["defect_type"],
-                 "mask": None, "sha256": r["sha256"]}
+                 "mask": None, "sha256": r["sha256"], "validation_only": bool(r.get("validation_only"))}
         if label is not None:
             entry["label"] = {k: label[k] for k in ("label", "reviewer", "defect_type", "use")}
             entry["label"]["created_at"] = label["labelled_at"]
@@ -265,6 +265,7 @@ class _Item:
     defect_type: str | None
     mask_path: Path | None
     mask_png: bytes | None = None  # a mask carried in the manifest (normal / query images)
+    validation_only: bool = False  # a normal shot for weight tuning only (no memory holds it)
     label: dict | None = None  # a review label: {label, reviewer, defect_type, created_at, use}
 
 
@@ -304,7 +305,8 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
             except (KeyError, TypeError, binascii.Error):
                 raise StoreError(f"{mf} has a malformed image entry: {str(e)[:300]}.") from None
             label = e.get("label") if isinstance(e.get("label"), dict) else None
-            items.append(_Item(path, role, e.get("filename"), e.get("defect_type"), mask, mask_png, label))
+            items.append(_Item(path, role, e.get("filename"), e.get("defect_type"), mask, mask_png,
+                               bool(e.get("validation_only", False)) and role == "normal", label))
         return items, [], manifest
     if not (root / "train").is_dir() and not (root / "test").is_dir():
         from fsad_core.labelled_folder import LAYOUT_HELP, is_labelled_folder
@@ -418,7 +420,8 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
                 dt_id = type_ids.get(it.defect_type) if it.defect_type is not None else None
                 iid = int(db["images"].insert({
                     "project_id": pid, "sha256": sha, "role": it.role, "filename": it.filename,
-                    "defect_type_id": dt_id, "created_at": now(), "removed_at": None}).last_pk)
+                    "defect_type_id": dt_id, "created_at": now(), "removed_at": None,
+                    "validation_only": int(it.validation_only)}).last_pk)
                 counts[it.role] += 1
                 if mask_png is not None:
                     db["masks"].insert({"image_id": iid, "png": mask_png, "width": w, "height": h, "area": area,

@@ -135,7 +135,14 @@ def m003_embeddings_cache(db: Database) -> None:
 
 
 @migration
-def m004_decisions_thresholds_review_labels(db: Database) -> None:
+def m004_validation_only_shots(db: Database) -> None:
+    """A normal shot can be "for tuning only" (Abdali et al. 2025, section 4.3: "the normal sample is
+    used exclusively for validation"): weight tuning validates on it and no memory holds it."""
+    db.execute("ALTER TABLE images ADD COLUMN validation_only INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m005_decisions_thresholds_review_labels(db: Database) -> None:
     """Decisions (issue 14): a decision threshold per project and weight set with how it was
     obtained, the tool's latest verdict per image, and reviewers' OK / NG labels (every label a new
     row: the history of corrections is kept)."""

@@ -470,7 +470,7 @@ class Store(DecisionsMixin):
             raise StoreError(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.")
         self._project_row(pid, active=False)
         sql = """SELECT i.id, i.project_id, i.sha256, i.role, i.filename, b.width, b.height, b.bytes,
-                   d.name AS defect_type, i.created_at, i.removed_at,
+                   d.name AS defect_type, i.created_at, i.removed_at, i.validation_only,
                    (SELECT m.area FROM masks m WHERE m.image_id = i.id ORDER BY m.id DESC LIMIT 1) AS mask_area,
                    (SELECT count(*) FROM masks m WHERE m.image_id = i.id) AS mask_versions
                  FROM images i JOIN blobs b ON b.sha256 = i.sha256
@@ -487,6 +487,7 @@ class Store(DecisionsMixin):
             area = r.pop("mask_area")
             r["has_mask"] = bool(area)
             r["size"] = (r["width"], r["height"])
+            r["validation_only"] = bool(r["validation_only"])
         return rows
 
     def set_role(self, iid: int, role: str) -> None:
@@ -495,6 +496,14 @@ class Store(DecisionsMixin):
         with self._write() as db:
             row = self._image_row(iid, active=True)
             db["images"].update(row["id"], {"role": role})
+
+    def set_validation_only(self, iid: int, on: bool) -> None:
+        """Mark a normal shot "for tuning only": weight tuning validates on it, no memory holds it."""
+        with self._write() as db:
+            row = self._image_row(iid, active=True)
+            if on and row["role"] != "normal":
+                raise StoreError("Only normal shots can be used for tuning only.")
+            db["images"].update(row["id"], {"validation_only": 1 if on else 0})
 
     def remove_image(self, iid: int) -> None:
         """Take an image out of its project; its row, blob and masks stay until `purge`."""

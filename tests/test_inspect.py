@@ -169,7 +169,8 @@ def test_inspect_cli_with_stored_project(project, folder, tmp_path, capsys):
     auto = args[:-2] + ["auto", "--no-overlays", "--restart"]
     assert main(auto) == 0
     assert "conformal: 1 OK images" in capsys.readouterr().out
-    store.save_threshold(pid, None, {"mode": "manual", "threshold": 0.123, "margin": 0.0, "n": 0, "text": "typed"})
+    paper = {"text": 1.0, "normal@16": 1.0, "anomalous@16": 1.0}  # the paper preset over these components
+    store.save_threshold(pid, paper, {"mode": "manual", "threshold": 0.123, "margin": 0.0, "n": 0, "text": "typed"})
     assert main(auto) == 0
     assert "threshold 0.1230 (manual)" in capsys.readouterr().out
 
@@ -233,7 +234,7 @@ def test_inspect_weights_are_checked_before_the_run(tiny_engine, project, folder
     Image.fromarray(project.normals[0]).save(n)
     base = ["inspect", "--normal", str(n), "--input", str(folder), "--out", str(tmp_path / "o"), "--profile", "tiny",
             "--precision", "fp32", "--scales", "1", "--threshold", "0.5"]
-    for w, msg in (("normal@17=1", "unknown components normal@17"), ("text=0", "at least one weight"),
+    for w, msg in (("normal@17=1", "unknown components normal@17"), ("text=0", "every weight is 0"),
                    ("one-to-normal", "personal, pool"), ("bogus", "bad weight")):
         assert main(base + ["--weights", w]) == 2
         err = capsys.readouterr().err

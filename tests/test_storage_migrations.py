@@ -92,11 +92,11 @@ def test_m003_embeddings_cache():
     assert "embeddings_lru" in {i.name for i in db["embeddings"].indexes}
 
 
-def test_m004_decisions_thresholds_review_labels():
-    db = db_at(3)
+def test_m005_decisions_thresholds_review_labels():
+    db = db_at(4)
     fill_v1(db)
-    migrate(db, target=4)
-    assert user_version(db) == 4 and {"thresholds", "verdicts", "review_labels"} <= set(db.table_names())
+    migrate(db, target=5)
+    assert user_version(db) == 5 and {"thresholds", "verdicts", "review_labels"} <= set(db.table_names())
     check_v1_data(db)
     db["thresholds"].insert({"project_id": 1, "weights_key": "default", "threshold": 0.5, "margin": 0.01,
                              "mode": "conformal", "calibration": "{}", "created_at": TS})
@@ -159,3 +159,12 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     assert all(s.schema_version == SCHEMA_VERSION for s in stores)
     for s in stores:
         s.close()
+
+
+def test_m004_validation_only_shots():
+    db = db_at(3)
+    fill_v1(db)
+    migrate(db, target=4)
+    assert user_version(db) == 4
+    check_v1_data(db)
+    assert db.execute("SELECT validation_only FROM images WHERE id = 1").fetchone()[0] == 0

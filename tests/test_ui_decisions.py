@@ -37,7 +37,7 @@ def test_calibrate_review_queue_and_restart(ctx, tmp_path):  # noqa: F811
     out = decisions.calibrate(ctx, pid, w, 0.1)
     assert out["decision"]["mode"] == "heuristic" and "heuristic" in out["calibration_text"].lower()
     thr = out["decision"]["threshold"]
-    assert ctx.store.get_threshold(pid, w)["mode"] == "heuristic"
+    assert ctx.store.get_threshold(pid, decisions._weights(w))["mode"] == "heuristic"
     loaded = decisions.load_decision(ctx, pid, w)
     assert loaded["decision"]["threshold"] == pytest.approx(thr)
     # the badge moves with the threshold
@@ -72,7 +72,7 @@ def test_calibrate_review_queue_and_restart(ctx, tmp_path):  # noqa: F811
     ctx2 = StudioContext(store2, profile="tiny", backbone=ctx._backbone)
     lab = store2.get_label(first["iid"])
     assert (lab["label"], lab["reviewer"]) == (label, "ana")
-    assert store2.get_threshold(pid, w)["mode"] == "manual"
+    assert store2.get_threshold(pid, decisions._weights(w))["mode"] == "manual"
     again = review_tab.load_queue(ctx2, pid, w, thr, out["decision"])
     assert sum(it["label"] is not None for it in again["review_items"]) == 2
     assert again["review_items"][0]["label"] is None  # reviewed ones go to the back

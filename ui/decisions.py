@@ -65,12 +65,16 @@ def _score_from_text(text) -> float | None:
         return None
 
 
-def _weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+def _weights(weights: Mapping[str, float] | None, preset: str | None = None):
+    """The WeightSet the sliders stand for (`events.studio_weight_set`: a preset's own set, with its
+    score rule, while the sliders show it), so the studio and the CLI key thresholds alike."""
     w = {k: float(v) for k, v in (weights or {}).items()}
-    return w if any(v > 0 for v in w.values()) else events.initial_weights()
+    if not any(v > 0 for v in w.values()):
+        w = events.initial_weights()
+    return events.studio_weight_set(preset, w, events.WEIGHT_NAMES)
 
 
-def labelled_scores(ctx: StudioContext, pid: int, weights: Mapping[str, float],
+def labelled_scores(ctx: StudioContext, pid: int, weights,
                     progress: Callable = _no_progress) -> dict:
     """{"ok": [scores], "ng": [scores], "ids": {"ok": [...], "ng": [...]}}: aggregate scores of the
     project's query images that carry a review label (encodings come from the store's cache)."""
@@ -139,12 +143,12 @@ def rates_text(ok, ng, threshold: float | None) -> str:
 
 
 @events.friendly
-def calibrate(ctx: StudioContext, pid, weights, alpha, progress: Callable = _no_progress) -> dict:
+def calibrate(ctx: StudioContext, pid, weights, alpha, preset=None, progress: Callable = _no_progress) -> dict:
     """Calibrate on what the project has (labelled OK / NG queries, else the shots) and save it."""
     from fsad_core.calibration import calibrate_engine
 
     pid = events._need_project(pid)
-    w = _weights(weights)
+    w = _weights(weights, preset)
     scores = labelled_scores(ctx, pid, w, progress)
     pe = ctx.project_engine(pid, progress)
     a = float(alpha) / 100 if alpha and float(alpha) >= 1 else float(alpha or 0.1)
@@ -161,11 +165,11 @@ def calibrate(ctx: StudioContext, pid, weights, alpha, progress: Callable = _no_
             "threshold_rates": rates_text(scores["ok"], scores["ng"], cal.threshold)}
 
 
-def load_decision(ctx: StudioContext, pid, weights) -> dict:
+def load_decision(ctx: StudioContext, pid, weights, preset=None) -> dict:
     """On opening a project: the threshold in force (the one for these weights, else the latest)."""
     if pid is None:
         return {"decision": None, "calibration_text": "", "verdict": NO_VERDICT}
-    rec = ctx.store.get_threshold(int(pid), _weights(weights), any_weights=True)
+    rec = ctx.store.get_threshold(int(pid), _weights(weights, preset), any_weights=True)
     if rec is None:
         return {"decision": None, "verdict": NO_VERDICT,
                 "calibration_text": "Not calibrated yet: press **Calibrate** (or type a threshold and save it)."}
@@ -176,12 +180,12 @@ def load_decision(ctx: StudioContext, pid, weights) -> dict:
             "calibration_text": f"**{rec['mode']}** · {cal.get('text', '')}"}
 
 
-def update_badge(ctx: StudioContext, pid, score_text, threshold, decision, weights) -> dict:
+def update_badge(ctx: StudioContext, pid, score_text, threshold, decision, weights, preset=None) -> dict:
     """The badge for the aggregate score shown, at the threshold on the slider (instant)."""
     score = _score_from_text(score_text)
     margin = float((decision or {}).get("margin") or 0.0)
     note = ""
-    if decision and decision.get("key") and decision.get("key") != _key(_weights(weights)):
+    if decision and decision.get("key") and decision.get("key") != _key(_weights(weights, preset)):
         note = "threshold calibrated for other weights: press Calibrate"
     if decision and threshold is not None and abs(float(threshold) - float(decision.get("threshold", 0))) > 5e-5:
         note = "threshold typed (not saved)" if not note else note
@@ -195,7 +199,7 @@ def threshold_view(ctx: StudioContext, pid, threshold, scores) -> dict:
 
 
 @events.friendly
-def save_typed(ctx: StudioContext, pid, weights, threshold, decision, scores) -> dict:
+def save_typed(ctx: StudioContext, pid, weights, threshold, decision, scores, preset=None) -> dict:
     """Save the slider's (typed or dragged) threshold for these weights, with its rates."""
     from fsad_core.calibration import manual
 
@@ -205,7 +209,7 @@ def save_typed(ctx: StudioContext, pid, weights, threshold, decision, scores) ->
     scores = scores or {"ok": [], "ng": []}
     margin = float((decision or {}).get("margin") or 0.0)
     cal = manual(float(threshold), margin, scores["ok"], scores["ng"])
-    w = _weights(weights)
+    w = _weights(weights, preset)
     ctx.store.save_threshold(pid, w, cal.to_dict())
     return {"decision": {"threshold": cal.threshold, "margin": margin, "mode": "manual", "key": _key(w)},
             "calibration_text": f"**manual** · {cal.text}"}
@@ -238,19 +242,20 @@ def build_inspect(studio) -> None:
 
     def wiring(s) -> None:
         C = s.C
-        badge_ins = ["pid", "aggregate_score", "threshold", "decision", "@weights"]
+        badge_ins = ["pid", "aggregate_score", "threshold", "decision", "@weights", "preset"]
         s.wire([C["aggregate_score"].change, C["threshold"].input, C["decision"].change], update_badge, badge_ins,
                ["verdict"], fast=True)
         s.wire(C["threshold"].input, threshold_view, ["pid", "threshold", "decision_scores"],
                ["threshold_view", "threshold_rates"], fast=True)
-        s.wire(C["pid"].change, load_decision, ["pid", "@weights"], ["threshold", "decision", "calibration_text",
+        s.wire(C["pid"].change, load_decision, ["pid", "@weights", "preset"], ["threshold", "decision", "calibration_text",
                                                                      "verdict"])
-        s.wire(C["calibrate"].click, calibrate, ["pid", "@weights", "calibrate_alpha"],
+        s.wire(C["calibrate"].click, calibrate, ["pid", "@weights", "calibrate_alpha", "preset"],
                ["threshold", "decision", "decision_scores", "calibration_text", "threshold_view", "threshold_rates"],
                progress=True, concurrency_id="models")
-        s.wire(C["decision"].change, events.reaggregate, ["pid", "query_sha", "@weights", "opacity", "threshold"],
+        s.wire(C["decision"].change, events.reaggregate, ["pid", "query_sha", "@weights", "opacity", "threshold", "preset"],
                ["aggregate_map", "aggregate_score"], fast=True)  # the contour follows a calibrated threshold
-        s.wire(C["threshold_save"].click, save_typed, ["pid", "@weights", "threshold", "decision", "decision_scores"],
+        s.wire(C["threshold_save"].click, save_typed, ["pid", "@weights", "threshold", "decision", "decision_scores",
+                                                       "preset"],
                ["decision", "calibration_text"])
 
     studio.extra_wiring = getattr(studio, "extra_wiring", []) + [wiring]

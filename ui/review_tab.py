@@ -73,7 +73,9 @@ def _view(ctx: StudioContext, pid: int, items: list[dict], sel) -> dict:
     with pe.lock:
         result = pe.engine.score(img)  # encodings cached: cheap
     try:
-        agg = result.aggregate(it.get("weights"))
+        from fsad_core.aggregate import WeightSet
+
+        agg = result.aggregate(WeightSet.from_dict(it["weights"]) if it.get("weights") else None)
         panel = render.aggregate_panel(img, agg.map, 0.5, it.get("threshold"), score_units=True)
     except ValueError:
         panel = img
@@ -88,7 +90,8 @@ def _view(ctx: StudioContext, pid: int, items: list[dict], sel) -> dict:
 
 
 @events.friendly
-def load_queue(ctx: StudioContext, pid, weights, threshold, decision, progress: Callable = _no_progress) -> dict:
+def load_queue(ctx: StudioContext, pid, weights, threshold, decision, preset=None,
+               progress: Callable = _no_progress) -> dict:
     """Score the project's queries (cached encodings), give verdicts at the threshold, save them, and
     sort the queue by nearness to the threshold (most doubtful first)."""
     from fsad_core.calibration import verdict
@@ -98,9 +101,9 @@ def load_queue(ctx: StudioContext, pid, weights, threshold, decision, progress: 
     if thr <= 0:
         raise gr.Error("Set a threshold first (Inspect: Calibrate, or type one).")
     margin = float((decision or {}).get("margin") or 0.0)
-    w = {k: float(v) for k, v in (weights or {}).items()}
-    if not any(v > 0 for v in w.values()):
-        w = events.initial_weights()
+    from .decisions import _weights
+
+    w = _weights(weights, preset)
     pe = ctx.project_engine(pid, progress)
     rows = ctx.store.list_images(pid, role="query")
     if not rows:
@@ -118,7 +121,7 @@ def load_queue(ctx: StudioContext, pid, weights, threshold, decision, progress: 
         ctx.store.save_verdict(r["id"], s, v, threshold=thr, weights=w)
         lab = ctx.store.get_label(r["id"])
         items.append({"iid": int(r["id"]), "name": r.get("filename") or f"image {r['id']}", "score": s, "verdict": v,
-                      "threshold": thr, "margin": margin, "weights": w, "label": (lab or {}).get("label")})
+                      "threshold": thr, "margin": margin, "weights": w.to_dict(), "label": (lab or {}).get("label")})
         _thumb(ctx, items[-1], agg.map)  # the overlay, cached for the gallery
     items.sort(key=lambda it: (it["label"] is not None, _doubt(it, thr)))
     out = {"review_items": items, "review_queue": _gallery(ctx, pid, items),
@@ -255,7 +258,7 @@ def build(studio) -> None:
         C = s.C
         view = ["review_image", "review_info", "review_sel", "review_defect_type"]
         queue = ["review_items", "review_queue", "review_status"] + view
-        s.wire(C["review_load"].click, load_queue, ["pid", "@weights", "threshold", "decision"], queue,
+        s.wire(C["review_load"].click, load_queue, ["pid", "@weights", "threshold", "decision", "preset"], queue,
                progress=True, concurrency_id="models")
         s.wire(C["review_queue"].select, select, ["pid", "review_items"], view, select=True)
         for key, label in (("review_ok", "OK"), ("review_ng", "NG")):

@@ -206,7 +206,11 @@ class Studio:
                 self.add("normal_gallery", gr.Gallery(label="Normal shots (click one to select it)", columns=4,
                                                       height=240, format="png", elem_id="normal-gallery", fit_columns=False,
                                                       allow_preview=False, interactive=False))
-                self.add("normal_remove", gr.Button("Remove selected normal", size="sm", elem_id="normal-remove"))
+                with gr.Row():
+                    self.add("normal_remove", gr.Button("Remove selected normal", size="sm", elem_id="normal-remove"))
+                    self.add("normal_validation", gr.Checkbox(
+                        label="Use selected normal for tuning only", value=False, elem_id="normal-validation",
+                        info="Weight tuning validates on it; no memory holds it (Abdali et al. §4.3)"))
             with gr.Column(scale=1):
                 gr.Markdown("### Anomalous shots")
                 self.add("anomalous_upload", gr.File(label="Drop anomalous images", file_count="multiple",
@@ -388,8 +392,10 @@ class Studio:
         # shots
         self.wire(C["normal_upload"].upload, events.add_normals, ["pid", "normal_upload"],
                   ["normal_gallery", "project_status", "normal_upload"], progress=True)
-        self.wire(C["normal_gallery"].select, lambda ctx, index: {"normal_sel": index}, [], ["normal_sel"],
+        self.wire(C["normal_gallery"].select, events.normal_selected, ["pid"], ["normal_sel", "normal_validation"],
                   select=True)
+        self.wire(C["normal_validation"].input, events.set_validation_only, ["pid", "normal_sel", "normal_validation"],
+                  ["normal_gallery", "project_status"])
         self.wire(C["normal_remove"].click,
                   lambda ctx, pid, sel: events.remove_image(ctx, pid, events.gallery_image_id(ctx, pid, "normal", sel)),
                   ["pid", "normal_sel"], ["normal_gallery", "anomalous_gallery", "anom_pick", "project_status"])
@@ -430,9 +436,9 @@ class Studio:
         self.wire(C["query_pick"].input, events.pick_query, ["pid", "query_pick"], ["query_image", "query_iid"])
         score_outs = ["heatmaps", "aggregate_map", "aggregate_score", "inspect_status", "query_sha", "preset"] + sliders
         scored = self.wire(C["score_btn"].click, events.score,
-                           ["pid", "query_image", "query_iid", WEIGHTS, "opacity", "threshold"], score_outs,
+                           ["pid", "query_image", "query_iid", WEIGHTS, "opacity", "threshold", "preset"], score_outs,
                            progress=True, concurrency_id="models")
-        agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold"]
+        agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold", "preset"]
         self.wire([C[s].input for s in sliders] + [C["threshold"].input], events.reaggregate, agg_ins,
                   ["aggregate_map", "aggregate_score"], fast=True)
         self.wire(C["opacity"].input, events.rerender, agg_ins, ["heatmaps", "aggregate_map", "aggregate_score"],

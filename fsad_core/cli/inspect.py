@@ -37,10 +37,14 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.1, help="false-alarm rate to bound (conformal; default 0.1)")
     p.add_argument("--confidence", type=float, default=0.95, help="confidence of that bound (default 0.95)")
     p.add_argument("--weights", default=None,
-                   help="name=w,... or a preset (paper, equal); default: the paper's eq. 2. Checked before the run")
+                   help="a preset (paper = posWinCLIP+ eq. 2, the default; winclip+; equal; one-to-normal; "
+                        "april-gan) or name=w,... Checked before the run")
     p.add_argument("--no-overlays", action="store_true", help="skip the heatmap overlay PNGs")
     p.add_argument("--restart", action="store_true", help="discard an earlier run in --out instead of resuming it")
     add_model_args(p)
+    from fsad_core.cli.common import add_personalize_args
+
+    add_personalize_args(p)
     p.set_defaults(func=run)
 
 
@@ -113,7 +117,8 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from fsad_core.cli.common import check_output_dir, engine_component_names, weights_from_arg
+    from fsad_core.cli.common import (attach_scorers, check_output_dir, check_personalize_args, engine_component_names,
+                                      extra_component_names, weights_from_arg)
     from fsad_core.cli.score import config_from_args
 
     # -- everything that can be checked before a model loads or a file is written ----------------
@@ -133,8 +138,9 @@ def run(args) -> int:
     if out.resolve() == Path(args.input).resolve():
         raise ValueError("--out is the --input folder: write the outputs to another folder "
                          "(a sub-folder of --input is fine; it is skipped)")
+    check_personalize_args(args)
     config = config_from_args(args)
-    weights = weights_from_arg(args.weights, engine_component_names(config), "inspect")
+    weights = weights_from_arg(args.weights, engine_component_names(config, extra_component_names(args)), "inspect")
     if args.project:
         store, pid, class_name = _open_project(args)
     elif args.shots:
@@ -182,6 +188,7 @@ def run(args) -> int:
     from fsad_core.inspect_batch import run_batch
 
     engine = Engine(config)
+    attach_scorers(engine, args)
     engine.set_class_name(args.class_name or class_name or "object")
     if args.project:
         images = _shots_from_project(store, pid, args.project, engine)
