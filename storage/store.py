@@ -42,6 +42,7 @@ from fsad_core.names import display
 
 from . import health, migrations
 from .blobs import BlobDir, check_sha, decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir
+from .decisions import DecisionsMixin
 
 ROLES = ("normal", "anomalous", "query")
 MAX_NAME_CHARS = 200  # project names, class names, defect types, preset names, run kinds
@@ -177,7 +178,7 @@ def _dumps(value: Any, what: str) -> str:
         raise StoreError(f"The {what} must be JSON-serialisable (numbers, text, lists, dicts): {exc}.") from None
 
 
-class Store:
+class Store(DecisionsMixin):
     """The studio's persistent state. See the module docstring for the durability rules.
 
     >>> import tempfile; s = Store(tempfile.mkdtemp())

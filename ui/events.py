@@ -803,7 +803,7 @@ def _aggregate(result, wset: WeightSet, img: np.ndarray, opacity: float, thresho
     if not any(v > 0 and k in comps for k, v in wset.weights.items()):
         return small.copy(), "— every weight is 0 on this result's components: raise at least one"
     agg = combine(comps, wset, maps=maps)
-    return render.aggregate_panel(small, agg.map, opacity, threshold), f"{agg.score:.4f}"
+    return render.aggregate_panel(small, agg.map, opacity, threshold, score_units=True), f"{agg.score:.4f}"  # issue 14
 
 
 def _effective_weights(weights: Mapping[str, float] | None, names: Iterable[str]) -> dict[str, float] | None:

@@ -38,8 +38,9 @@ HELP_SHOTS = (
 )
 HELP_INSPECT = (
     "Drop a query (or pick one of the project's) and press **Score**: patch-level maps appear first, then "
-    "each window scale. Weight sliders re-aggregate instantly from cached maps; the threshold draws the "
-    "binarised aggregate as a contour (fraction of the map's range).\n\n"
+    "each window scale. Weight sliders re-aggregate instantly from cached maps. The threshold is in score units: "
+    "the badge says OK / NG (uncertain near it) for the aggregate score, and the contour encloses the map at or "
+    "above it, the same value on every image; **Calibrate** sets it (docs/decisions.md).\n\n"
     "Components live on different scales (memory scores sit near 0 or 1, text scores in between): each panel "
     "is coloured over its own range, blue = its lowest, red = its highest value, and its caption gives its "
     "image score — see [docs/engine.md]({engine_doc}) for what each component measures."
@@ -234,6 +235,8 @@ class Studio:
                     self._personalize_tab()
                 with gr.Tab("Batch", elem_id="batch-tab"):
                     self._batch_tab()
+                with gr.Tab("Review", elem_id="review-tab"):
+                    self._optional("review_tab", "build")
                 with gr.Tab("Models", elem_id="models-tab"):
                     self._models_tab()
             self._wire_all(demo, compare_tab)
@@ -330,13 +333,14 @@ class Studio:
                     self.add("query_remove", gr.Button("Remove query", size="sm", elem_id="query-remove", scale=1))
                 self.add("inspect_status", gr.Markdown("", elem_id="inspect-status"))
                 self.add("opacity", gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity"))
-                self.add("threshold", gr.Slider(0, 1, value=0.5, step=0.01, label="Threshold (contour; 0 = off)",
-                                                elem_id="threshold"))
+                self.add("threshold", gr.Slider(0, 1, value=0.5, step=0.001, elem_id="threshold",
+                                                label="Threshold, aggregate score units (verdict and contour; 0 = off)"))
             with gr.Column(scale=2, min_width=360):
                 self.add("aggregate_map", gr.Image(label="Aggregate map", type="numpy", format="png",
                                                    interactive=False, elem_id="aggregate-map", height=440))
                 self.add("aggregate_score", gr.Textbox(label="Aggregate image score", interactive=False,
                                                        elem_id="aggregate-score"))
+                self._optional("decisions", "build_inspect")  # verdict badge, Calibrate, threshold view
             with gr.Column(scale=1, min_width=280):
                 self.add("preset", gr.Dropdown(label="Weight preset", choices=events.preset_choices(self.ctx, None),
                                                value="paper", elem_id="preset"))
@@ -391,6 +395,17 @@ class Studio:
             gr.Markdown(f"Batch inspection is not available in this installation ({exc}).")
             return
         batch_tab.build(self)
+
+    def _optional(self, module: str, fn: str) -> None:
+        """Build a part that lives in its own module (ui/<module>.py: `fn(studio)`)."""
+        import importlib
+
+        try:
+            mod = importlib.import_module(f"{__package__}.{module}")
+        except ImportError as exc:
+            gr.Markdown(f"Not available in this installation ({exc}).")
+            return
+        getattr(mod, fn)(self)
 
     def _models_tab(self):
         ctx = self.ctx
@@ -555,7 +570,10 @@ DELETE_CACHE = (900, 7200)
 def launch_kwargs(max_upload_mb: float = MAX_UPLOAD_MB) -> dict:
     """Arguments for `demo.launch`: the look (Gradio 6 moved css/theme to launch) and the server's
     limits (`max_file_size`: larger uploads are refused by the server before a handler runs)."""
-    return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": int(max_upload_mb * 1_000_000)}
+    from . import decisions, review_tab
+
+    return {"css": CSS + decisions.CSS, "theme": gr.themes.Soft(), "head": review_tab.SHORTCUTS_JS,
+            "max_file_size": int(max_upload_mb * 1_000_000)}
 
 
 class UploadedImage(gr.Image):
