@@ -104,9 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.max_upload_mb > 0:
         print(f"error: --max-upload-mb must be a positive number of MB, got {args.max_upload_mb}", file=sys.stderr)
         return 2
+    from storage import StoreError
+    from storage.migrations import SchemaError
+
     try:
         demo, ctx = create_app(args.profile, args.data_dir)
-    except ValueError as exc:  # StoreError: a damaged database, a path that is not a studio database
+    except (StoreError, SchemaError) as exc:  # a damaged database, not a studio database, a newer schema
         from fsad_core.names import safe_line
 
         print(f"error: {safe_line(str(exc))}", file=sys.stderr)
