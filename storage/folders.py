@@ -318,23 +318,23 @@ def _find_mask(root: Path, type_dir: str, stem: str) -> Path | None:
 def _manifest_list(mf: Path, manifest: dict, key: str, item_type: type | None = None) -> list:
     value = manifest.get(key, [])
     if not isinstance(value, list):
-        raise StoreError(f"{mf}: field {key!r} must be a list, got {type(value).__name__}.")
+        raise StoreError(f"{display(str(mf))}: field {key!r} must be a list, got {type(value).__name__}.")
     if item_type is not None:
         for k, v in enumerate(value):
             if not isinstance(v, item_type):
-                raise StoreError(f"{mf}: field {key}[{k}] must be text, got {type(v).__name__}.")
+                raise StoreError(f"{display(str(mf))}: field {key}[{k}] must be text, got {type(v).__name__}.")
     return value
 
 
 def _manifest_item(root: Path, mf: Path, k: int, e) -> _Item:
     """One `images[k]` entry of a manifest, every field checked; a bad one is a StoreError naming it."""
-    where = f"{mf}: images[{k}]"
+    where = f"{display(str(mf))}: images[{k}]"
     if not isinstance(e, dict):
         raise StoreError(f"{where} must be an object with path, role, ..., got {type(e).__name__}.")
 
     def text(field: str, required: bool = False) -> str | None:
         v = e.get(field)
-        if v is None and not required:
+        if (v is None or v == "") and not required:
             return None
         if not isinstance(v, str) or not v:
             got = "nothing" if v is None else f"{type(v).__name__} {str(v)[:60]!r}"

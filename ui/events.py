@@ -24,6 +24,7 @@ import numpy as np
 
 from fsad_core.aggregate import PRESET_NAMES, STABLE_NAMES, WeightSet, combine, missing_required, preset as preset_set
 from fsad_core.images import ImageError, sha256_of_array, to_rgb_array
+from fsad_core.names import display
 
 from . import render
 from .context import LRU, StudioContext
@@ -126,7 +127,10 @@ def _read_upload(item) -> tuple[np.ndarray, str | None]:
         return to_rgb_array(item), None
     path = getattr(item, "name", None) if not isinstance(item, (str, Path, bytes)) else item
     if isinstance(path, (str, Path)):
-        return to_rgb_array(path), Path(path).name
+        try:
+            return to_rgb_array(path), Path(path).name
+        except ImageError as exc:  # name the upload as the user knows it, not by Gradio's temp path
+            raise ImageError(str(exc).replace(display(str(path)), display(Path(path).name))) from None
     return to_rgb_array(item), None
 
 
@@ -820,8 +824,8 @@ def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str,
     pid = _need_project(pid)
     if query_image is None and query_iid is None:
         raise gr.Error("Drop a query image (or pick one of the project's) first.")
-    # the stored query when one is selected (its pixels are what the picker names); else the upload
-    img = ctx.store.read_image(int(query_iid)) if query_iid is not None else to_rgb_array(query_image)
+    # what the query box shows first (an upload, read through the checked reader); else the picked query
+    img = _read_upload(query_image)[0] if query_image is not None else ctx.store.read_image(int(query_iid))
     pe = ctx.project_engine(pid, progress)
     if not pe.engine.shots:
         gr.Warning("This project has no shots yet: only the zero-shot (text) components can be computed. "
