@@ -434,6 +434,12 @@ def test_reload_restores_the_inspect_session_from_cached_encodings(tmp_path, tin
     assert out["query_iid"] == q and out["query_sha"] == outs[-1]["query_sha"]
     assert len(out["heatmaps"]) >= 10 and "q7.png" in out["inspect_status"]
     assert out["weight:text"]["value"] == 0.9 and out["preset"]["value"] == "paper"
+    # sliders moved after that Score: the reload shows them, labelled "custom"
+    moved = dict(weights, **{"normal@16": 0.55})
+    assert session.slider_moved(fresh, pid, out["query_sha"], moved, 0.5, 0.5)["preset"] == "custom"
+    later = session.restore_inspect(StudioContext(store, profile="tiny", backbone=tiny_backbone), pid)
+    assert later["weight:normal@16"]["value"] == 0.55 and later["preset"]["value"] == "custom"
+    assert "session:last" not in " ".join(later["preset"]["choices"])
     # personal / pool computed for that query are kept with the project and come back
     from fsad_core.results import ScoreMap
 

@@ -899,7 +899,7 @@ def preset_weights(ctx: StudioContext, pid, preset: str, names: Iterable[str]) -
 def apply_preset(ctx: StudioContext, pid, sha, preset: str, opacity: float, threshold: float) -> dict:
     """Move every slider to a preset and re-aggregate; say so when the result lacks components the
     preset needs (e.g. `one-to-normal` before Personalize computed `personal`)."""
-    from .session import CUSTOM, preset_note
+    from .session import CUSTOM, preset_note, remember_weights
 
     if not preset or preset == CUSTOM:
         return {}
@@ -910,6 +910,7 @@ def apply_preset(ctx: StudioContext, pid, sha, preset: str, opacity: float, thre
     out = slider_updates(full)
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
     note = preset_note(ctx, pid, preset, names) if cached is not None else ""
+    remember_weights(ctx, pid, full, preset)
     if note:
         gr.Warning(note.replace("**", "").replace("`", ""), title="Preset incomplete")
     out["inspect_status"] = note
@@ -967,6 +968,9 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
     chart = pd.DataFrame({"component": list(res.component_auroc),
                           "AUROC": [float(v) for v in res.component_auroc.values()]})
     full = {n: tuned.get(n, 0.0) for n in WEIGHT_NAMES}
+    from .session import remember_weights
+
+    remember_weights(ctx, pid, full, "tuned")
     out = slider_updates(full)
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
     out.update({
@@ -990,6 +994,9 @@ def undo_tune(ctx: StudioContext, pid, sha, undo: Mapping[str, float] | None, op
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
     out.update({"undo_weights": None, "tune_status": "Restored the weights from before tuning.",
                 "preset": undo_preset or "custom"})
+    from .session import remember_weights
+
+    remember_weights(ctx, pid, full, undo_preset or "custom")
     return out
 
 

@@ -61,23 +61,28 @@ def _to_browser(value):
     return value
 
 
-def lenient(image: gr.Image) -> gr.Image:
-    """Let an upload Pillow cannot open reach the handler as its file path, so that the handler's
-    own check (`fsad_core.images.to_rgb_array`) words the error, instead of Gradio refusing the
-    event with "Could not preprocess input component…" and a traceback in the log."""
-    strict = image.preprocess
+class LenientImage(gr.Image):
+    """A gr.Image (same front end) that lets an upload Pillow cannot open reach the handler as its
+    file path, so that the handler's own check (`fsad_core.images.to_rgb_array`) words the error,
+    instead of Gradio refusing the event with "Could not preprocess input component…" and a
+    traceback in the log. (A subclass, not a patched instance: Gradio rebuilds a session's
+    component from its class on a property update.)"""
 
-    def preprocess(payload):
+    def get_block_name(self) -> str:
+        return "image"
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Image.get_component_class_id()
+
+    def preprocess(self, payload):
         try:
-            return strict(payload)
+            return super().preprocess(payload)
         except Exception:
             path = getattr(payload, "path", None)
             if path is None:
                 raise
             return str(path)
-
-    image.preprocess = preprocess
-    return image
 
 
 def user_error(handler_name: str, exc: gr.Error) -> None:
@@ -317,9 +322,9 @@ class Studio:
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 # a file path (keeps the upload's file name); undecodable files reach our own readable check
-                self.add("query_image", lenient(gr.Image(label="Query image (drop or paste)", type="filepath",
-                                                         image_mode=None, format="png", sources=["upload", "clipboard"],
-                                                         elem_id="query-upload", height=260)))
+                self.add("query_image", LenientImage(label="Query image (drop or paste)", type="filepath",
+                                                     image_mode=None, format="png", sources=["upload", "clipboard"],
+                                                     elem_id="query-upload", height=260))
                 self.add("query_pick", gr.Dropdown(label="…or pick one of the project's queries", choices=[],
                                                    elem_id="query-pick"))
                 with gr.Row():
@@ -489,8 +494,7 @@ class Studio:
                            progress=True, concurrency_id="models")
         agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold"]
         self.wire([C[s].input for s in sliders],  # a slider moved by hand: no preset gives these weights
-                  lambda ctx, *a: events.reaggregate(ctx, *a) | {"preset": session.CUSTOM, "inspect_status": ""},
-                  agg_ins, ["aggregate_map", "aggregate_score", "preset", "inspect_status"], fast=True)
+                  session.slider_moved, agg_ins, ["aggregate_map", "aggregate_score", "preset", "inspect_status"], fast=True)
         self.wire(C["threshold"].input, events.reaggregate, agg_ins, ["aggregate_map", "aggregate_score"], fast=True)
         self.wire(C["opacity"].input, events.rerender, agg_ins, ["heatmaps", "aggregate_map", "aggregate_score"],
                   fast=True)
