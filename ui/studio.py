@@ -545,6 +545,26 @@ def build_studio(ctx: StudioContext) -> gr.Blocks:
     return Studio(ctx).build()
 
 
+#: Strokes painted in the mask editor live only in the browser until Add / Remove strokes, a SAM
+#: operation or Save shot sends them: leaving the page before that asks first.
+UNSAVED_STROKES_JS = """<script>
+(() => {
+  const COMMIT = "#strokes-add, #strokes-remove, #mask-clear, #save-shot, #sam-replace, #sam-add, #sam-subtract";
+  window.fsadPendingStrokes = false;
+  document.addEventListener("pointerup", (e) => {
+    if (e.target.closest && e.target.closest("#mask-editor canvas")) window.fsadPendingStrokes = true;
+  }, true);
+  document.addEventListener("click", (e) => {
+    if (e.target.closest && e.target.closest(COMMIT)) window.fsadPendingStrokes = false;
+  }, true);
+  window.addEventListener("beforeunload", (e) => {
+    if (window.fsadPendingStrokes) { e.preventDefault(); e.returnValue = ""; }
+  });
+})();
+</script>"""
+
+
 def launch_kwargs() -> dict:
-    """Arguments for `demo.launch` that belong to the look (Gradio 6 moved css/theme to launch)."""
-    return {"css": CSS, "theme": gr.themes.Soft()}
+    """Arguments for `demo.launch` that belong to the look and the page (Gradio 6 moved css, theme
+    and head to launch)."""
+    return {"css": CSS, "theme": gr.themes.Soft(), "head": UNSAVED_STROKES_JS}
