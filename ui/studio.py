@@ -432,6 +432,7 @@ class Studio:
             self.wire(C["project_list"].input, events.select_project, ["project_list"], project_outs),
             self.wire(C["sample"].click, events.load_sample, [], project_outs, progress=True),
         ]
+        self.opened_events = opened  # optional tabs chain their own refresh to these
         for dep in opened:  # a project (re)opened: its removed images, then its last inspection
             dep.then(*self._then(session.removed_view, ["pid"], ["removed_pick", "removed_status"])).then(
                 *self._then(session.restore_inspect, ["pid", "opacity", "threshold"], restore_outs))
