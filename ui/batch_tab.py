@@ -137,7 +137,8 @@ def show_run(ctx: StudioContext, pid, run_id) -> dict:
         raise gr.Error(f"Run {run_id} belongs to another project.")
     ranking = (run.get("results") or {}).get("ranking") or []
     return {"batch_table": _table(ranking), "batch_download": run_files(ctx, pid, int(run_id)),
-            "batch_status": f"Saved run #{run_id} ({len(ranking)} images); maps are not kept — run again to see them."}
+            "batch_status": f"Saved run #{run_id} ({len(ranking)} images); maps are not kept — run again to "
+                            "see them."}
 
 
 def build(studio) -> None:

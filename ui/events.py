@@ -736,7 +736,9 @@ def _panels(ctx: StudioContext, result, img: np.ndarray, opacity: float) -> list
     out = []
     for name in _ordered_names(result.components):
         sm = result.components[name]
-        out.append((render.heat_panel(img, sm.map, opacity), f"{name} · {float(sm.score):.4f}"))
+        lo, hi = render.value_range(np.asarray(sm.map))
+        out.append((render.with_colorbar(render.heat_panel(img, sm.map, opacity), lo, hi),
+                    f"{name} · {float(sm.score):.4f}"))
     return out
 
 
@@ -779,7 +781,8 @@ def _aggregate(result, weights: Mapping[str, float] | None, img: np.ndarray, opa
     for name, wt in w.items():
         acc += np.float32(wt / total) * maps[name]
         score += wt / total * float(comps[name].score)
-    return render.aggregate_panel(small, acc, opacity, threshold), f"{score:.4f}"
+    lo, hi = render.value_range(acc)
+    return render.with_colorbar(render.aggregate_panel(small, acc, opacity, threshold), lo, hi), f"{score:.4f}"
 
 
 def _effective_weights(weights: Mapping[str, float] | None, names: Iterable[str]) -> dict[str, float] | None:

@@ -41,8 +41,9 @@ HELP_INSPECT = (
     "each window scale. Weight sliders re-aggregate instantly from cached maps; the threshold draws the "
     "binarised aggregate as a contour (fraction of the map's range).\n\n"
     "Components live on different scales (memory scores sit near 0 or 1, text scores in between): each panel "
-    "is coloured over its own range, blue = its lowest, red = its highest value, and its caption gives its "
-    "image score — see [docs/engine.md]({engine_doc}) for what each component measures."
+    "is coloured over its own range, blue = its lowest, red = its highest value (the bar under it gives both "
+    "in score units), and its caption gives its image score — see [docs/engine.md]({engine_doc}) for what "
+    "each component measures."
 )
 DOCS = Path(__file__).resolve().parents[1] / "docs"  # served read-only, for the help links
 
@@ -495,7 +496,8 @@ class Studio:
                            progress=True, concurrency_id="models")
         agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold"]
         self.wire([C[s].input for s in sliders],  # a slider moved by hand: no preset gives these weights
-                  session.slider_moved, agg_ins, ["aggregate_map", "aggregate_score", "preset", "inspect_status"], fast=True)
+                  session.slider_moved, agg_ins, ["aggregate_map", "aggregate_score", "preset", "inspect_status"],
+                  fast=True)
         self.wire(C["threshold"].input, events.reaggregate, agg_ins, ["aggregate_map", "aggregate_score"], fast=True)
         self.wire(C["opacity"].input, events.rerender, agg_ins, ["heatmaps", "aggregate_map", "aggregate_score"],
                   fast=True)
