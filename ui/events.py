@@ -800,8 +800,8 @@ def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str,
     pid = _need_project(pid)
     if query_image is None and query_iid is None:
         raise gr.Error("Drop a query image (or pick one of the project's) first.")
-    # the stored query when one is selected (its pixels are what the picker names); else the upload
-    img = ctx.store.read_image(int(query_iid)) if query_iid is not None else to_rgb_array(query_image)
+    # what the query box shows (a refused upload clears it and the selection: see add_query)
+    img = to_rgb_array(query_image) if query_image is not None else ctx.store.read_image(int(query_iid))
     pe = ctx.project_engine(pid, progress)
     if not pe.engine.shots:
         gr.Warning("This project has no shots yet: only the zero-shot (text) components can be computed. "
