@@ -486,6 +486,12 @@ def test_reload_restores_the_inspect_session_from_cached_encodings(tmp_path, tin
     assert out["query_iid"] == q and out["query_sha"] == outs[-1]["query_sha"]
     assert len(out["heatmaps"]) >= 10 and "q7.png" in out["inspect_status"]
     assert out["weight:text"]["value"] == 0.9 and out["preset"]["value"] == "paper"
+    # sliders moved after that Score: the reload shows them, labelled "custom"
+    moved = dict(weights, **{"normal@16": 0.55})
+    assert session.slider_moved(fresh, pid, out["query_sha"], moved, 0.5, 0.5)["preset"] == "custom"
+    later = session.restore_inspect(StudioContext(store, profile="tiny", backbone=tiny_backbone), pid)
+    assert later["weight:normal@16"]["value"] == 0.55 and later["preset"]["value"] == "custom"
+    assert "session:last" not in " ".join(later["preset"]["choices"])
     # personal / pool computed for that query are kept with the project and come back
     from fsad_core.results import ScoreMap
 
@@ -495,3 +501,18 @@ def test_reload_restores_the_inspect_session_from_cached_encodings(tmp_path, tin
     again = StudioContext(store, profile="tiny", backbone=tiny_backbone, data_dir=tmp_path / "data")
     out = session.restore_inspect(again, pid)
     assert out["weight:personal"]["visible"] and any("personal" in c for _, c in out["heatmaps"])
+
+
+def test_batch_runs_are_listed_and_downloadable(ctx, tmp_path):
+    bt = pytest.importorskip("ui.batch_tab")
+    pid, _ = project_with_shots(ctx, tmp_path)
+    files = [png(tmp_path, "part_a", texture(True, seed=21)), png(tmp_path, "part_b", texture(seed=22))]
+    outs = list(bt.run(ctx, pid, files, False, events.initial_weights(), 0.5))
+    run_id = outs[-1]["batch_history"]["value"]
+    # a reload: the saved run is listed, its ranking and files come back from the store
+    listed = bt.history(ctx, pid)["batch_history"]["choices"]
+    assert listed[0][1] == run_id and "2 images" in listed[0][0]
+    shown = bt.show_run(ctx, pid, run_id)
+    assert {r[1] for r in shown["batch_table"]} == {"part_a.png", "part_b.png"}
+    csv_path, html_path = shown["batch_download"]
+    assert "part_a.png" in open(csv_path).read() and "<table>" in open(html_path).read()

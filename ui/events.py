@@ -768,7 +768,9 @@ def _panels(ctx: StudioContext, result, img: np.ndarray, opacity: float) -> list
     out = []
     for name in _ordered_names(result.components):
         sm = result.components[name]
-        out.append((render.heat_panel(img, sm.map, opacity), f"{name} · {float(sm.score):.4f}"))
+        lo, hi = render.value_range(np.asarray(sm.map))
+        out.append((render.with_colorbar(render.heat_panel(img, sm.map, opacity), lo, hi),
+                    f"{name} · {float(sm.score):.4f}"))
     return out
 
 
@@ -807,7 +809,9 @@ def _aggregate(result, wset: WeightSet, img: np.ndarray, opacity: float, thresho
     if not any(v > 0 and k in comps for k, v in wset.weights.items()):
         return small.copy(), "— every weight is 0 on this result's components: raise at least one"
     agg = combine(comps, wset, maps=maps)
-    return render.aggregate_panel(small, agg.map, opacity, threshold, score_units=True), f"{agg.score:.4f}"  # issue 14
+    lo, hi = render.value_range(agg.map)
+    panel = render.aggregate_panel(small, agg.map, opacity, threshold, score_units=True)  # issue 14: score units
+    return render.with_colorbar(panel, lo, hi), f"{agg.score:.4f}"
 
 
 def _effective_weights(weights: Mapping[str, float] | None, names: Iterable[str]) -> dict[str, float] | None:
@@ -928,7 +932,7 @@ def preset_weights(ctx: StudioContext, pid, preset: str, names: Iterable[str]) -
 def apply_preset(ctx: StudioContext, pid, sha, preset: str, opacity: float, threshold: float) -> dict:
     """Move every slider to a preset and re-aggregate; say so when the result lacks components the
     preset needs (e.g. `one-to-normal` before Personalize computed `personal`)."""
-    from .session import CUSTOM, preset_note
+    from .session import CUSTOM, preset_note, remember_weights
 
     if not preset or preset == CUSTOM:
         return {}
@@ -939,6 +943,7 @@ def apply_preset(ctx: StudioContext, pid, sha, preset: str, opacity: float, thre
     out = slider_updates(full)
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold, preset))
     note = preset_note(ctx, pid, preset, names) if cached is not None else ""
+    remember_weights(ctx, pid, full, preset)
     if note:
         gr.Warning(note.replace("**", "").replace("`", ""), title="Preset incomplete")
     out["inspect_status"] = note
@@ -1021,6 +1026,9 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
     chart = pd.DataFrame({"component": list(res.component_auroc),
                           "AUROC": [float(v) for v in res.component_auroc.values()]})
     full = {n: tuned.get(n, 0.0) for n in WEIGHT_NAMES}
+    from .session import remember_weights
+
+    remember_weights(ctx, pid, full, "tuned")
     out = slider_updates(full)
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
     out.update({
@@ -1047,6 +1055,9 @@ def undo_tune(ctx: StudioContext, pid, sha, undo: Mapping[str, float] | None, op
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
     out.update({"undo_weights": None, "tune_status": "Restored the weights from before tuning.",
                 "preset": undo_preset or "custom"})
+    from .session import remember_weights
+
+    remember_weights(ctx, pid, full, undo_preset or "custom")
     return out
 
 

@@ -252,3 +252,24 @@ class PngCache:
 
 
 png_file = PngCache()
+
+
+def with_colorbar(panel: np.ndarray, lo: float, hi: float, cmap: str = "turbo") -> np.ndarray:
+    """The panel with a colour bar underneath, labelled at both ends in the map's own units
+    (each panel is coloured over its own range: the labels say what blue and red mean)."""
+    from PIL import ImageDraw, ImageFont
+
+    h, w = panel.shape[:2]
+    bar_h, text_h = 8, 13
+    out = np.full((h + bar_h + text_h + 2, w, 3), 255, np.uint8)
+    out[:h] = panel
+    out[h + 1:h + 1 + bar_h] = colormap_lut(cmap)[np.linspace(0, 255, w).astype(np.uint8)][None]
+    img = Image.fromarray(out)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    y = h + bar_h + 1
+    left, right = f"{lo:.3g}", f"{hi:.3g}"
+    draw.text((2, y), left, fill=(40, 40, 40), font=font)
+    tw = draw.textlength(right, font=font)
+    draw.text((max(2, w - tw - 2), y), right, fill=(40, 40, 40), font=font)
+    return np.asarray(img)

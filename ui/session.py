@@ -17,6 +17,8 @@ from .context import StudioContext
 
 #: The preset label once a slider has been moved by hand (no preset gives those weights).
 CUSTOM = "custom"
+#: The store's weights entry that keeps the sliders as last set (not listed as a preset).
+SESSION_WEIGHTS = "session:last"
 
 
 # --- presets ---------------------------------------------------------------------------------------
@@ -63,6 +65,36 @@ def preset_note(ctx: StudioContext, pid, preset: str, names: Iterable[str]) -> s
             f"{hint_for(missing)}; the aggregate uses only its other components.")
 
 
+# --- the sliders as last set ----------------------------------------------------------------------
+def remember_weights(ctx: StudioContext, pid, weights: Mapping[str, float], label: str) -> None:
+    """Keep the sliders' values with the project (and their preset label in this process), so that a
+    reload shows the weights the user last had, not those of the last Score."""
+    if pid is None or pid == "" or not weights:
+        return
+    try:
+        ctx.store.save_weights(int(pid), SESSION_WEIGHTS, {k: float(v) for k, v in weights.items()})
+    except (ValueError, KeyError) as exc:  # e.g. the project was deleted meanwhile
+        events.log.info("could not keep the slider values: %s", exc)
+        return
+    ctx.session_labels[int(pid)] = label
+
+
+def _session_weights(ctx: StudioContext, pid: int) -> tuple[dict, str] | None:
+    """(weights, updated_at) of the sliders as last set, or None."""
+    for item in ctx.store.list_weights(pid):
+        if item["name"] == SESSION_WEIGHTS:
+            return dict(item["weights"]), str(item["updated_at"])
+    return None
+
+
+@events.friendly
+def slider_moved(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float) -> dict:
+    """A weight slider moved by hand: re-aggregate, label the weights "custom", keep them."""
+    out = events.reaggregate(ctx, pid, sha, weights, opacity, threshold)
+    remember_weights(ctx, pid, weights, CUSTOM)
+    return out | {"preset": CUSTOM, "inspect_status": ""}
+
+
 # --- session restore -------------------------------------------------------------------------------
 def last_inspection(ctx: StudioContext, pid: int) -> dict | None:
     """The newest inspect run of the project whose query image is still in it (params dict)."""
@@ -71,7 +103,7 @@ def last_inspection(ctx: StudioContext, pid: int) -> dict | None:
         params = run.get("params") or {}
         iid = params.get("query_image_id")
         if iid is not None and int(iid) in live:
-            return dict(params, row=live[int(iid)])
+            return dict(params, row=live[int(iid)], created_at=str(run.get("created_at") or ""))
     return None
 
 
@@ -103,10 +135,16 @@ def restore_inspect(ctx: StudioContext, pid, opacity: float = 0.5, threshold: fl
     ctx.queries.put(sha, img)
     names = list(result.components)
     weights = {n: float(v) for n, v in (last.get("weights") or {}).items()}
+    preset = last.get("preset") or CUSTOM
+    saved_set = last.get("weight_set")
+    later = _session_weights(ctx, pid)
+    if later is not None and later[1] >= last["created_at"]:  # sliders moved after that Score
+        weights = later[0]
+        preset = ctx.session_labels.get(pid, CUSTOM)
+        saved_set = None
     if not weights:
         weights = events.initial_weights()
-    preset = last.get("preset") or CUSTOM
-    wset = (WeightSet.from_dict(last["weight_set"]) if last.get("weight_set")
+    wset = (WeightSet.from_dict(saved_set) if saved_set
             else events.studio_weight_set(preset, weights, names))
     panel, text = events._aggregate(result, wset, img, opacity, threshold)
     choices = events.preset_choices(ctx, pid, names)

@@ -42,8 +42,9 @@ HELP_INSPECT = (
     "the badge says OK / NG (uncertain near it) for the aggregate score, and the contour encloses the map at or "
     "above it, the same value on every image; **Calibrate** sets it (docs/decisions.md).\n\n"
     "Components live on different scales (memory scores sit near 0 or 1, text scores in between): each panel "
-    "is coloured over its own range, blue = its lowest, red = its highest value, and its caption gives its "
-    "image score — see [docs/engine.md]({engine_doc}) for what each component measures."
+    "is coloured over its own range, blue = its lowest, red = its highest value (the bar under it gives both "
+    "in score units), and its caption gives its image score — see [docs/engine.md]({engine_doc}) for what "
+    "each component measures."
 )
 DOCS = Path(__file__).resolve().parents[1] / "docs"  # served read-only, for the help links
 
@@ -60,25 +61,6 @@ def _to_browser(value):
     if isinstance(value, list) and value and isinstance(value[0], tuple) and isinstance(value[0][0], np.ndarray):
         return [(_to_browser(img), caption) for img, caption in value]
     return value
-
-
-def lenient(image: gr.Image) -> gr.Image:
-    """Let an upload Pillow cannot open reach the handler as its file path, so that the handler's
-    own check (`fsad_core.images.to_rgb_array`) words the error, instead of Gradio refusing the
-    event with "Could not preprocess input component…" and a traceback in the log."""
-    strict = image.preprocess
-
-    def preprocess(payload):
-        try:
-            return strict(payload)
-        except Exception:
-            path = getattr(payload, "path", None)
-            if path is None:
-                raise
-            return str(path)
-
-    image.preprocess = preprocess
-    return image
 
 
 def user_error(handler_name: str, exc: gr.Error) -> None:
@@ -445,6 +427,7 @@ class Studio:
             self.wire(C["project_list"].input, events.select_project, ["project_list"], project_outs),
             self.wire(C["sample"].click, events.load_sample, [], project_outs, progress=True),
         ]
+        self.opened_events = opened  # optional tabs chain their own refresh to these
         for dep in opened:  # a project (re)opened: its removed images, then its last inspection
             dep.then(*self._then(session.removed_view, ["pid"], ["removed_pick", "removed_status"])).then(
                 *self._then(session.restore_inspect, ["pid", "opacity", "threshold"], restore_outs))
@@ -509,8 +492,8 @@ class Studio:
                            progress=True, concurrency_id="models")
         agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold", "preset"]
         self.wire([C[s].input for s in sliders],  # a slider moved by hand: no preset gives these weights
-                  lambda ctx, *a: events.reaggregate(ctx, *a) | {"preset": session.CUSTOM, "inspect_status": ""},
-                  agg_ins, ["aggregate_map", "aggregate_score", "preset", "inspect_status"], fast=True)
+                  session.slider_moved, agg_ins, ["aggregate_map", "aggregate_score", "preset", "inspect_status"],
+                  fast=True)
         self.wire(C["threshold"].input, events.reaggregate, agg_ins, ["aggregate_map", "aggregate_score"], fast=True)
         self.wire(C["opacity"].input, events.rerender, agg_ins, ["heatmaps", "aggregate_map", "aggregate_score"],
                   fast=True)
@@ -572,8 +555,8 @@ def launch_kwargs(max_upload_mb: float = MAX_UPLOAD_MB) -> dict:
     limits (`max_file_size`: larger uploads are refused by the server before a handler runs)."""
     from . import decisions, review_tab
 
-    return {"css": CSS + decisions.CSS, "theme": gr.themes.Soft(), "head": review_tab.SHORTCUTS_JS,
-            "max_file_size": int(max_upload_mb * 1_000_000)}
+    return {"css": CSS + decisions.CSS, "theme": gr.themes.Soft(),
+            "head": review_tab.SHORTCUTS_JS + UNSAVED_STROKES_JS, "max_file_size": int(max_upload_mb * 1_000_000)}
 
 
 class UploadedImage(gr.Image):
@@ -590,6 +573,11 @@ class UploadedImage(gr.Image):
     def get_block_name(self) -> str:
         return "image"
 
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        # Gradio rebuilds a session's component from its class id on a property update: keep gr.Image's
+        return gr.Image.get_component_class_id()
+
     def preprocess(self, payload):
         if payload is None:
             return None
@@ -604,3 +592,23 @@ class UploadedImage(gr.Image):
                 fh.write(data)
             return path
         return None if payload.path is None else str(payload.path)
+
+
+#: Strokes painted in the mask editor live only in the browser until Add / Remove strokes, a SAM
+#: operation or Save shot sends them: leaving the page before that asks first.
+UNSAVED_STROKES_JS = """<script>
+(() => {
+  const COMMIT = "#strokes-add, #strokes-remove, #mask-clear, #save-shot, #sam-replace, #sam-add, #sam-subtract";
+  window.fsadPendingStrokes = false;
+  document.addEventListener("pointerup", (e) => {
+    if (e.target.closest && e.target.closest("#mask-editor canvas")) window.fsadPendingStrokes = true;
+  }, true);
+  document.addEventListener("click", (e) => {
+    if (e.target.closest && e.target.closest(COMMIT)) window.fsadPendingStrokes = false;
+  }, true);
+  window.addEventListener("beforeunload", (e) => {
+    if (window.fsadPendingStrokes) { e.preventDefault(); e.returnValue = ""; }
+  });
+})();
+</script>"""
+
