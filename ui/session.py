@@ -88,9 +88,12 @@ def _session_weights(ctx: StudioContext, pid: int) -> tuple[dict, str] | None:
 
 
 @events.friendly
-def slider_moved(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float) -> dict:
-    """A weight slider moved by hand: re-aggregate, label the weights "custom", keep them."""
-    out = events.reaggregate(ctx, pid, sha, weights, opacity, threshold)
+def slider_moved(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float,
+                 preset: str | None = None) -> dict:
+    """A weight slider moved by hand: re-aggregate, label the weights "custom", keep them.
+    `preset`: the label before the move (`events.studio_weight_set` keeps a preset's own score rule
+    only while the sliders still show that preset's values)."""
+    out = events.reaggregate(ctx, pid, sha, weights, opacity, threshold, preset)
     remember_weights(ctx, pid, weights, CUSTOM)
     return out | {"preset": CUSTOM, "inspect_status": ""}
 
