@@ -87,12 +87,12 @@ def create_app(profile: str = "tiny", data_dir: str | None = None):
     registry.hub_offline_if_unreachable()  # before anything imports huggingface_hub (open_clip, diffusers)
     from storage import Store, default_data_dir
 
+    data_dir = data_dir or default_data_dir()
+    store = Store(data_dir)  # a database SQLite cannot open raises DamagedStoreError, with the way out
+    check_store(store, data_dir)  # before the UI and the models load: a damaged store is refused at once
     from ui.context import StudioContext
     from ui.studio import build_studio
 
-    data_dir = data_dir or default_data_dir()
-    store = Store(data_dir)  # a database SQLite cannot open raises DamagedStoreError, with the way out
-    check_store(store, data_dir)
     active, backbone, banner = resolve_profile(profile)
     ctx = StudioContext(store, profile=active, banner=banner, backbone=backbone, data_dir=data_dir)
     return build_studio(ctx), ctx
