@@ -15,6 +15,7 @@ import numpy as np
 
 from . import events, render
 from .context import StudioContext
+from .uploads import UploadedImage
 
 log = logging.getLogger("fsad.ui")
 
@@ -473,33 +474,3 @@ def launch_kwargs(max_upload_mb: float = MAX_UPLOAD_MB) -> dict:
     """Arguments for `demo.launch`: the look (Gradio 6 moved css/theme to launch) and the server's
     limits (`max_file_size`: larger uploads are refused by the server before a handler runs)."""
     return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": int(max_upload_mb * 1_000_000)}
-
-
-class UploadedImage(gr.Image):
-    """A gr.Image whose input value is the uploaded file's path, not opened by Gradio.
-
-    gr.Image's own preprocessing opens the upload with Pillow (and with the default image_mode
-    decodes and converts all of it), so a 169 MP pixel bomb is decompressed into memory and a
-    corrupt file fails with the framework's message before any handler runs. Here the handler
-    gets the path and `fsad_core.images` checks it: the size from the header first (pixel bombs are
-    refused before decoding), then a readable message for a corrupt or unsupported file.
-    The frontend is gr.Image's (`get_block_name`), so element ids, sources and display are unchanged.
-    """
-
-    def get_block_name(self) -> str:
-        return "image"
-
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        url = getattr(payload, "url", None)
-        if url and url.startswith("data:"):  # a pasted image sent inline: keep its bytes, undecoded
-            import base64
-            import tempfile
-
-            data = base64.b64decode(url.split(",", 1)[1] if "," in url else "", validate=False)
-            fd, path = tempfile.mkstemp(prefix="paste-", suffix=".img", dir=self.GRADIO_CACHE)
-            with open(fd, "wb") as fh:
-                fh.write(data)
-            return path
-        return None if payload.path is None else str(payload.path)
