@@ -182,14 +182,15 @@ def test_uploads_are_files_checked_before_decoding(ctx, tmp_path):
     from gradio.data_classes import FileData
 
     from ui import events
-    from ui.studio import UploadedImage, build_studio, launch_kwargs
+    from ui.studio import build_studio, launch_kwargs
+    from ui.uploads import UploadedImage
 
     demo = build_studio(ctx)
     assert demo.delete_cache and demo.delete_cache[1] > 0
     assert 0 < launch_kwargs()["max_file_size"] <= 1_000_000_000
     by_id = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
     query = by_id["query-upload"]
-    assert isinstance(query, UploadedImage) and query.get_block_name() == "image"
+    assert isinstance(query, UploadedImage) and query.get_block_name() == "image" and query.type == "filepath"
     bomb = _bomb_png(tmp_path / "bomb.png")  # 169 MP claimed by a 100-byte file
     assert query.preprocess(FileData(path=str(bomb), orig_name="bomb.png")) == str(bomb)  # not opened by Gradio
     pid = events.open_project(ctx, "p", "x")["pid"]

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import events, render, session
 from .context import StudioContext
+from .uploads import UploadedImage
 
 log = logging.getLogger("fsad.ui")
 
@@ -557,41 +558,6 @@ def launch_kwargs(max_upload_mb: float = MAX_UPLOAD_MB) -> dict:
 
     return {"css": CSS + decisions.CSS, "theme": gr.themes.Soft(),
             "head": review_tab.SHORTCUTS_JS + UNSAVED_STROKES_JS, "max_file_size": int(max_upload_mb * 1_000_000)}
-
-
-class UploadedImage(gr.Image):
-    """A gr.Image whose input value is the uploaded file's path, not opened by Gradio.
-
-    gr.Image's own preprocessing opens the upload with Pillow (and with the default image_mode
-    decodes and converts all of it), so a 169 MP pixel bomb is decompressed into memory and a
-    corrupt file fails with the framework's message before any handler runs. Here the handler
-    gets the path and `fsad_core.images` checks it: the size from the header first (pixel bombs are
-    refused before decoding), then a readable message for a corrupt or unsupported file.
-    The frontend is gr.Image's (`get_block_name`), so element ids, sources and display are unchanged.
-    """
-
-    def get_block_name(self) -> str:
-        return "image"
-
-    @classmethod
-    def get_component_class_id(cls) -> str:
-        # Gradio rebuilds a session's component from its class id on a property update: keep gr.Image's
-        return gr.Image.get_component_class_id()
-
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        url = getattr(payload, "url", None)
-        if url and url.startswith("data:"):  # a pasted image sent inline: keep its bytes, undecoded
-            import base64
-            import tempfile
-
-            data = base64.b64decode(url.split(",", 1)[1] if "," in url else "", validate=False)
-            fd, path = tempfile.mkstemp(prefix="paste-", suffix=".img", dir=self.GRADIO_CACHE)
-            with open(fd, "wb") as fh:
-                fh.write(data)
-            return path
-        return None if payload.path is None else str(payload.path)
 
 
 #: Strokes painted in the mask editor live only in the browser until Add / Remove strokes, a SAM
