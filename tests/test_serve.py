@@ -156,3 +156,30 @@ def test_bounded_queue_answers_503(server):
         codes = list(pool.map(one, range(8)))
     assert 200 in codes and 503 in codes and set(codes) <= {200, 503}
     assert httpx.get(server + "/health", timeout=10).json()["pending"] == 0
+
+
+def test_inspect_from_bundle_cli_and_errors(project_bundle, tmp_path, capsys):
+    """`inspect --bundle` scores with the bundle's weights and threshold; bad bundles are one error line."""
+    from fsad_core import Engine
+    from fsad_core.__main__ import main
+    from fsad_core.inspect_batch import read_results
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(2):
+        Image.fromarray(textured(30 + i)).save(inp / f"q{i}.png")
+    assert main(["inspect", "--bundle", str(project_bundle), "--input", str(inp), "--out", str(tmp_path / "o"),
+                 "--device", "cpu", "--no-overlays"]) == 0
+    engine = Engine.from_bundle(project_bundle, device="cpu")
+    recs = {r["path"]: r["score"] for r in read_results(tmp_path / "o")}
+    assert recs == {f"q{i}.png": engine.score(textured(30 + i)).aggregate().score for i in range(2)}
+    assert json.loads((tmp_path / "o" / "run.json").read_text())["threshold"] == 0.25
+    capsys.readouterr()
+    (tmp_path / "bad.zip").write_bytes(b"PK not really")
+    for argv in (["inspect", "--bundle", str(tmp_path / "bad.zip"), "--input", str(inp), "--out", str(tmp_path / "x")],
+                 ["serve", "--bundle", str(tmp_path / "bad.zip")],
+                 ["inspect", "--bundle", str(project_bundle), "--shots", str(inp), "--input", str(inp),
+                  "--out", str(tmp_path / "y")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1
