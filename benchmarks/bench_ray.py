@@ -5,8 +5,9 @@
 Writes N synthetic 256x256 PNGs, exports a bundle (two shots; `--arch standard` = ViT-B-16-plus-240
 with random weights from a local checkpoint), then runs `inspect_batch.run_batch` (one process, one
 engine) and `ray_batch.run_batch_ray` with 1 and 2 actors (1 torch thread each), overlays included.
-Reported: total wall time (Ray start + actor start + scoring + writing) and the steady rate between
-the first and the last image scored (what a long run converges to).
+Reported: total wall time (actor start + scoring + writing; `ray.init` apart), start-up (until the
+first result), and the scoring rate: images / the busiest actor's scoring seconds (what a long run
+converges to when start-up is amortised); s/image/worker = a worker's seconds per image.
 """
 from __future__ import annotations
 
@@ -48,30 +49,39 @@ def main(argv=None) -> int:
     rows = []
 
     def timed(label, fn):
-        stamps = []
+        stamps, stats = [], {}
         t = time.perf_counter()
-        s = fn(lambda done, total, path: stamps.append(time.perf_counter()))
+        s = fn(lambda done, total, path: stamps.append(time.perf_counter()), stats)
         wall = time.perf_counter() - t
-        steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0
-        rows.append({"run": label, "images": s.n_scored, "wall_s": wall, "images_per_s_total": s.n_scored / wall,
-                     "images_per_s_steady": steady})
+        if stats.get("busy_s"):  # Ray: images / the busiest actor's scoring time
+            busy = max(stats["busy_s"].values())
+            start = stats["first_result_s"]
+        else:  # one process: between the first and the last image
+            busy = (stamps[-1] - stamps[0]) * len(stamps) / max(1, len(stamps) - 1)
+            start = stamps[0] - t - busy / len(stamps)
+        rows.append({"run": label, "images": s.n_scored, "wall_s": wall, "startup_s": start,
+                     "images_per_s_total": s.n_scored / wall, "images_per_s_steady": s.n_scored / busy,
+                     "s_per_image": busy / s.n_scored * (len(stats.get("busy_s") or [1]))})
 
-    timed("1 process (run_batch)", lambda pr: run_batch(engine, inp, tmp / "single", weights=engine.default_weights,
-                                                         threshold=engine.bundle.threshold, progress=pr))
+    timed("1 process (run_batch)", lambda pr, st: run_batch(engine, inp, tmp / "single",
+                                                             weights=engine.default_weights,
+                                                             threshold=engine.bundle.threshold, progress=pr))
     t = time.perf_counter()
     init_ray(num_cpus=max(args.workers))
     ray_start = time.perf_counter() - t
     for w in args.workers:
-        timed(f"Ray, {w} actor(s)", lambda pr, w=w: run_batch_ray(bundle, inp, tmp / f"ray{w}", engine=engine,
-                                                                   num_workers=w, batch_size=2, progress=pr))
+        timed(f"Ray, {w} actor(s)", lambda pr, st, w=w: run_batch_ray(bundle, inp, tmp / f"ray{w}", engine=engine,
+                                                                       num_workers=w, batch_size=2, progress=pr,
+                                                                       stats=st))
     same = all((tmp / "single" / "scores.csv").read_bytes() == (tmp / f"ray{w}" / "scores.csv").read_bytes()
                for w in args.workers)
     print(f"arch {args.arch}, precision {engine.backbone.precision_name}, {args.images} images {args.size}x{args.size}, "
           f"ray.init {ray_start:.1f} s, load average {os.getloadavg()[0]:.1f}, scores.csv identical: {same}")
-    print("| run | images | wall s | images/s (total) | images/s (steady) |\n|---|---:|---:|---:|---:|")
+    print("| run | images | wall s | start-up s | images/s (wall) | images/s (scoring) | s/image/worker |\n"
+          "|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['run']} | {r['images']} | {r['wall_s']:.1f} | {r['images_per_s_total']:.2f} | "
-              f"{r['images_per_s_steady']:.2f} |")
+        print(f"| {r['run']} | {r['images']} | {r['wall_s']:.1f} | {r['startup_s']:.1f} | "
+              f"{r['images_per_s_total']:.2f} | {r['images_per_s_steady']:.2f} | {r['s_per_image']:.3f} |")
     print(json.dumps(rows))
     return 0
 

@@ -98,12 +98,14 @@ class BundleScorer:
         self.overlays = overlays
 
     def __call__(self, batch: dict) -> dict:
-        recs, pngs = [], []
+        recs, pngs, secs = [], [], []
         for path, rel in zip(batch["path"], batch["rel"]):
+            t = time.perf_counter()
             rec, png = score_record(self.engine, Path(str(path)), str(rel), self.weights, self.overlays)
+            secs.append(time.perf_counter() - t)
             recs.append(json.dumps(rec))
             pngs.append(png)
-        return {"record": recs, "overlay_png": pngs}
+        return {"record": recs, "overlay_png": pngs, "seconds": secs, "worker": [os.getpid()] * len(recs)}
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None):
@@ -128,13 +130,15 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
                   threshold_source: str = "given", overlays: bool = True, restart: bool = False,
                   files: Sequence[Path] | None = None, address: str | None = None, num_workers: int = 2,
                   threads_per_worker: int = 1, batch_size: int = 4, device: str = "auto",
-                  progress: Callable[[int, int, str], None] | None = None) -> BatchSummary:
+                  progress: Callable[[int, int, str], None] | None = None, stats: dict | None = None) -> BatchSummary:
     """Score every image under `input_dir` with the bundle's engine on Ray actors; same outputs as
     `run_batch` (module docstring).
 
     engine: the bundle's engine on the driver if already loaded (settings signature, weights), else it
         is loaded here. weights / threshold: None = the bundle's. num_workers: actors (one engine each,
-        `threads_per_worker` torch threads and as many Ray CPUs). Returns a BatchSummary.
+        `threads_per_worker` torch threads and as many Ray CPUs). stats: a dict to fill with
+        `busy_s` ({worker pid: seconds spent scoring}) and `first_result_s` (start-up: seconds until
+        the first record reached the driver). Returns a BatchSummary.
     """
     from .bundle import load_bundle
 
@@ -197,6 +201,11 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
             if log.tell() > 0 and not jsonl.read_bytes().endswith(b"\n"):
                 log.write("\n")
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                if stats is not None:
+                    stats.setdefault("first_result_s", time.perf_counter() - t0)
+                    busy = stats.setdefault("busy_s", {})
+                    for pid, sec in zip(batch["worker"], batch["seconds"]):
+                        busy[int(pid)] = busy.get(int(pid), 0.0) + float(sec)
                 for text, png in zip(batch["record"], batch["overlay_png"]):
                     rec = json.loads(str(text))
                     if rec.get("overlay") and len(png):
