@@ -90,11 +90,13 @@ def register_extension(ext: Extension) -> Extension:
 def model_sha256(model) -> str:
     """sha256 over a torch module's state dict (names, dtypes, shapes and raw bytes, in order): the
     identity of the weights actually loaded, whatever file or hub tag they came from."""
+    import torch
+
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(__import__("torch").uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
