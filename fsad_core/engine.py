@@ -93,9 +93,23 @@ class Engine:
         self._winclip = WinClipScorer(self)
         self._extra_scorers: list[Scorer] = []
         self._lock = threading.RLock()
+        #: weights `Result.aggregate()` uses when called without any (None = the paper preset);
+        #: `Engine.from_bundle` sets the bundle's weight set here
+        self.default_weights = None
+        #: the loaded bundle (`fsad_core.bundle.LoadedBundle`) when built by `from_bundle`, else None
+        self.bundle = None
         # shared per backbone: engines that share a backbone share text embeddings
         if not hasattr(self.backbone, "text_cache"):
             self.backbone.text_cache = {}
+
+    @classmethod
+    def from_bundle(cls, path, **kwargs) -> "Engine":
+        """An engine that scores exactly as the one that exported the inspection bundle at `path`
+        (no shot is re-encoded; `result.aggregate()` uses the bundle's weights). See
+        `fsad_core.bundle.load_bundle` for the keyword arguments and the errors."""
+        from .bundle import load_bundle
+
+        return load_bundle(path, **kwargs)
 
     # -- configuration ------------------------------------------------------------------------------
     @property
@@ -197,8 +211,11 @@ class Engine:
         return list(self._shots.values())
 
     def add_shot(self, image: ImageInput, kind: str = "normal", mask=None, defect_type: str | None = None,
-                 role: str = "memory") -> str:
+                 role: str = "memory", features: Features | None = None) -> str:
         """Encode a shot (once) and add it. Returns its id (the pixels' sha256).
+
+        `features`: these pixels' encoded features computed before (e.g. read from an inspection bundle,
+        `fsad_core.bundle`): used as they are, so the shot is not encoded; their sha256 must match.
 
         Anomalous shots need a non-empty bool mask of the image's size. `role="validation"` (normal
         shots only) keeps the shot out of every memory: weight tuning validates on it alone
@@ -222,6 +239,12 @@ class Engine:
         elif mask is not None:
             raise ValueError("normal shots take no mask")
         sha = sha256_of_array(rgb)
+        if features is not None:
+            if features.sha256 != sha:
+                raise ValueError(f"the features given are of image {features.sha256[:12]}, not of these pixels ({sha[:12]})")
+            with self._lock:
+                if sha not in self._shot_features:
+                    self._cache[sha] = features
         with self._lock:
             cached = self._cache.pop(sha, None)
         feats = self._shot_features.get(sha) or cached or self._features(rgb, sha, pin=True)
@@ -398,7 +421,7 @@ class Engine:
             comps = dict(step)  # WinCLIP's steps are cumulative and in the stable order
             last = i == len(steps) - 1 and not extra
             if i < len(steps) - 1 or last:
-                yield Result(dict(comps), q.size_hw, q.sha256, complete=last)
+                yield Result(dict(comps), q.size_hw, q.sha256, complete=last, default_weights=self.default_weights)
         if extra or steps:
             for s in extra:
                 for name, sm in s.score(q).items():
@@ -407,7 +430,7 @@ class Engine:
                                          f"expected {tuple(q.size_hw)}")
                     comps[name] = sm
             if extra:
-                yield Result(dict(comps), q.size_hw, q.sha256, complete=True)
+                yield Result(dict(comps), q.size_hw, q.sha256, complete=True, default_weights=self.default_weights)
 
     # -- tuning (issue 5) ---------------------------------------------------------------------------
     def tune_weights(self, **kwargs):

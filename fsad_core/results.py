@@ -30,18 +30,23 @@ class Result:
     size_hw: tuple[int, int]
     query_sha256: str = ""
     complete: bool = True
+    #: what `aggregate()` uses when called without weights: the engine's `default_weights` (an engine
+    #: loaded from a bundle carries the bundle's weight set); None = the `paper` preset
+    default_weights: object = field(default=None, compare=False, repr=False)
 
     def aggregate(self, weights=None) -> ScoreMap:
         """The aggregate map and score under a weight set (see `fsad_core.aggregate`).
 
-        weights: None (the `paper` preset: Abdali et al. 2025 eq. 2, score = 1/3 text + 1/12 on each
-        memory score with four scales), a preset name ("paper", "equal", "winclip+", "one-to-normal",
+        weights: None (`default_weights` when the result carries them, else the `paper` preset:
+        Abdali et al. 2025 eq. 2, score = 1/3 text + 1/12 on each memory score with four scales), a preset name ("paper", "equal", "winclip+", "one-to-normal",
         "april-gan"), "name=w,..." text, a {name: weight} mapping or a `WeightSet`. Weights on
         components this result lacks drop out; all-zero weights, and presets missing a component they
         need (one-to-normal without `personal`), are errors.
         """
         from .aggregate import combine, resolve_weights
 
+        if weights is None:
+            weights = self.default_weights
         return combine(self.components, resolve_weights(weights, list(self.components), strict=False))
 
     def with_components(self, extra: Mapping[str, ScoreMap]) -> "Result":
@@ -51,7 +56,7 @@ class Result:
                 raise ValueError(f"component {name!r} map is {sm.map.shape}, expected {tuple(self.size_hw)}")
         merged = dict(self.components)
         merged.update(extra)
-        return Result(merged, self.size_hw, self.query_sha256, self.complete)
+        return Result(merged, self.size_hw, self.query_sha256, self.complete, self.default_weights)
 
     def scores(self) -> dict[str, float]:
         return {k: float(v.score) for k, v in self.components.items()}

@@ -21,16 +21,28 @@ def register(sub) -> None:
     src.add_argument("--anomalous", action="append", default=[], metavar="A.png", help="anomalous shot (repeatable)")
     src.add_argument("--mask", action="append", default=[], metavar="M.png", help="mask of the matching --anomalous")
     src.add_argument("--defect-type", action="append", default=[], metavar="T")
+    src.add_argument("--bundle", default=None, metavar="FILE",
+                     help="an inspection bundle (`bundle export`): its shots, weights and threshold; no shot is "
+                          "re-encoded and the studio's database is not needed")
+    ray = p.add_argument_group("scale-out on Ray (optional: pip install 'ray[data]')")
+    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="score on Ray actors, one engine each loaded from the bundle (without --bundle, one is "
+                          "made from the shots): no ADDRESS = a local Ray, else a cluster address (auto, ray://...)")
+    ray.add_argument("--ray-workers", type=int, default=2, metavar="N", help="actors in the pool (default 2)")
+    ray.add_argument("--ray-threads", type=int, default=1, metavar="T",
+                     help="torch threads (and Ray CPUs) per actor (default 1)")
+    ray.add_argument("--ray-batch-size", type=int, default=4, metavar="B", help="images per actor call (default 4)")
     p.add_argument("--class-name", default=None,
                    help="object class for the text prompts (default: the project's, or the --shots folder's)")
     p.add_argument("--input", required=True, metavar="FOLDER", help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (may lie inside --input: it is then skipped as input)")
-    p.add_argument("--threshold", default="auto",
-                   help="aggregate score at or above which an image is NG; 'auto' = calibrated (fsad_core.calibration): "
-                        "on --calibration images if given (conformal on OK images, F1-max with NG images too), else "
-                        "the project's saved threshold for these weights (--project), else its review labels, else "
-                        "the shots-only heuristic on augmented shots (needs a normal shot)")
+    p.add_argument("--threshold", default=None,
+                   help="aggregate score at or above which an image is NG; 'auto' (the default without --bundle) = "
+                        "calibrated (fsad_core.calibration): on --calibration images if given (conformal on OK "
+                        "images, F1-max with NG images too), else the project's saved threshold for these weights "
+                        "(--project), else its review labels, else the shots-only heuristic on augmented shots "
+                        "(needs a normal shot); with --bundle the default is the bundle's threshold")
     p.add_argument("--calibration", default=None, metavar="FOLDER",
                    help="held-out images for --threshold auto: OK/ + NG/<type>/ (or good/ + <type>/), or a flat "
                         "folder of good parts (all OK)")
@@ -127,10 +139,15 @@ def run(args) -> int:
 
     # -- everything that can be checked before a model loads or a file is written ----------------
     sources = [n for n, on in (("--project", args.project), ("--shots", args.shots),
-                               ("--normal/--anomalous", args.normal or args.anomalous)) if on]
+                               ("--normal/--anomalous", args.normal or args.anomalous),
+                               ("--bundle", getattr(args, "bundle", None))) if on]
     if len(sources) > 1:
         raise ValueError(f"give the shots one way: {' or '.join(sources)}, not both")
-    threshold = args.threshold
+    if getattr(args, "bundle", None) or getattr(args, "ray", None):
+        from fsad_core.cli.inspect_ray import run_bundle
+
+        return run_bundle(args)
+    threshold = args.threshold or "auto"
     if threshold != "auto":
         try:
             threshold = float(threshold)
