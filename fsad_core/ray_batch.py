@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .inspect_batch import (BatchSummary, _inside, _safe_name, _signature, check_batch_weights, list_images,
-                            read_results, write_outputs)
+from . import names
+from .fileio import write_atomic
+from .inspect_batch import (BatchSummary, _inside, _signature, check_batch_weights, check_output_folder,
+                            list_images, overlay_name, read_results, record_name, write_outputs)
 
 #: environment variables the driver passes on to the workers (offline hub, weights cache, bf16 override)
 WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FSAD_CACHE_DIR", "FSAD_CPU_BF16", "FSAD_PROFILE")
@@ -54,7 +56,7 @@ def score_record(engine, path: Path, rel: str, weights, overlays: bool) -> tuple
     from .images import ImageError, to_rgb_array
     from .overlay import overlay
 
-    rec: dict = {"path": rel}
+    rec: dict = names.record(rel)  # the escaped name, plus its exact bytes when it needed escaping
     png = b""
     try:
         rgb = to_rgb_array(path)
@@ -66,9 +68,9 @@ def score_record(engine, path: Path, rel: str, weights, overlays: bool) -> tuple
             buf = io.BytesIO()
             Image.fromarray(overlay(rgb, agg.map)).save(buf, format="PNG")
             png = buf.getvalue()
-            rec["overlay"] = f"overlays/{_safe_name(rel)}.png"
+            rec["overlay"] = f"overlays/{overlay_name(rel)}"
     except (ImageError, OSError) as exc:  # an unreadable image: recorded, retried on the next run
-        rec = {"path": rel, "error": str(exc)}
+        rec = {**names.record(rel), "error": names.display(str(exc))}
     return rec, png
 
 
@@ -130,7 +132,8 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
                   threshold_source: str = "given", overlays: bool = True, restart: bool = False,
                   files: Sequence[Path] | None = None, address: str | None = None, num_workers: int = 2,
                   threads_per_worker: int = 1, batch_size: int = 4, device: str = "auto",
-                  progress: Callable[[int, int, str], None] | None = None, stats: dict | None = None) -> BatchSummary:
+                  progress: Callable[[int, int, str], None] | None = None, stats: dict | None = None,
+                  force: bool = False, margin: float | None = None) -> BatchSummary:
     """Score every image under `input_dir` with the bundle's engine on Ray actors; same outputs as
     `run_batch` (module docstring).
 
@@ -144,10 +147,7 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
 
     t0 = time.perf_counter()
     input_dir, out = Path(input_dir), Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"the output folder {str(out)!r} is a file")
-    if out.resolve() == input_dir.resolve():
-        raise ValueError("the output folder is the input folder: write the outputs to another folder")
+    state = check_output_folder(input_dir, out, restart=restart, force=force)  # never clobbers (issue 12)
     if num_workers < 1 or batch_size < 1:
         raise ValueError("num_workers and batch_size must be >= 1")
     bundle_bytes = Path(bundle_path).expanduser().read_bytes()
@@ -158,23 +158,27 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
     weights = check_batch_weights(engine, weights if weights is not None else engine.default_weights)
     if threshold is None:
         threshold = engine.bundle.threshold
-    thr = float(threshold)
+        if margin is None:
+            margin = engine.bundle.margin
+    thr, margin = float(threshold), float(margin or 0.0)
     sig = _signature(engine, weights)
     run_json = out / "run.json"
-    if restart:
-        for p in (out / "results.jsonl", run_json):
-            p.unlink(missing_ok=True)
-    elif run_json.is_file():
+    if state == "resume":
         old = json.loads(run_json.read_text()).get("signature")
         if old is not None and old != sig:
             changed = [k for k in sig if old.get(k) != sig[k]]
-            raise ValueError(f"{str(out)!r} holds a batch run with different settings ({', '.join(changed)}); "
-                             "use another output folder, or --restart to discard it")
+            raise ValueError(f"'{names.display(str(out))}' holds a batch run with different settings "
+                             f"({', '.join(changed)}); use another output folder, or --restart to discard it")
+    if state == "replace":
+        for p in (out / "results.jsonl", run_json):
+            p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(exist_ok=True)
-    run_json.write_text(json.dumps({"signature": sig, "threshold": thr, "threshold_source": threshold_source,
-                                    "input": str(input_dir)}, indent=2))
-    done = {r["path"] for r in read_results(out) if not r.get("error")}
+    cal = getattr(getattr(engine, "bundle", None), "calibration", None)
+    write_atomic(run_json, json.dumps({"signature": sig, "threshold": thr, "threshold_source": threshold_source,
+                                       "margin": margin, "calibration": (cal or None) if isinstance(cal, dict) else None,
+                                       "input": names.display(str(input_dir))}, indent=2).encode("utf-8"))
+    done = {record_name(r) for r in read_results(out) if not r.get("error")}
     items = []
     for p in paths:
         rel = p.relative_to(input_dir).as_posix() if p.is_relative_to(input_dir) else str(p)
@@ -218,7 +222,7 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
                         progress(done_now, total, rec["path"])
                 log.flush()
                 os.fsync(log.fileno())
-    csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, threshold_source)
+    csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, threshold_source, margin=margin)
     return BatchSummary(n_images=total, n_scored=n_scored, n_resumed=n_resumed, n_failed=n_failed,
                         n_anomalous=n_anom, threshold=thr, threshold_source=threshold_source, out_dir=str(out),
                         csv_path=str(csv_path), html_path=str(html_path), seconds=time.perf_counter() - t0)
