@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 NOT_COMPUTED = {
     "personal": "One-to-Normal personalization (the studio's Personalize tab)",
     "pool": "One-to-Normal personalization (the studio's Personalize tab)",
-    "adapter": "a reserved name, not implemented",
+    "adapter": "APRIL-GAN adapters: give --adapter CKPT",
     "patchcore": "a reserved name, not implemented",
 }
 
@@ -129,7 +129,7 @@ def check_preset(name: str, valid: Sequence[str], command: str) -> dict[str, flo
     from fsad_core.aggregate import PRESETS
 
     preset = PRESETS[name]
-    lost = [k for k, v in preset.items() if v > 0 and k in NOT_COMPUTED]
+    lost = [k for k, v in preset.items() if v > 0 and k in NOT_COMPUTED and k not in valid]
     if lost:
         raise ValueError(f"--weights {name} puts weight on {', '.join(lost)}{_not_computed_note(lost, command)}; "
                          f"with only the rest it would measure something else. Use default, paper, equal or "

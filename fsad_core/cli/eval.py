@@ -41,6 +41,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from fsad_core.aggregate import PRESETS
+    from fsad_core.cli.adapter_args import adapter_component_names, attach_adapter
     from fsad_core.cli.common import check_output_dir, check_preset, check_weights, engine_component_names, parse_weights
     from fsad_core.cli.score import config_from_args
     from fsad_core.models.registry import hub_offline_if_unreachable
@@ -55,7 +56,7 @@ def run(args) -> int:
         raise ValueError(f"--seed must be integers, got {args.seed}") from None
     check_output_dir(args.out, "--out")
     config = config_from_args(args)
-    valid = engine_component_names(config)
+    valid = engine_component_names(config) + adapter_component_names(args)
     if args.weights in ("default", "tuned"):
         weights = args.weights
     elif args.weights in PRESETS:
@@ -82,6 +83,7 @@ def run(args) -> int:
         if not cats:
             raise FileNotFoundError(f"no categories found under {str(root)!r}")
     engine = Engine(config)
+    attach_adapter(engine, args)
     out = Path(args.out)
     single = len(cats) == 1 and len(seeds) == 1
     tune_kwargs = dict(m=args.tune_m, n_samples=args.tune_samples, distribution=args.tune_distribution)

@@ -106,6 +106,7 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
+    from fsad_core.cli.adapter_args import adapter_component_names, attach_adapter
     from fsad_core.cli.common import check_output_dir, engine_component_names, weights_from_arg
     from fsad_core.cli.score import config_from_args
 
@@ -127,7 +128,7 @@ def run(args) -> int:
         raise ValueError("--out is the --input folder: write the outputs to another folder "
                          "(a sub-folder of --input is fine; it is skipped)")
     config = config_from_args(args)
-    weights = weights_from_arg(args.weights, engine_component_names(config), "inspect")
+    weights = weights_from_arg(args.weights, engine_component_names(config) + adapter_component_names(args), "inspect")
     if args.project:
         store, pid, class_name = _open_project(args)
     elif args.shots:
@@ -160,6 +161,7 @@ def run(args) -> int:
     from fsad_core.inspect_batch import run_batch
 
     engine = Engine(config)
+    attach_adapter(engine, args)
     engine.set_class_name(args.class_name or class_name or "object")
     if args.project:
         images = _shots_from_project(store, pid, args.project, engine)

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from fsad_core.cli.adapter_args import adapter_component_names, add_adapter_argument, attach_adapter
+
 
 def register(sub) -> None:
     p = sub.add_parser("score", help="score query images with every component",
@@ -33,6 +35,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--scales", default="1,2,3,7", help="window scales in patches (16 px each)")
     p.add_argument("--cache-dir", default=None)
+    add_adapter_argument(p)  # --adapter CKPT (APRIL-GAN adapter components)
 
 
 def config_from_args(args):
@@ -75,7 +78,7 @@ def run(args) -> int:
     if args.maps_dir:
         check_output_dir(args.maps_dir, "--maps-dir")
     config = config_from_args(args)
-    weights = weights_from_arg(args.weights, engine_component_names(config), "score")
+    weights = weights_from_arg(args.weights, engine_component_names(config) + adapter_component_names(args), "score")
     hub_offline_if_unreachable()
     import numpy as np
     from PIL import Image
@@ -86,6 +89,7 @@ def run(args) -> int:
     from fsad_core.overlay import overlay
 
     engine = Engine(config)
+    attach_adapter(engine, args)
     engine.set_class_name(args.class_name)
     for path in args.normal:
         engine.add_shot(path, kind="normal")
