@@ -17,7 +17,7 @@ STABLE_NAMES: tuple[str, ...] = (
     "text", "zero_shot",
     "normal@16", "normal@32", "normal@48", "normal@112",
     "anomalous@16", "anomalous@32", "anomalous@48", "anomalous@112",
-    "adapter", "patchcore", "personal", "pool",
+    "adapter", "adapter_memory", "adapter_text", "patchcore", "personal", "pool",
 )
 
 

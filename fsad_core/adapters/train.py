@@ -191,6 +191,7 @@ def train_adapters(backbone, items: Sequence[TrainItem], out, config: TrainConfi
     if not items:
         raise ValueError("no training images")
     out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)  # the resume file goes there from the first step
     cfg = config
     n = len(items)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
