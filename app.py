@@ -7,6 +7,10 @@ Flags (each also an environment variable):
   --host HOST               FSAD_HOST      (default 127.0.0.1)
   --port PORT               FSAD_PORT      (default 7860)
   --share                   FSAD_SHARE=1   (public Gradio link; off by default)
+  --max-upload-mb MB        FSAD_MAX_UPLOAD_MB (default 200: larger uploads are refused by the server)
+
+The studio refuses to start on a damaged database (SQLite's quick_check at start), with one
+`error:` line that says how to recover; it never opens one that it cannot vouch for.
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("FSAD_PORT", "7860")), help="port [FSAD_PORT]")
     p.add_argument("--share", action="store_true", default=_env_flag("FSAD_SHARE"),
                    help="create a public Gradio share link [FSAD_SHARE=1]")
+    p.add_argument("--max-upload-mb", type=float, default=float(os.environ.get("FSAD_MAX_UPLOAD_MB", "200")),
+                   help="largest file a browser may upload, in MB [FSAD_MAX_UPLOAD_MB; default 200]")
     return p.parse_args(argv)
 
 
@@ -58,6 +64,22 @@ def resolve_profile(requested: str):
         return "tiny", ClipBackbone(EngineConfig(profile="tiny")), banner
 
 
+def check_store(store, data_dir) -> None:
+    """Refuse to serve a damaged database: SQLite's quick_check reads every page (about a second per
+    GB). A damaged store raises DamagedStoreError naming the damage and the way to recover; the studio
+    does not start on it, so it never claims that saved work is intact when it cannot know."""
+    from storage.health import recovery_hint
+    from storage.store import DamagedStoreError
+
+    problems = store.quick_check()
+    if problems:
+        store.close()
+        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        raise DamagedStoreError(f"The studio's database in {data_dir} is damaged ({shown}); the studio was not "
+                                f"started and nothing was changed. `python -m storage check --data-dir {data_dir}` "
+                                "says what is damaged. " + recovery_hint(data_dir))
+
+
 def create_app(profile: str = "tiny", data_dir: str | None = None):
     """(demo, ctx): the studio on a store in `data_dir`; used by `main` and by the end-to-end tests."""
     from fsad_core.models import registry
@@ -69,7 +91,8 @@ def create_app(profile: str = "tiny", data_dir: str | None = None):
     from ui.studio import build_studio
 
     data_dir = data_dir or default_data_dir()
-    store = Store(data_dir)
+    store = Store(data_dir)  # a database SQLite cannot open raises DamagedStoreError, with the way out
+    check_store(store, data_dir)
     active, backbone, banner = resolve_profile(profile)
     ctx = StudioContext(store, profile=active, banner=banner, backbone=backbone, data_dir=data_dir)
     return build_studio(ctx), ctx
@@ -78,11 +101,21 @@ def create_app(profile: str = "tiny", data_dir: str | None = None):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    demo, ctx = create_app(args.profile, args.data_dir)
+    if not args.max_upload_mb > 0:
+        print(f"error: --max-upload-mb must be a positive number of MB, got {args.max_upload_mb}", file=sys.stderr)
+        return 2
+    try:
+        demo, ctx = create_app(args.profile, args.data_dir)
+    except ValueError as exc:  # StoreError: a damaged database, a path that is not a studio database
+        from fsad_core.names import safe_line
+
+        print(f"error: {safe_line(str(exc))}", file=sys.stderr)
+        return 2
     from ui.studio import launch_kwargs
 
     log.info("profile %s; data in %s", ctx.profile, getattr(ctx.store, "path", args.data_dir))
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True, **launch_kwargs())
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True,
+                **launch_kwargs(max_upload_mb=args.max_upload_mb))
     return 0
 
 

@@ -395,7 +395,7 @@ class Engine:
         steps = list(self._winclip.score_progressive(q))
         extra = scorers[1:]
         for i, step in enumerate(steps):
-            comps.update(step)
+            comps = dict(step)  # WinCLIP's steps are cumulative and in the stable order
             last = i == len(steps) - 1 and not extra
             if i < len(steps) - 1 or last:
                 yield Result(dict(comps), q.size_hw, q.sha256, complete=last)

@@ -31,12 +31,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .metrics import METRIC_NAMES, evaluate_all
+from .names import display, raw_b64
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VISA_SPLIT = Path("split_csv") / "1cls.csv"
 
 __all__ = ["Sample", "Split", "load_split", "draw_protocol", "EvalRun", "evaluate_category", "write_run",
-           "write_summary", "summary_rows", "list_categories"]
+           "write_summary", "write_weights_table", "summary_rows", "list_categories", "weight_set"]
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ def list_categories(root) -> list[str]:
     """Categories under ROOT: folders with train/ and test/ (MVTec) or the `object`s of VisA's split."""
     root = Path(root)
     if detect_layout(root) == "visa":
-        with open(root / VISA_SPLIT, newline="") as f:
-            return sorted({r["object"] for r in csv.DictReader(f)})
+        return sorted({r["object"] for r in _visa_rows(root)})
     return sorted(p.name for p in root.iterdir() if (p / "train").is_dir() and (p / "test").is_dir()) \
         if root.is_dir() else []
 
@@ -112,10 +112,35 @@ def load_split(root, category: str, layout: str = "auto") -> Split:
     return Split(category, train, tuple(test))
 
 
+VISA_COLUMNS = ("object", "split", "label", "image")  # and "mask" for anomalous rows
+
+
+def _visa_rows(root: Path) -> list[dict]:
+    """The rows of VisA's split CSV, checked: a missing column or an empty required field is a
+    ValueError naming the file, the line and the field (never a KeyError)."""
+    path = root / VISA_SPLIT
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in VISA_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{display(str(path))} has no column {', '.join(missing)} (its header: "
+                                 f"{', '.join(reader.fieldnames or []) or 'empty'}); VisA's split_csv/1cls.csv has "
+                                 f"{', '.join(VISA_COLUMNS)}, mask")
+            rows = []
+            for r in reader:
+                empty = [c for c in VISA_COLUMNS if not (r.get(c) or "").strip()]
+                if empty:
+                    raise ValueError(f"{display(str(path))} line {reader.line_num}: field {empty[0]!r} is empty")
+                rows.append(r)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{display(str(path))} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return rows
+
+
 def _load_visa(root: Path, category: str) -> Split:
     train, test = [], []
-    with open(root / VISA_SPLIT, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("object") == category]
+    rows = [r for r in _visa_rows(root) if r["object"] == category]
     if not rows:
         raise FileNotFoundError(f"category {category!r} not in {root / VISA_SPLIT}; "
                                 f"found: {', '.join(list_categories(root))}")
@@ -133,13 +158,18 @@ class Protocol:
     normal_shots: tuple[Sample, ...]
     anomalous_shots: tuple[Sample, ...]
     test: tuple[Sample, ...]
+    validation_normals: tuple[Sample, ...] = ()
 
 
-def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None = None) -> Protocol:
-    """Draw K normal shots (train) and J anomalous shots (test, excluded afterwards) with the seed."""
+def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None = None,
+                  validation_normal: int = 0) -> Protocol:
+    """Draw K normal shots (train) and J anomalous shots (test, excluded afterwards) with the seed,
+    and `validation_normal` more normal images from the rest of train (validation-only shots; drawn
+    with their own stream, so the K shots are the same with or without them)."""
     rng = np.random.default_rng([seed, sum(map(ord, split.category))])
-    if k > len(split.train):
-        raise ValueError(f"{k} normal shots asked but {split.category} has {len(split.train)} training images")
+    if k + validation_normal > len(split.train):
+        raise ValueError(f"{k} normal shots (+ {validation_normal} for validation) asked but {split.category} has "
+                         f"{len(split.train)} training images")
     anomalous = [s for s in split.test if s.label == 1 and s.mask_path]
     if j > len(anomalous):
         raise ValueError(f"{j} anomalous shots asked but {split.category} has {len(anomalous)} anomalous test images")
@@ -160,7 +190,11 @@ def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None 
         test = [s for s in test if s.path in keep]
     if not test:
         raise ValueError(f"no test images left for {split.category} after drawing the shots")
-    return Protocol(tuple(normals), tuple(picked), tuple(test))
+    chosen = {s.path for s in normals}
+    rest = [s for s in split.train if s.path not in chosen]
+    vrng = np.random.default_rng([seed, sum(map(ord, split.category)), 1])
+    held = [rest[i] for i in sorted(vrng.choice(len(rest), validation_normal, replace=False))] if validation_normal else []
+    return Protocol(tuple(normals), tuple(picked), tuple(test), tuple(held))
 
 
 @dataclass(frozen=True)
@@ -183,6 +217,9 @@ class EvalRun:
     seconds: dict[str, float]
     model: dict[str, str] = field(default_factory=dict)
     tuning: dict | None = None
+    rule: str = "mean_of_scores"  # the weight set's score rule (fsad_core.aggregate)
+    map_weights: dict[str, float] | None = None
+    notes: dict = field(default_factory=dict)
 
 
 def _resize_for_pixels(arr: np.ndarray, pixel_size: int, nearest: bool) -> np.ndarray:
@@ -198,72 +235,86 @@ def _resize_for_pixels(arr: np.ndarray, pixel_size: int, nearest: bool) -> np.nd
     return cv2.resize(arr.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
 
 
-def resolve_weights(mode: str | Mapping[str, float] | None, names: Sequence[str]) -> dict[str, float]:
-    """'default' -> the paper's eq. 2 weights over `names`; a mapping -> itself (validated)."""
-    from .aggregate import default_weights, validate_weights
+def resolve_weights(mode, names: Sequence[str]) -> dict[str, float]:
+    """'default' / a preset name / a mapping -> the score weights over `names` (validated).
+    Kept for callers that want a dict; `weight_set` gives the full WeightSet (with its score rule)."""
+    return {k: v for k, v in weight_set(mode, names).weights.items() if k in names}
 
-    if mode is None or mode == "default":
-        return default_weights(names)
-    if isinstance(mode, str):
-        from .aggregate import PRESETS
 
-        if mode in PRESETS:
-            lost = [k for k, v in PRESETS[mode].items() if v > 0 and k in ("personal", "pool", "adapter", "patchcore")
-                    and k not in names]
-            if lost:  # one-to-normal without personal/pool would silently measure zero_shot alone
-                raise ValueError(f"weights preset {mode!r} needs {', '.join(lost)}, which this evaluation does not "
-                                 f"compute; components: {', '.join(names)}")
-            return {k: v for k, v in PRESETS[mode].items() if k in names}
-        raise ValueError(f"weights must be default, tuned, a preset ({', '.join(PRESETS)}) or name=w,...; got {mode!r}")
-    w = validate_weights(mode)
-    unknown = [k for k in w if k not in names]
-    if unknown:
-        raise ValueError(f"weights for unknown components {', '.join(unknown)}; components: {', '.join(names)}")
-    if not any(v > 0 for v in w.values()):
-        raise ValueError("at least one weight must be positive")
-    return w
+def weight_set(mode, names: Sequence[str]):
+    """'default' / a preset name / 'name=w,...' / a mapping / a WeightSet -> a checked WeightSet."""
+    from .aggregate import resolve_weights as _resolve
+
+    if isinstance(mode, str) and mode == "tuned":
+        raise ValueError("'tuned' weights come from tuning; pass them as a mapping")
+    return _resolve("paper" if mode is None or mode == "default" else mode, list(names))
+
+
+def weights_label(mode, index: int = 0) -> str:
+    """A short, file-name-safe label for a weight set in tables and folder names."""
+    if isinstance(mode, str) and "=" not in mode:
+        return "paper" if mode == "default" else mode
+    return "custom" if index == 0 else f"custom{index + 1}"
 
 
 def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomalous_shots: int = 1, seed: int = 0,
-                      max_test: int | None = None, weights: str | Mapping[str, float] | None = "default",
+                      max_test: int | None = None, weights="default",
                       pixel_size: int = 256, layout: str = "auto", tune_kwargs: Mapping | None = None,
-                      progress: Callable[[int, int], None] | None = None) -> EvalRun:
+                      progress: Callable[[int, int], None] | None = None, validation_normal: int = 0):
     """Run the protocol for one category and seed on `engine` (its shots are replaced).
 
     weights: "default" | "tuned" (Monte-Carlo on augmented shots, `fsad_core.tuning`) | a preset name |
-    a {component: weight} mapping. progress(done, total) is called after each test image.
+    "name=w,..." | a {component: weight} mapping | a WeightSet — or a list of these: every weight set
+    is evaluated on the same scores (one encoding per image) and a list of EvalRuns is returned.
+    validation_normal: extra normal images drawn from train/good as validation-only shots (weight
+    tuning validates on them; no memory holds them). progress(done, total) is called per test image.
     """
     from .images import to_mask_array, to_rgb_array
 
+    several = isinstance(weights, (list, tuple))
+    modes = list(weights) if several else [weights]
+    if not modes:
+        raise ValueError("no weight set to evaluate")
     t0 = time.perf_counter()
     root = Path(root)
     split = load_split(root, category, layout)
-    proto = draw_protocol(split, normal_shots, anomalous_shots, seed, max_test)
+    proto = draw_protocol(split, normal_shots, anomalous_shots, seed, max_test, int(validation_normal))
     engine.clear_shots()
     engine.set_class_name(category)
     images = {}
+    held = proto.validation_normals
     for s in proto.normal_shots:
         rgb = to_rgb_array(s.path)
         images[engine.add_shot(rgb, kind="normal")] = rgb
+    for s in held:
+        rgb = to_rgb_array(s.path)
+        images[engine.add_shot(rgb, kind="normal", role="validation")] = rgb
     for s in proto.anomalous_shots:
         rgb = to_rgb_array(s.path)
         mask = to_mask_array(s.mask_path, rgb.shape[:2], what=f"mask {s.mask_path}")
         images[engine.add_shot(rgb, kind="anomalous", mask=mask, defect_type=s.defect_type)] = rgb
     names = list(engine.component_names)
     t_shots = time.perf_counter()
-    tuning = None
-    if weights == "tuned":
-        from .tuning import tune_weights
+    sets, tunings, labels_ = [], [], []
+    for i, mode in enumerate(modes):
+        tuning = None
+        if isinstance(mode, str) and mode == "tuned":
+            from .aggregate import WeightSet
+            from .tuning import tune_weights
 
-        tr = tune_weights(engine, images=images, **dict(tune_kwargs or {}))
-        w = dict(tr.weights)
-        tuning = tr.to_dict()
-    else:
-        w = resolve_weights(weights, names)
+            tr = tune_weights(engine, images=images, **dict(tune_kwargs or {}))
+            ws = WeightSet(dict(tr.weights), tr.rule, name="tuned")
+            tuning = {**tr.to_dict(), "record": tr.protocol_record()}
+        else:
+            ws = weight_set(mode, names)
+        sets.append(ws)
+        tunings.append(tuning)
+        labels_.append(weights_label(mode, i))
     t_tune = time.perf_counter()
-    labels, rows = [], []
-    scores: dict[str, list[float]] = {n: [] for n in ["aggregate", *names]}
-    maps: dict[str, list[np.ndarray]] = {n: [] for n in ["aggregate", *names]}
+    labels, rows = [], [[] for _ in sets]
+    keys = [f"aggregate#{i}" for i in range(len(sets))]
+    scores: dict[str, list[float]] = {n: [] for n in [*keys, *names]}
+    maps: dict[str, list[np.ndarray]] = {n: [] for n in [*keys, *names]}
     masks: list[np.ndarray] = []
     total = len(proto.test)
     for i, s in enumerate(proto.test):
@@ -273,39 +324,55 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
         else:
             gt = np.zeros(rgb.shape[:2], bool)
         result = engine.score(rgb)
-        agg = result.aggregate(w)
-        comps = {"aggregate": agg, **{n: result.components[n] for n in names}}
-        row = {"path": Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root) else s.path,
-               "label": s.label, "defect_type": s.defect_type}
+        aggs = {k: result.aggregate(ws) for k, ws in zip(keys, sets)}
+        comps = {**aggs, **{n: result.components[n] for n in names}}
+        rel = Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root) else s.path
+        # file names are bytes: the escaped form, and the exact bytes for names that needed escaping
+        base = {"path": display(rel), "label": s.label, "defect_type": display(s.defect_type),
+                "path_b64": raw_b64(rel) or ""}
         for n, sm in comps.items():
             scores[n].append(float(sm.score))
             maps[n].append(_resize_for_pixels(sm.map, pixel_size, nearest=False))
-            row[n] = float(sm.score)
+        for j, k in enumerate(keys):
+            rows[j].append({**base, "aggregate": float(aggs[k].score), **{n: float(result.components[n].score)
+                                                                        for n in names}})
         masks.append(_resize_for_pixels(gt, pixel_size, nearest=True))
         labels.append(s.label)
-        rows.append(row)
         if progress is not None:
             progress(i + 1, total)
     t_score = time.perf_counter()
-    per = {n: evaluate_all(labels, scores[n], masks, maps[n]) for n in ["aggregate", *names]}
+    per = {n: evaluate_all(labels, scores[n], masks, maps[n]) for n in [*keys, *names]}
     t_metrics = time.perf_counter()
     bb = getattr(engine, "backbone", None)
     model = {"clip": getattr(bb, "model_id", "?"), "profile": getattr(engine.config, "profile", "?"),
              "precision": getattr(bb, "precision_name", "?")}  # bf16 and fp32 differ in the 4th digit
     if model["profile"] == "tiny":
         model["note"] = "tiny profile: random weights, numbers test the pipeline only"
+    notes = {}
+    one = next((sc for sc in engine.scorers if sc.name == "one-to-normal"), None)
+    if one is not None:
+        notes["one_to_normal"] = {"pool": getattr(one, "pool_note", ""),
+                                  "text_branch": "adapter_text" if "adapter_text" in names else
+                                  "zero_shot (no APRIL-GAN adapter loaded: WinCLIP's zero-shot map stands in for S_text)",
+                                  "model_dir": str(getattr(one, "model_dir", "") or "")}
     n_bad = int(sum(labels))
-    return EvalRun(
-        category=category, seed=seed, metrics=per["aggregate"], component_metrics={n: per[n] for n in names},
-        rows=rows, components=names, weights={k: float(v) for k, v in w.items()},
-        weights_mode=weights if isinstance(weights, str) else "custom",
-        shots={"normal": [s.path for s in proto.normal_shots], "anomalous": [s.path for s in proto.anomalous_shots]},
-        n_test=(len(labels) - n_bad, n_bad),
-        seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
-                 "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
-                 "total": t_metrics - t0},
-        model=model, tuning=tuning,
-    )
+    out = []
+    for j, (ws, tuning, label, key) in enumerate(zip(sets, tunings, labels_, keys)):
+        out.append(EvalRun(
+            category=category, seed=seed, metrics=per[key], component_metrics={n: per[n] for n in names},
+            rows=rows[j], components=names, weights={k: float(v) for k, v in ws.weights.items() if k in names},
+            weights_mode=label,
+            shots={"normal": [display(s.path) for s in proto.normal_shots],
+                   "validation_normal": [display(s.path) for s in held],
+                   "anomalous": [display(s.path) for s in proto.anomalous_shots]},
+            n_test=(len(labels) - n_bad, n_bad),
+            seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
+                     "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
+                     "total": t_metrics - t0},
+            model=model, tuning=tuning, rule=ws.rule, map_weights=None if ws.map_weights is None else dict(ws.map_weights),
+            notes=notes,
+        ))
+    return out if several else out[0]
 
 
 def _clean(x):
@@ -328,9 +395,9 @@ def write_run(run: EvalRun, out_dir) -> Path:
     d["aggregate"] = d.pop("metrics")
     d["components"] = d.pop("component_metrics")
     d["component_order"] = run.components
-    (out / "metrics.json").write_text(json.dumps(_clean(d), indent=2))
-    with open(out / "scores.csv", "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *run.components])
+    (out / "metrics.json").write_text(json.dumps(_clean(d), indent=2), encoding="utf-8")
+    with open(out / "scores.csv", "w", newline="", encoding="utf-8") as f:
+        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *run.components, "path_b64"])
         wr.writeheader()
         wr.writerows(rows)
     plot_roc([run], out / "roc.png", title=f"{run.category} (seed {run.seed})")
@@ -421,8 +488,9 @@ def write_summary(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str
     for r in rows:
         md.append(f"| {r['category']} | " + " | ".join(_fmt(r[m], r["seeds"]) for m in METRIC_NAMES) + " |")
     paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "components_md": out / "components.md"}
-    paths["table_md"].write_text("\n".join(md) + "\n")
-    with open(paths["table_csv"], "w", newline="") as f:
+    # a category is a folder name (bytes): never let one that is not UTF-8 stop the summary
+    paths["table_md"].write_text("\n".join(md) + "\n", encoding="utf-8", errors="backslashreplace")
+    with open(paths["table_csv"], "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         wr = csv.writer(f)
         wr.writerow(["category", "seeds"] + [f"{m}_{k}" for m in METRIC_NAMES for k in ("mean", "std")])
         for r in rows:
@@ -441,9 +509,35 @@ def write_summary(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str
             pa = _mean_std([get(r, "pixel_auroc") for r in rs])[0]
             cells.append("–" if not math.isfinite(ia) else f"{100 * ia:.1f} / {100 * pa:.1f}")
         cmd.append(f"| {n} | " + " | ".join(cells) + " |")
-    paths["components_md"].write_text("\n".join(cmd) + "\n")
+    paths["components_md"].write_text("\n".join(cmd) + "\n", encoding="utf-8", errors="backslashreplace")
     for c in cats:
         p = out / f"roc_{c}.png"
         plot_roc([r for r in runs if r.category == c], p, title=c)
         paths[f"roc_{c}"] = p
+    return paths
+
+
+def write_weights_table(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str, Path]:
+    """table.md / table.csv with one row per weight set (`EvalRun.weights_mode`): each metric as the
+    mean over categories of the per-category mean over seeds (± the mean of the per-category std),
+    all computed on the same scores. Returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = list(dict.fromkeys(r.weights_mode for r in runs))
+    heads = [METRIC_LABELS[m] for m in METRIC_NAMES]
+    md = [f"**{title}**", ""] if title else []
+    md += ["| weights | rule | " + " | ".join(heads) + " |", "|---|---|" + "---:|" * len(heads)]
+    csv_rows = []
+    for label in labels:
+        rs = [r for r in runs if r.weights_mode == label]
+        rows = summary_rows(rs)
+        final = rows[-1]  # the "mean" row when there are several categories, else the only one
+        md.append(f"| {label} | {rs[0].rule} | " + " | ".join(_fmt(final[m], final["seeds"]) for m in METRIC_NAMES) + " |")
+        csv_rows.append([label, rs[0].rule, final["seeds"]] + [f"{x:.4f}" for m in METRIC_NAMES for x in final[m]])
+    paths = {"table_md": out / "table.md", "table_csv": out / "table.csv"}
+    paths["table_md"].write_text("\n".join(md) + "\n")
+    with open(paths["table_csv"], "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["weights", "rule", "seeds"] + [f"{m}_{k}" for m in METRIC_NAMES for k in ("mean", "std")])
+        wr.writerows(csv_rows)
     return paths

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .names import display
 
 MIN_SIDE = 8  # below this no patch grid makes sense (a 1x1 "image" is a mistake, not a product)
 MAX_PIXELS = 64_000_000  # 64 MP: larger is a decompression bomb or a whole-wafer scan to tile first
@@ -39,12 +42,14 @@ def _open(data: ImageInput) -> Image.Image:
             name = "the uploaded data"
         elif isinstance(data, (str, os.PathLike)):
             path = Path(data)
+            # the whole path as given, escaped: MVTec has a 000.png in every folder, and a name may
+            # hold bytes that are not UTF-8 or control characters (never printed raw)
+            name = f"'{display(str(path))}'"
             if not path.is_file():
-                raise ImageError(f"No image file at {str(path)!r}.")
+                raise ImageError(f"No image file at {name}.")
             if path.stat().st_size == 0:
-                raise ImageError(f"The image file {path.name!r} is empty (0 bytes).")
+                raise ImageError(f"The image file {name} is empty (0 bytes).")
             fp = io.BytesIO(path.read_bytes())
-            name = repr(path.name)
         else:
             raise ImageError(
                 f"Expected a PIL image, a uint8 HxWx3 array, bytes or a file path, got {type(data).__name__}."
@@ -62,7 +67,13 @@ def _open(data: ImageInput) -> Image.Image:
                 img.load()
         except ImageError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # Pillow refuses (or warns about) the size read from the header, before decoding anything
+            m = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(m.group(1)) / 1e6:.0f} MP, " if m else ""
+            raise ImageError(f"{name} is {size}over the {MAX_PIXELS / 1e6:.0f} MP limit (a decompression bomb, or "
+                             "a scan to downscale or tile first); it was not decoded.") from None
+        except UnidentifiedImageError as exc:
             raise ImageError(f"{name} is not a readable image ({exc.__class__.__name__}).") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{name} is truncated or corrupt: {exc}.") from None

@@ -9,10 +9,19 @@ are re-derived from the stored scores whenever the CSV and HTML are written.
 
 Outputs in DIR:
     results.jsonl   one JSON object per image (path, score, components, overlay, error)
-    scores.csv      path, score, verdict, one column per component (most anomalous first)
-    overlays/*.png  the aggregate map over each image
+    scores.csv      path, score, verdict, one column per component (most anomalous first), error, path_b64
+    overlays/*.png  the aggregate map over each image (one file per distinct input path)
     report.html     self-contained (thumbnails inlined as data URIs), sortable by score
-    run.json        settings and the threshold used
+    run.json        settings and the threshold used (written atomically)
+
+File names are bytes: `path` is the input's path relative to the input folder in the escaped form of
+`fsad_core.names.display` (a name that is not UTF-8 or holds control characters is never written
+raw), with `path_b64` (its exact bytes) for the names that needed escaping, so every output is valid
+UTF-8 and lossless.
+
+The output folder is never clobbered: it must be new, empty, or hold an earlier run of this tool
+(`run.json` + `results.jsonl`); a folder with other files is refused unless `force=True`, and a
+folder that contains the input folder is refused (a sub-folder of the input is fine: it is skipped).
 """
 from __future__ import annotations
 
@@ -29,10 +38,15 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import names
 from .evaluate import IMAGE_EXTS, image_files
+from .fileio import write_atomic
 
 __all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "read_results",
-           "read_shot_folder", "ShotFolder", "is_output_folder", "check_batch_weights"]
+           "read_shot_folder", "ShotFolder", "is_output_folder", "check_batch_weights", "check_output_folder",
+           "overlay_name", "OUTPUT_NAMES"]
+
+OUTPUT_NAMES = ("run.json", "results.jsonl", "scores.csv", "report.html", "overlays")
 
 
 def is_output_folder(folder) -> bool:
@@ -87,6 +101,30 @@ _LAYOUT_HELP = ("train/good/*.png (normal shots) and/or test/<defect type>/*.png
                 "is not used for shots)")
 
 
+def _read_shots_manifest(mf: Path) -> dict:
+    """fsad_project.json of an export, checked where `read_shot_folder` uses it: unreadable JSON,
+    or a `class_name` / `folders` of the wrong type, is a ValueError naming the file and the field
+    (not a silent fallback to folder names, which would change the defect types' names)."""
+    if not mf.is_file():
+        return {}
+    where = names.display(str(mf))
+    try:
+        manifest = json.loads(mf.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{where} is not readable JSON ({exc}); fix it, or delete it to read the folder "
+                         "by its layout alone") from None
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where} must hold a JSON object, got {type(manifest).__name__}")
+    if manifest.get("class_name") is not None and not isinstance(manifest["class_name"], str):
+        raise ValueError(f"{where}: field 'class_name' must be text, got {type(manifest['class_name']).__name__}")
+    folders = manifest.get("folders")
+    text_or_none = (str, type(None))  # None: the folder of unlabelled anomalous shots
+    if folders is not None and (not isinstance(folders, dict) or not all(
+            isinstance(k, str) and isinstance(v, text_or_none) for k, v in folders.items())):
+        raise ValueError(f"{where}: field 'folders' must map folder names to defect-type names (text to text)")
+    return manifest
+
+
 def read_shot_folder(root) -> ShotFolder:
     """Shots from an MVTec-AD-layout folder, as `python -m storage export` writes one:
     train/good/* are normal shots; test/<type>/* (not test/good) are anomalous shots of defect type
@@ -98,14 +136,8 @@ def read_shot_folder(root) -> ShotFolder:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"shots folder {str(root)!r} does not exist")
-    manifest: dict = {}
-    mf = root / "fsad_project.json"
-    if mf.is_file():
-        try:
-            manifest = json.loads(mf.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            manifest = {}
-    names = manifest.get("folders") if isinstance(manifest.get("folders"), dict) else {}
+    manifest = _read_shots_manifest(root / "fsad_project.json")
+    type_names = manifest.get("folders") or {}
     train, test = root / "train", root / "test"
     if not train.is_dir() and not test.is_dir():
         found = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir()
@@ -127,9 +159,10 @@ def read_shot_folder(root) -> ShotFolder:
                      for ext in IMAGE_EXTS]
             mask = next((c for c in cands if c.is_file()), None)
             if mask is None:  # a defect not painted yet (the studio exports those too): not a shot
-                missing.append(f"{img.relative_to(root).as_posix()} (no ground_truth/{d.name}/{img.stem}_mask.png)")
+                missing.append(names.display(f"{img.relative_to(root).as_posix()} (no ground_truth/{d.name}/"
+                                             f"{img.stem}_mask.png)"))
                 continue
-            anomalous.append((img, mask, str(names.get(d.name) or d.name)))
+            anomalous.append((img, mask, str(type_names.get(d.name) or names.display(d.name))))
     if missing:
         ignored.append(f"{len(missing)} anomalous image(s) without a mask, not used as shots: {', '.join(missing[:5])}"
                        + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
@@ -160,35 +193,43 @@ def read_results(out_dir) -> list[dict]:
     p = Path(out_dir) / "results.jsonl"
     out = []
     if p.is_file():
-        for line in p.read_text().splitlines():
+        for line in p.read_bytes().decode("utf-8", "replace").splitlines():
             try:
-                out.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(rec, dict) and isinstance(rec.get("path"), str):
+                out.append(rec)
     return out
 
 
-def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[str, object] | None = None,
+def record_name(rec: Mapping) -> str:
+    """The exact input path (relative) of a results.jsonl record (`path` + `path_b64`)."""
+    try:
+        return names.from_record(rec["path"], rec.get("path_b64"))
+    except ValueError:
+        return rec["path"]
+
+
+def auto_threshold(engine, weights=None, images: Mapping[str, object] | None = None,
                    m: int = 5, seed: int = 0) -> tuple[float, str]:
     """A threshold from augmented copies of the shots (see `fsad_core.tuning.validation_set`).
 
-    With normal and anomalous shots: the aggregate-score threshold with the best F1 on the copies.
-    With normal shots only: just above the highest aggregate score of a normal copy.
-    With anomalous shots only: a ValueError asking for a threshold (there is nothing to calibrate on).
+    weights: a `WeightSet`, a preset name, a mapping or None (paper). With normal and anomalous shots:
+    the aggregate-score threshold with the best F1 on the copies. With normal shots only: just above
+    the highest aggregate score of a normal copy. With anomalous shots only: a ValueError asking for
+    a threshold (there is nothing to calibrate on).
     """
-    from .aggregate import default_weights
+    from .aggregate import resolve_weights
     from .tuning import validation_set
 
     if not any(s.kind == "normal" for s in engine.shots):
         raise ValueError("an automatic threshold is calibrated on augmented copies of the normal shots, and these "
                          "shots are all anomalous: give a threshold (--threshold T, an aggregate score, e.g. 0.5) "
                          "or add a normal shot")
-    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False)
-    w = default_weights(vs.names) if weights is None else {k: float(v) for k, v in weights.items()}
-    wv = np.array([w.get(n, 0.0) for n in vs.names])
-    if wv.sum() <= 0:
-        raise ValueError("the weights give no positive weight to any component of these shots")
-    agg = vs.scores @ (wv / wv.sum())
+    wset = resolve_weights(weights, list(engine.component_names), strict=False)
+    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False, aggregate=wset)
+    agg = vs.aggregate
     y = vs.labels.astype(bool)
     if y.any() and (~y).any():
         from sklearn.metrics import precision_recall_curve
@@ -203,30 +244,36 @@ def auto_threshold(engine, weights: Mapping[str, float] | None, images: Mapping[
     return float(np.nextafter(agg.max(), np.inf)), "normal copies max"
 
 
-def check_batch_weights(engine, weights: Mapping[str, float] | None) -> dict[str, float] | None:
-    """Weights validated before any image is scored: non-negative, and a positive weight on at least
-    one component these shots produce (otherwise every image would fail to aggregate)."""
-    if weights is None:
-        return None
-    from .aggregate import validate_weights
+def check_batch_weights(engine, weights):
+    """Weights validated before any image is scored -> a `WeightSet` (None = the paper preset):
+    non-negative, and a positive weight on at least one component these shots produce (otherwise
+    every image would fail to aggregate)."""
+    from .aggregate import WeightSet, resolve_weights
 
-    w = validate_weights(weights)
     names = list(engine.component_names)
-    if not any(v > 0 and k in names for k, v in w.items()):
+    try:
+        return resolve_weights(weights, names, strict=False)
+    except ValueError as exc:
+        w = weights.weights if isinstance(weights, WeightSet) else weights
+        given = ", ".join(w) if isinstance(w, Mapping) else str(w)
         raise ValueError(f"the weights give no positive weight to any component these shots produce "
-                         f"(weights for: {', '.join(w) or 'none'}; components: {', '.join(names)})")
-    return w
+                         f"(weights for: {given or 'none'}; components: {', '.join(names)}): {exc}") from None
 
 
-def _signature(engine, weights: Mapping[str, float] | None) -> dict:
+def _signature(engine, weights) -> dict:
     bb = getattr(engine, "backbone", None)
+    ws = weights.to_dict() if weights is not None and hasattr(weights, "to_dict") else weights
+    if isinstance(ws, dict) and ws.get("name") == "custom" and ws.get("rule") == "mean_of_scores" \
+            and ws.get("map_weights") is None:
+        ws = {k: float(v) for k, v in sorted(ws["weights"].items())}  # plain weights read as before
     return {
         "model": getattr(bb, "model_id", "?"), "profile": engine.config.profile,
         "precision": getattr(bb, "precision_name", "?"), "scales": list(engine.config.scales),
         "class_name": engine.class_name,
         "shots": sorted(f"{s.kind}:{s.id}" for s in engine.shots),
         "mask_hashes": sorted(_mask_hash(s.mask) for s in engine.shots if s.mask is not None),
-        "weights": None if weights is None else {k: float(v) for k, v in sorted(weights.items())},
+        "weights": ws,
+        "components": list(engine.component_names),
     }
 
 
@@ -236,60 +283,129 @@ def _mask_hash(mask) -> str:
     return hashlib.sha256(np.packbits(np.asarray(mask, bool)).tobytes()).hexdigest()[:16]
 
 
-def _safe_name(rel: str) -> str:
-    return rel.replace("/", "__").replace("\\", "__")
+def overlay_name(rel: str) -> str:
+    """A file name for the overlay of input `rel`, unique per distinct `rel` (a digest of its exact
+    bytes): `a/b.png` and `a__b.png` no longer share `a__b.png.png`. ASCII letters, digits and
+    `._-` only, at most ~120 characters.
+
+    >>> overlay_name("a/b.png") != overlay_name("a__b.png")
+    True
+    >>> overlay_name("bad\\udcff.png")
+    'bad_xff.png-...'
+    """
+    import hashlib
+    import re
+
+    digest = hashlib.sha256(names.fs_bytes(rel)).hexdigest()[:10]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", names.display(rel).replace("/", "__").replace("\\", "_"))
+    stem = stem.strip("._")[-100:] or "image"
+    return f"{stem}-{digest}.png"
+
+
+def _folder_listing(folder: Path, k: int = 6) -> str:
+    items = sorted(names.display(p.name) + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(items[:k]) + (f" and {len(items) - k} more" if len(items) > k else "")
+
+
+def _read_run_json(out: Path) -> dict | None:
+    """DIR/run.json of an earlier run, None when there is none; ValueError when it is torn or foreign."""
+    p = out / "run.json"
+    if not p.exists():
+        return None
+    try:
+        meta = json.loads(p.read_bytes().decode("utf-8"))
+        why = "" if isinstance(meta, dict) and isinstance(meta.get("signature"), dict) else "no run signature"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = f"{exc.__class__.__name__}: {exc}"
+    if why:
+        raise ValueError(f"{names.display(str(p))} is damaged or was not written by `inspect` ({why}); "
+                         "use another --out folder, or --restart to discard that run (--force if the folder is "
+                         "not an earlier inspect run)")
+    return meta
+
+
+def check_output_folder(input_dir, out_dir, *, restart: bool = False, force: bool = False) -> str:
+    """Decide whether `out_dir` may receive a run's outputs, before anything is written.
+
+    Returns "new" (missing or empty), "resume" (an earlier run: run.json + results.jsonl) or "replace"
+    (restart / force: our files there are replaced). Raises ValueError for an output folder that is
+    the input folder or contains it, a file, a non-empty folder that holds no earlier run (unless
+    `force`), and a torn or foreign run.json (unless `restart` on our own layout, or `force`)."""
+    input_dir, out = Path(input_dir), Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder '{names.display(str(out))}' is a file")
+    if out.resolve() == input_dir.resolve():
+        raise ValueError("the output folder is the input folder: write the outputs to another folder "
+                         "(a sub-folder of the input is fine; it is skipped)")
+    if input_dir.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"the output folder '{names.display(str(out))}' contains the input folder "
+                         f"'{names.display(str(input_dir))}': the outputs would land among your files; write them "
+                         "to a new folder outside the input (or to a sub-folder of it, which is skipped)")
+    if not out.exists() or not any(out.iterdir()):
+        return "new"
+    entries = {p.name for p in out.iterdir()}
+    ours = (out / "run.json").exists() and (out / "results.jsonl").is_file()
+    if not ours and not force and not (entries <= {"overlays"} and not any((out / "overlays").iterdir())):
+        raise ValueError(f"the output folder '{names.display(str(out))}' is not empty and holds no earlier inspect "
+                         f"run (found: {_folder_listing(out)}); choose a new folder, or pass --force to write into it "
+                         f"(its {', '.join(OUTPUT_NAMES)} would be replaced)")
+    if force and not ours:
+        return "replace"
+    if restart:
+        return "replace"
+    if (out / "run.json").exists():
+        _read_run_json(out)  # torn / foreign: a clear error now, not a traceback later
+        return "resume"
+    return "new"
 
 
 def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = None,
               threshold: float | str = "auto", overlays: bool = True, restart: bool = False,
               images: Mapping[str, object] | None = None, files: Sequence[Path] | None = None,
-              progress: Callable[[int, int, str], None] | None = None) -> BatchSummary:
+              progress: Callable[[int, int, str], None] | None = None, force: bool = False) -> BatchSummary:
     """Score every image under `input_dir` with `engine`'s shots; write DIR's outputs (module docstring).
 
     weights: aggregation weights (None = the paper's eq. 2); threshold: a number or "auto"
     (`auto_threshold`; needs the shots' pixels in `images` when the engine does not keep them).
-    progress(done, total, path) after each image. Returns a BatchSummary.
+    progress(done, total, path) after each image (path in its escaped display form). `force`: write
+    into a non-empty folder that holds no earlier run (see `check_output_folder`). Returns a BatchSummary.
     """
     from .images import ImageError, to_rgb_array
     from .overlay import overlay
 
     t0 = time.perf_counter()
     input_dir, out = Path(input_dir), Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"the output folder {str(out)!r} is a file")
-    if out.resolve() == input_dir.resolve():
-        raise ValueError("the output folder is the input folder: write the outputs to another folder "
-                         "(a sub-folder of the input is fine; it is skipped)")
+    state = check_output_folder(input_dir, out, restart=restart, force=force)
     # our own outputs are never inputs, even when the output folder lies inside the input folder
     paths = [Path(p) for p in (files if files is not None else list_images(input_dir, exclude=[out]))
              if not _inside(Path(p), out)]
     weights = check_batch_weights(engine, weights)
     sig = _signature(engine, weights)
     run_json = out / "run.json"
-    if restart:
-        for p in (out / "results.jsonl", run_json):
-            p.unlink(missing_ok=True)
-    elif run_json.is_file():
-        old = json.loads(run_json.read_text()).get("signature")
-        if old is not None and old != sig:
-            changed = [k for k in sig if old.get(k) != sig[k]]
-            raise ValueError(f"{str(out)!r} holds a batch run with different settings ({', '.join(changed)}); "
-                             "use another output folder, or --restart to discard it")
+    old_meta = _read_run_json(out) if state == "resume" else None
+    if old_meta is not None and old_meta["signature"] != sig:
+        old = old_meta["signature"]
+        changed = [k for k in sig if old.get(k) != sig[k]]
+        raise ValueError(f"'{names.display(str(out))}' holds a batch run with different settings "
+                         f"({', '.join(changed)}); use another output folder, or --restart to discard it")
     if isinstance(threshold, str):
         if threshold != "auto":
             raise ValueError(f"threshold must be a number or 'auto', got {threshold!r}")
-        old_meta = json.loads(run_json.read_text()) if run_json.is_file() else {}
+        old_meta = old_meta or {}
         if old_meta.get("threshold_source", "given") != "given" and "threshold" in old_meta:
             thr, source = float(old_meta["threshold"]), old_meta["threshold_source"]  # resume: same threshold
         else:
             thr, source = auto_threshold(engine, weights, images=images)
     else:
         thr, source = float(threshold), "given"
+    if state == "replace":
+        for p in (out / "results.jsonl", run_json):
+            p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)  # only now: nothing is created when the settings are refused
     (out / "overlays").mkdir(exist_ok=True)
-    run_json.write_text(json.dumps({"signature": sig, "threshold": thr, "threshold_source": source,
-                                    "input": str(input_dir)}, indent=2))
-    done = {r["path"] for r in read_results(out) if not r.get("error")}
+    write_atomic(run_json, json.dumps({"signature": sig, "threshold": thr, "threshold_source": source,
+                                       "input": names.display(str(input_dir))}, indent=2).encode("utf-8"))
+    done = {record_name(r) for r in read_results(out) if not r.get("error")}
     n_resumed = n_scored = n_failed = 0
     total = len(paths)
     jsonl = out / "results.jsonl"
@@ -301,7 +417,7 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
             if rel in done:
                 n_resumed += 1
             else:
-                rec: dict = {"path": rel}
+                rec: dict = names.record(rel)
                 try:
                     rgb = to_rgb_array(p)
                     result = engine.score(rgb)
@@ -309,20 +425,20 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
                     rec.update(score=float(agg.score), size=list(result.size_hw),
                                components={k: float(v.score) for k, v in result.components.items()})
                     if overlays:
-                        name = f"overlays/{_safe_name(rel)}.png"
+                        name = f"overlays/{overlay_name(rel)}"
                         from PIL import Image
 
                         Image.fromarray(overlay(rgb, agg.map)).save(out / name)
                         rec["overlay"] = name
                     n_scored += 1
                 except (ImageError, OSError) as exc:  # an unreadable image: record it and go on
-                    rec["error"] = str(exc)
+                    rec["error"] = names.display(str(exc))
                     n_failed += 1
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 os.fsync(log.fileno())
             if progress is not None:
-                progress(i + 1, total, rel)
+                progress(i + 1, total, names.display(rel))
     csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, source)
     return BatchSummary(n_images=total, n_scored=n_scored, n_resumed=n_resumed, n_failed=n_failed,
                         n_anomalous=n_anom, threshold=thr, threshold_source=source, out_dir=str(out),
@@ -333,7 +449,7 @@ def _latest(records: list[dict]) -> list[dict]:
     """One record per path, the last written (a retried failure replaces its error)."""
     by = {}
     for r in records:
-        by[r["path"]] = r
+        by[record_name(r)] = r
     return list(by.values())
 
 
@@ -351,6 +467,11 @@ def _thumb(path: Path, side: int = 160) -> str:
         return ""
 
 
+def _b64_attr(r: Mapping) -> str:
+    """The exact bytes of an escaped name, kept in the report (data-path-b64) for lossless reading."""
+    return f' data-path-b64="{html.escape(r["path_b64"])}"' if r.get("path_b64") else ""
+
+
 def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = "given") -> tuple[Path, Path, int]:
     """scores.csv and report.html from results.jsonl at `threshold`; returns (csv, html, n_anomalous)."""
     out, input_dir = Path(out_dir), Path(input_dir)
@@ -359,28 +480,29 @@ def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = 
     bad = [r for r in recs if "score" not in r]
     comps = list(dict.fromkeys(k for r in ok for k in r["components"]))
     csv_path = out / "scores.csv"
-    with open(csv_path, "w", newline="") as f:
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
         wr = csv.writer(f)
-        wr.writerow(["path", "score", "verdict", *comps, "error"])
+        wr.writerow(["path", "score", "verdict", *comps, "error", "path_b64"])
         for r in ok:
             wr.writerow([r["path"], f"{r['score']:.6f}", "anomalous" if r["score"] >= threshold else "normal",
-                         *[f"{r['components'].get(c, float('nan')):.6f}" for c in comps], ""])
+                         *[f"{r['components'].get(c, float('nan')):.6f}" for c in comps], "", r.get("path_b64", "")])
         for r in bad:
-            wr.writerow([r["path"], "", "error", *[""] * len(comps), r.get("error", "")])
+            wr.writerow([r["path"], "", "error", *[""] * len(comps), names.display(r.get("error", "")),
+                         r.get("path_b64", "")])
     n_anom = sum(r["score"] >= threshold for r in ok)
     rows = []
     for k, r in enumerate(ok):
         verdict = "anomalous" if r["score"] >= threshold else "normal"
-        img = _thumb(input_dir / r["path"])
+        img = _thumb(input_dir / record_name(r))
         ov = _thumb(out / r["overlay"]) if r.get("overlay") else ""
         top = max(r["components"].items(), key=lambda kv: kv[1])[0] if r["components"] else ""
         rows.append(
             f'<tr class="{verdict}" data-score="{r["score"]:.6f}"><td>{k + 1}</td>'
-            f'<td>{html.escape(r["path"])}</td><td>{r["score"]:.4f}</td><td class="v">{verdict}</td>'
+            f'<td{_b64_attr(r)}>{html.escape(r["path"])}</td><td>{r["score"]:.4f}</td><td class="v">{verdict}</td>'
             f'<td>{html.escape(top)}</td><td><img src="{img}" alt=""></td><td><img src="{ov}" alt=""></td></tr>')
     for r in bad:
-        rows.append(f'<tr class="error"><td></td><td>{html.escape(r["path"])}</td><td></td><td class="v">error</td>'
-                    f'<td colspan="3">{html.escape(r.get("error", ""))}</td></tr>')
+        rows.append(f'<tr class="error"><td></td><td{_b64_attr(r)}>{html.escape(r["path"])}</td><td></td>'
+                    f'<td class="v">error</td><td colspan="3">{html.escape(names.display(r.get("error", "")))}</td></tr>')
     doc = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fsad-studio batch inspection</title>
 <style>
@@ -391,12 +513,12 @@ tr.error td.v {{ color: #a60; }} img {{ max-height: 120px; }}
 </style></head><body>
 <h1>Batch inspection</h1>
 <p>{len(ok)} images scored, <b>{n_anom}</b> anomalous at threshold {threshold:.4f} ({html.escape(threshold_source)}),
-{len(bad)} unreadable. Input: {html.escape(str(input_dir))}. Most anomalous first; heatmap colours are scaled per image.</p>
+{len(bad)} unreadable. Input: {html.escape(names.display(str(input_dir)))}. Most anomalous first; heatmap colours are scaled per image.</p>
 <table><thead><tr><th>#</th><th>image</th><th>score</th><th>verdict</th><th>top component</th><th>image</th>
 <th>aggregate map</th></tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table></body></html>
 """
     html_path = out / "report.html"
-    html_path.write_text(doc)
+    html_path.write_text(doc, encoding="utf-8")
     return csv_path, html_path, int(n_anom)

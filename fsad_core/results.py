@@ -31,12 +31,18 @@ class Result:
     query_sha256: str = ""
     complete: bool = True
 
-    def aggregate(self, weights: Mapping[str, float] | None = None) -> ScoreMap:
-        """Weighted combination of the component maps and scores (default: the paper's eq. 2)."""
-        from .aggregate import combine, default_weights
+    def aggregate(self, weights=None) -> ScoreMap:
+        """The aggregate map and score under a weight set (see `fsad_core.aggregate`).
 
-        w = default_weights(self.components) if weights is None else weights
-        return combine(self.components, w)
+        weights: None (the `paper` preset: Abdali et al. 2025 eq. 2, score = 1/3 text + 1/12 on each
+        memory score with four scales), a preset name ("paper", "equal", "winclip+", "one-to-normal",
+        "april-gan"), "name=w,..." text, a {name: weight} mapping or a `WeightSet`. Weights on
+        components this result lacks drop out; all-zero weights, and presets missing a component they
+        need (one-to-normal without `personal`), are errors.
+        """
+        from .aggregate import combine, resolve_weights
+
+        return combine(self.components, resolve_weights(weights, list(self.components), strict=False))
 
     def with_components(self, extra: Mapping[str, ScoreMap]) -> "Result":
         """A new Result with more (or replaced) components, e.g. `personal` and `pool`."""

@@ -36,7 +36,7 @@ STUDENT_T_DF = 3.0
 TIE_TOL = 1e-12
 
 __all__ = ["monte_carlo", "sample_weights", "aurocs", "tune_weights", "TuningResult", "validation_set",
-           "ValidationSet", "DISTRIBUTIONS"]
+           "ValidationSet", "DISTRIBUTIONS", "PROTOCOLS", "split_evenly"]
 
 
 def sample_weights(n_samples: int, n_components: int, distribution: str = "uniform",
@@ -127,6 +127,9 @@ class ValidationSet:
     labels: np.ndarray
     source: tuple[str, ...]  # shot id each copy came from
     leave_one_out: dict[str, bool]  # per kind: were that kind's copies scored without their own shot?
+    protocol: str = "leave-one-out"  # one of PROTOCOLS
+    m_total: int = 0  # augmented images in total
+    aggregate: np.ndarray | None = None  # (n,) aggregate scores under the `aggregate=` weight set, if asked
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,15 @@ class TuningResult:
     distribution: str = "uniform"
     seed: int = 0
     seconds: float = 0.0
+    protocol: str = "leave-one-out"  # validation-normal | leave-one-out | self-match (PROTOCOLS)
+    m_total: int = 10  # augmented images in total (the paper: "onto 10 total images")
+    rule: str = "mean_of_scores"  # how the tuned weights combine scores (fsad_core.aggregate)
+
+    def protocol_record(self) -> dict:
+        """What actually ran, for metrics.json and the studio's tuning log."""
+        return {"protocol": self.protocol, "n_samples": self.n_samples, "distribution": self.distribution,
+                "seed": self.seed, "m_total": self.m_total, "m_per_shot": self.m,
+                "n_validation": list(self.n_validation), "leave_one_out": self.leave_one_out}
 
     def to_dict(self) -> dict:
         """JSON-ready, for storing the run."""
@@ -178,16 +190,39 @@ def _shot_image(engine, shot, images: Mapping[str, object] | None):
     )
 
 
-def validation_set(engine, m: int = 10, seed: int = 0, images: Mapping[str, object] | None = None,
-                   holdout: str = "auto", progress: ProgressFn | None = None,
-                   require_anomalous: bool = True) -> ValidationSet:
-    """Augment every shot m times and score the copies with every component.
+PROTOCOLS = ("validation-normal", "leave-one-out", "self-match")
 
-    holdout: "auto" = leave-one-shot-out for each kind with >= 2 shots (see the module docstring);
-    "none" = score every copy against all shots (self-matches; for measuring their effect).
+
+def split_evenly(total: int, k: int) -> list[int]:
+    """`total` augmented images over `k` sources, as evenly as possible, at least 1 each.
+
+    >>> split_evenly(10, 2), split_evenly(10, 3), split_evenly(2, 3)
+    ([5, 5], [4, 3, 3], [1, 1, 1])
+    """
+    if k < 1:
+        return []
+    base, extra = divmod(int(total), k)
+    return [max(1, base + (1 if i < extra else 0)) for i in range(k)]
+
+
+def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[str, object] | None = None,
+                   holdout: str = "auto", progress: ProgressFn | None = None,
+                   require_anomalous: bool = True, m_total: int = 10, aggregate=None) -> ValidationSet:
+    """Augment the validation sources and score the copies with every component.
+
+    Sources (Abdali et al. 2025, section 4.3: "the normal sample is used exclusively for validation"):
+    - with validation-only normal shots (`role="validation"`, never in a memory): those shots give the
+      negatives and the anomalous shots the positives (protocol "validation-normal");
+    - without: every shot is a source; holdout "auto" scores each shot's copies leave-one-shot-out for
+      each kind with >= 2 shots, else against a memory that holds the shot itself (self-match);
+      "none" always scores against all shots (for measuring the self-match effect).
+    m_total: augmented images in total, split evenly over the sources (the paper augments its two
+    samples "onto 10 total images"); `m` (legacy) = that many copies per source instead.
     Uses a second Engine on the same backbone that reads the caller's shot encodings
     (`share_features_from`), so the caller's engine is never modified and no shot is re-encoded.
     require_anomalous=False allows normal shots only (all labels 0; for thresholds, not for tuning).
+    aggregate: a weight set (`fsad_core.aggregate`) whose aggregate score of each copy is recorded too
+    (thresholds need it: a max-of-map rule is not a function of the component scores alone).
     """
     from .augment import augment_shot
     from .engine import Engine
@@ -196,12 +231,21 @@ def validation_set(engine, m: int = 10, seed: int = 0, images: Mapping[str, obje
     if holdout not in ("auto", "none"):
         raise ValueError(f"holdout must be 'auto' or 'none', got {holdout!r}")
     shots = list(engine.shots)
-    kinds = {k: [s for s in shots if s.kind == k] for k in ("normal", "anomalous")}
+    memory = [s for s in shots if getattr(s, "role", "memory") == "memory"]
+    held_out = [s for s in shots if getattr(s, "role", "memory") == "validation"]
+    kinds = {k: [s for s in memory if s.kind == k] for k in ("normal", "anomalous")}
     if not kinds["anomalous"] and require_anomalous:
         raise ValueError("weight tuning needs an anomalous shot with its defect mask: add one first")
-    if not kinds["normal"]:
+    if not kinds["normal"] and not held_out:
         raise ValueError("weight tuning needs at least one normal shot (used as the validation negatives): add one")
-    loo = {k: holdout == "auto" and len(v) >= 2 for k, v in kinds.items()}
+    if held_out:
+        sources = kinds["anomalous"] + held_out
+        # validation-only shots are never in memory: their copies are always scored without them
+        loo = {"normal": True, "anomalous": holdout == "auto" and len(kinds["anomalous"]) >= 2}
+    else:
+        sources = list(memory)
+        loo = {k: holdout == "auto" and len(v) >= 2 for k, v in kinds.items()}
+    counts = [int(m)] * len(sources) if m is not None else split_evenly(m_total, len(sources))
     rng = np.random.default_rng(seed)
     # a scratch engine on the same backbone that reuses the caller's shot encodings (no shot is encoded
     # twice: only the augmented copies are new images)
@@ -209,19 +253,26 @@ def validation_set(engine, m: int = 10, seed: int = 0, images: Mapping[str, obje
     tmp = Engine(engine.config, backbone=engine.backbone, share_features_from=share)
     tmp.set_class_name(engine.class_name)
     rgbs = {}
-    for s in shots:
+    for s in memory:  # validation-only shots never enter the scratch engine's memory either
         rgbs[s.id] = to_rgb_array(_shot_image(engine, s, images))
         tmp.add_shot(rgbs[s.id], kind=s.kind, mask=s.mask, defect_type=s.defect_type)
-    names = list(engine.component_names)
-    rows, labels, source = [], [], []
-    total, done = m * len(shots), 0
-    for s in shots:
-        copies = augment_shot(rgbs[s.id], s.mask if s.kind == "anomalous" else None, m, rng)
-        if loo[s.kind]:
+    for s in held_out:
+        rgbs[s.id] = to_rgb_array(_shot_image(engine, s, images))
+    names = list(tmp.component_names)
+    rows, labels, source, aggs = [], [], [], []
+    total, done = sum(counts), 0
+    for s, n_copies in zip(sources, counts):
+        copies = augment_shot(rgbs[s.id], s.mask if s.kind == "anomalous" else None, n_copies, rng)
+        in_memory = any(x.id == s.id for x in tmp.shots)
+        leave = in_memory and loo[s.kind]
+        if leave:
             tmp.remove_shot(s.id)  # cheap: memories rebuild from cached encodings
         try:
             for img, _ in copies:
-                comps = tmp.score(img).components
+                res = tmp.score(img)
+                comps = res.components
+                if aggregate is not None:
+                    aggs.append(float(res.aggregate(aggregate).score))
                 names = [n for n in names if n in comps]
                 rows.append({n: float(sm.score) for n, sm in comps.items()})
                 labels.append(1 if s.kind == "anomalous" else 0)
@@ -230,18 +281,21 @@ def validation_set(engine, m: int = 10, seed: int = 0, images: Mapping[str, obje
                 if progress is not None:
                     progress(done / total, f"scored augmented copy {done}/{total}")
         finally:
-            if loo[s.kind]:
+            if leave:
                 tmp.add_shot(rgbs[s.id], kind=s.kind, mask=s.mask, defect_type=s.defect_type)
     scores = np.array([[r[n] for n in names] for r in rows], dtype=np.float64)
-    return ValidationSet(tuple(names), scores, np.array(labels), tuple(source), loo)
+    protocol = "validation-normal" if held_out else ("leave-one-out" if all(loo.values()) else "self-match")
+    return ValidationSet(tuple(names), scores, np.array(labels), tuple(source), loo, protocol, total,
+                         np.array(aggs, dtype=np.float64) if aggregate is not None else None)
 
 
-def tune_weights(engine, m: int = 10, n_samples: int = 100, distribution: str = "uniform", seed: int = 0,
+def tune_weights(engine, m: int | None = None, n_samples: int = 100, distribution: str = "uniform", seed: int = 0,
                  progress: ProgressFn | None = None, images: Mapping[str, object] | None = None,
-                 holdout: str = "auto") -> TuningResult:
+                 holdout: str = "auto", m_total: int = 10) -> TuningResult:
     """Tune the aggregation weights of `engine`'s components on augmented copies of its shots.
 
-    m: augmented copies per shot; n_samples: random weight vectors; distribution: uniform | normal |
+    m_total: augmented images in total, split evenly over the validation sources (see
+    `validation_set`); m: copies per source instead (legacy); n_samples: random weight vectors; distribution: uniform | normal |
     student-t; progress(fraction, message) is called as copies are scored. `images` maps shot id to
     its pixels where the engine does not keep them. The run is also kept as `engine.last_tuning`.
     """
@@ -249,7 +303,7 @@ def tune_weights(engine, m: int = 10, n_samples: int = 100, distribution: str = 
     from .metrics import image_auroc
 
     t0 = time.perf_counter()
-    vs = validation_set(engine, m=m, seed=seed, images=images, holdout=holdout, progress=progress)
+    vs = validation_set(engine, m=m, seed=seed, images=images, holdout=holdout, progress=progress, m_total=m_total)
     names = list(vs.names)
     dflt = default_weights(names)
     dvec = np.array([dflt[n] for n in names])
@@ -258,7 +312,11 @@ def tune_weights(engine, m: int = 10, n_samples: int = 100, distribution: str = 
     a_default = float(aurocs((vs.scores @ (dvec / dvec.sum()))[:, None], vs.labels)[0])
     comp = {n: image_auroc(vs.labels, vs.scores[:, j]) for j, n in enumerate(names)}
     notes = []
+    if vs.protocol == "validation-normal":
+        notes.append("normal copies come from validation-only normal shots, which no memory holds")
     for kind, on in vs.leave_one_out.items():
+        if vs.protocol == "validation-normal" and kind == "normal":
+            continue
         if on:
             notes.append(f"{kind} copies scored leave-one-shot-out")
         elif holdout == "none":
@@ -276,7 +334,9 @@ def tune_weights(engine, m: int = 10, n_samples: int = 100, distribution: str = 
         weights={n: float(x) for n, x in zip(names, w)}, auroc_default=a_default, auroc_tuned=float(a_tuned),
         component_auroc=comp, leave_one_out=all(vs.leave_one_out.values()), notes="; ".join(notes),
         default_weights={n: float(dflt[n]) for n in names}, n_validation=(n_anom, len(vs.labels) - n_anom),
-        m=m, n_samples=n_samples, distribution=distribution, seed=seed, seconds=time.perf_counter() - t0,
+        m=int(m) if m is not None else max(1, m_total // max(1, len(set(vs.source)))), n_samples=n_samples,
+        distribution=distribution, seed=seed, seconds=time.perf_counter() - t0, protocol=vs.protocol,
+        m_total=int(vs.m_total),
     )
     try:
         engine.last_tuning = result

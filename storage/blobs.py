@@ -14,13 +14,12 @@ this module only knows how to put bytes on disk safely and how to turn pixels in
 from __future__ import annotations
 
 import io
-import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fsad_core.fileio import fsync_dir, write_atomic  # noqa: F401 - re-exported for storage
 from fsad_core.images import ImageError
 
 PNG_COMPRESS_LEVEL = 3  # lossless either way; 3 is ~3x faster than 6 for a few % more bytes
@@ -81,39 +80,7 @@ def mask_png_for_export(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-# --- atomic files --------------------------------------------------------------------------------
-def fsync_dir(path: Path) -> None:
-    """Make a rename/unlink inside `path` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` is either absent/old or complete: temp file in the
-    same folder, fsync, rename over, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
+# --- atomic files: one implementation, shared with the engine's batch outputs ---------------------
 class BlobDir:
     """The folder of image blobs. Paths are derived from validated sha256 digests only."""
 

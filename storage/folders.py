@@ -43,9 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from fsad_core.images import ImageError, sha256_of_array, to_mask_array, to_rgb_array
+from fsad_core.names import display, from_record
 
 from .blobs import decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir, mask_png_for_export, write_atomic
-from .store import Store, StoreError, check_name, now
+from .store import ROLES, Store, StoreError, _pid_alive, check_filename, check_name, now
 
 MANIFEST = "fsad_project.json"
 MANIFEST_FORMAT = "fsad-studio/mvtec-layout"
@@ -104,7 +105,8 @@ def _inside(root: Path, rel: str) -> Path:
     root_real = os.path.realpath(root)
     target = os.path.realpath(os.path.join(root_real, rel))
     if os.path.commonpath([root_real, target]) != root_real or target == root_real:
-        raise StoreError(f"Refusing to use {rel!r}: it resolves outside {root}.")
+        raise StoreError(f"Refusing to use '{display(rel)}': it resolves outside {display(str(root))} "
+                         f"(to {display(target)}); copy the file into the folder instead of linking to it.")
     return Path(target)
 
 
@@ -137,6 +139,7 @@ def export_project(store: Store, project: int | str, out: str | os.PathLike, *,
     if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise StoreError(f"{out} already exists and is not an empty folder; export into a new folder.")
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_export_tmp(out.parent)
     tmp = out.parent / f".{out.name[:40]}.{os.getpid()}.{secrets.token_hex(4)}.export-tmp"
     os.mkdir(tmp)  # (not mkdtemp: its 0700 mode would stick to the export)
     try:
@@ -153,6 +156,30 @@ def export_project(store: Store, project: int | str, out: str | os.PathLike, *,
     return dataclasses.replace(summary, folder=out)
 
 
+_EXPORT_TMP = re.compile(r"\..*\.(\d+)\.[0-9a-f]{8}\.export-tmp")
+
+
+def _remove_stale_export_tmp(parent: Path) -> int:
+    """Remove the temporary folders of exports into `parent` whose process is gone (killed, power
+    cut): `.<name>.<pid>.<token>.export-tmp`. An export still running elsewhere keeps its own.
+    Returns how many were removed."""
+    n = 0
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return 0
+    for d in entries:
+        m = _EXPORT_TMP.fullmatch(d.name)
+        if m is None or d.is_symlink() or not d.is_dir():
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        n += not d.exists()
+    return n
+
+
 def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) -> ExportSummary:
     rows = store.list_images(proj["id"])
     used = {"good"}  # test/good holds the query images: no defect type may take it
@@ -163,7 +190,7 @@ def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) ->
     n = {"normal": 0, "anomalous": 0, "query": 0, "masks": 0}
     counters: dict[str, int] = {}
     for r in rows:
-        label = r["filename"] or f"image {r['id']}"
+        label = display(r["filename"]) if r["filename"] else f"image {r['id']}"
         mask = store.get_mask(r["id"])
         has_mask = mask is not None and bool(mask.any())  # an empty latest mask counts as no mask
         if mvtec_strict and (r["role"] == "query" or (r["role"] == "anomalous" and not has_mask)):
@@ -191,7 +218,9 @@ def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) ->
                              "restore it from a backup or remove the image, then export again.") from None
         write_atomic(_inside(out, rel), data)
         entry = {"path": rel, "role": r["role"], "filename": r["filename"], "defect_type": r["defect_type"],
-                 "mask": None, "sha256": r["sha256"]}
+                 "mask": None, "sha256": r["sha256"], "validation_only": bool(r.get("validation_only"))}
+        if r.get("filename_b64"):  # a name that is not UTF-8: its exact bytes (filename is the escaped form)
+            entry["filename_b64"] = r["filename_b64"]
         if has_mask and r["role"] == "anomalous":
             mask_rel = f"ground_truth/{rel_dir.split('/', 1)[1]}/{k:03d}_mask.png"
             write_atomic(_inside(out, mask_rel), mask_png_for_export(mask))
@@ -225,6 +254,7 @@ class _Item:
     defect_type: str | None
     mask_path: Path | None
     mask_png: bytes | None = None  # a mask carried in the manifest (normal / query images)
+    validation_only: bool = False  # a normal shot for weight tuning only (no memory holds it)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -244,6 +274,55 @@ def _find_mask(root: Path, type_dir: str, stem: str) -> Path | None:
     return None
 
 
+def _manifest_list(mf: Path, manifest: dict, key: str, item_type: type | None = None) -> list:
+    value = manifest.get(key, [])
+    if not isinstance(value, list):
+        raise StoreError(f"{mf}: field {key!r} must be a list, got {type(value).__name__}.")
+    if item_type is not None:
+        for k, v in enumerate(value):
+            if not isinstance(v, item_type):
+                raise StoreError(f"{mf}: field {key}[{k}] must be text, got {type(v).__name__}.")
+    return value
+
+
+def _manifest_item(root: Path, mf: Path, k: int, e) -> _Item:
+    """One `images[k]` entry of a manifest, every field checked; a bad one is a StoreError naming it."""
+    where = f"{mf}: images[{k}]"
+    if not isinstance(e, dict):
+        raise StoreError(f"{where} must be an object with path, role, ..., got {type(e).__name__}.")
+
+    def text(field: str, required: bool = False) -> str | None:
+        v = e.get(field)
+        if v is None and not required:
+            return None
+        if not isinstance(v, str) or not v:
+            got = "nothing" if v is None else f"{type(v).__name__} {str(v)[:60]!r}"
+            raise StoreError(f"{where}.{field} must be {'non-empty text' if required else 'text or null'}, got {got}.")
+        return v
+
+    path, role = text("path", True), text("role", True)
+    if role not in ROLES:
+        raise StoreError(f"{where}.role is {role!r}; use one of {', '.join(ROLES)}.")
+    try:
+        filename = text("filename")
+        b64 = text("filename_b64")
+        filename = from_record(filename, b64) if filename is not None else None
+    except ValueError:
+        raise StoreError(f"{where}.filename_b64 is not base64.") from None
+    defect_type, mask = text("defect_type"), text("mask")
+    mask_png = None
+    if text("mask_png") is not None:
+        try:
+            mask_png = base64.b64decode(e["mask_png"], validate=True)
+        except (binascii.Error, ValueError):
+            raise StoreError(f"{where}.mask_png is not base64.") from None
+    validation_only = e.get("validation_only", False)
+    if not isinstance(validation_only, bool):
+        raise StoreError(f"{where}.validation_only must be true or false, got {str(validation_only)[:60]!r}.")
+    return _Item(_inside(root, path), role, filename, defect_type, _inside(root, mask) if mask else None, mask_png,
+                 validation_only and role == "normal")
+
+
 def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
     """Items to import from a manifest if there is one, else from the folder structure."""
     mf = root / MANIFEST
@@ -254,36 +333,37 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
             raise StoreError(f"{mf} is not valid JSON ({exc}); fix it or delete it to import by folder structure.") from None
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise StoreError(f"{mf} is not an fsad-studio manifest; delete it to import by folder structure.")
-        items = []
-        for e in manifest.get("images", []):
-            try:
-                role, path = e["role"], _inside(root, e["path"])
-                mask = _inside(root, e["mask"]) if e.get("mask") else None
-                mask_png = base64.b64decode(e["mask_png"], validate=True) if e.get("mask_png") else None
-            except (KeyError, TypeError, binascii.Error):
-                raise StoreError(f"{mf} has a malformed image entry: {str(e)[:300]}.") from None
-            items.append(_Item(path, role, e.get("filename"), e.get("defect_type"), mask, mask_png))
+        items = [_manifest_item(root, mf, k, e) for k, e in enumerate(_manifest_list(mf, manifest, "images"))]
+        _manifest_list(mf, manifest, "defect_types", item_type=str)
+        for key in ("class_name", "project"):
+            if manifest.get(key) is not None and not isinstance(manifest[key], str):
+                raise StoreError(f"{mf}: field {key!r} must be text, got {type(manifest[key]).__name__}.")
         return items, [], manifest
     if not (root / "train").is_dir() and not (root / "test").is_dir():
         raise StoreError(f"{root} has neither train/ nor test/; point --folder at one MVTec-layout category "
                          "(the folder that holds train/, test/ and ground_truth/).")
     items, notes = [], []
+    # one rule for links, as for manifest paths: whatever resolves outside the folder is refused
+    inside = lambda p: _inside(root, os.path.relpath(p, root))  # noqa: E731
     for p in _images_in(root / "train" / "good"):
-        items.append(_Item(p, "normal", p.name, None, None))
+        items.append(_Item(inside(p), "normal", p.name, None, None))
     train = root / "train"
     if train.is_dir():
         for d in sorted(x for x in train.iterdir() if x.is_dir() and x.name != "good"):
-            notes.append(f"train/{d.name}/ ignored (only train/good holds training images in this layout)")
+            notes.append(f"train/{display(d.name)}/ ignored (only train/good holds training images in this layout)")
     for p in _images_in(root / "test" / "good"):
-        items.append(_Item(p, "query", p.name, None, None))
+        items.append(_Item(inside(p), "query", p.name, None, None))
     test = root / "test"
     if test.is_dir():
         for d in sorted(x for x in test.iterdir() if x.is_dir() and x.name != "good"):
             for p in _images_in(d):
                 m = _find_mask(root, d.name, p.stem)
                 if m is None:
-                    notes.append(f"test/{d.name}/{p.name} has no mask in ground_truth/{d.name}/")
-                items.append(_Item(p, "anomalous", p.name, d.name, m))
+                    notes.append(f"test/{display(d.name)}/{display(p.name)} has no mask in "
+                                 f"ground_truth/{display(d.name)}/")
+                # the defect type is a label: a folder name that is not UTF-8 becomes its escaped form
+                items.append(_Item(inside(p), "anomalous", p.name, display(d.name),
+                                   inside(m) if m is not None else None))
     if not items:
         raise StoreError(f"No images found under {root}/train/good or {root}/test/*.")
     return items, notes, {}
@@ -318,17 +398,21 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
     prepared, created = [], []
     try:
         for it in items:
-            rel = os.path.relpath(it.path, root)
-            if it.role not in ("normal", "anomalous", "query"):
+            rel = display(os.path.relpath(it.path, root))
+            if it.role not in ROLES:
                 raise StoreError(f"{rel}: unknown role {it.role!r} in the manifest.")
             if it.filename is not None:
-                check_name(it.filename, "file name", max_chars=255)
+                try:
+                    check_filename(it.filename)
+                except StoreError as exc:
+                    raise StoreError(f"{rel}: {exc}") from None
             try:
                 rgb = to_rgb_array(it.path)
                 mask_png = area = None
                 if it.mask_path is not None or it.mask_png is not None:
                     src = it.mask_path if it.mask_path is not None else it.mask_png
-                    what = f"mask {it.mask_path.name}" if it.mask_path is not None else "mask in the manifest"
+                    what = (f"mask {display(os.path.relpath(it.mask_path, root))}" if it.mask_path is not None
+                            else "mask in the manifest")
                     m = to_mask_array(src, rgb.shape[:2], what=what)
                     mask_png, area = encode_mask_png(m), int(m.sum())
             except ImageError as exc:
@@ -355,8 +439,10 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
                 store._ensure_blob(sha, None, None, w, h)
                 dt_id = type_ids.get(it.defect_type) if it.defect_type is not None else None
                 iid = int(db["images"].insert({
-                    "project_id": pid, "sha256": sha, "role": it.role, "filename": it.filename,
-                    "defect_type_id": dt_id, "created_at": now(), "removed_at": None}).last_pk)
+                    "project_id": pid, "sha256": sha, "role": it.role,
+                    "filename": check_filename(it.filename) if it.filename is not None else None,
+                    "defect_type_id": dt_id, "created_at": now(), "removed_at": None,
+                    "validation_only": int(it.validation_only)}).last_pk)
                 counts[it.role] += 1
                 if mask_png is not None:
                     db["masks"].insert({"image_id": iid, "png": mask_png, "width": w, "height": h, "area": area,

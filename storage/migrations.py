@@ -134,6 +134,13 @@ def m003_embeddings_cache(db: Database) -> None:
     )
 
 
+@migration
+def m004_validation_only_shots(db: Database) -> None:
+    """A normal shot can be "for tuning only" (Abdali et al. 2025, section 4.3: "the normal sample is
+    used exclusively for validation"): weight tuning validates on it and no memory holds it."""
+    db.execute("ALTER TABLE images ADD COLUMN validation_only INTEGER NOT NULL DEFAULT 0")
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -17,6 +17,7 @@ thread pool); other processes open their own `Store` on the same folder.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -29,6 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,9 @@ import numpy as np
 from sqlite_utils import Database
 
 from fsad_core.images import ImageError, sha256_of_array, to_mask_array, to_rgb_array
+from fsad_core.names import display
 
-from . import migrations
+from . import health, migrations
 from .blobs import BlobDir, check_sha, decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir
 
 ROLES = ("normal", "anomalous", "query")
@@ -58,6 +61,10 @@ class _LockBusy(Exception):
 
 class StoreError(ValueError):
     """A user-facing error about what was asked of the store."""
+
+
+class DamagedStoreError(StoreError):
+    """The database file is damaged (SQLite reports corruption); the message says how to recover."""
 
 
 class NotFoundError(StoreError, KeyError):
@@ -115,7 +122,35 @@ def check_name(value: Any, what: str, *, max_chars: int = MAX_NAME_CHARS) -> str
         raise StoreError(f"The {what} is {len(value)} characters long; at most {max_chars} are allowed.")
     if "\x00" in value:
         raise StoreError(f"The {what} contains a NUL character; remove it.")
+    if what != "file name" and any("\udc80" <= ch <= "\udcff" for ch in value):
+        raise StoreError(f"The {what} '{display(value)}' is not valid UTF-8 text; retype it.")
     return value
+
+
+def check_filename(value: Any) -> str | bytes:
+    """A file name for the `images.filename` column: the name itself (TEXT) when it is valid UTF-8,
+    else its exact bytes (a BLOB: SQLite keeps a column's values as given, and a name with bytes that
+    are not UTF-8 - `os.fsdecode` carries them as lone surrogates - cannot be stored as TEXT).
+    Rows read back carry `filename` as text (escaped for such names: `fsad_core.names.display`) and
+    `filename_b64` (the exact bytes, base64) for them, so nothing is lost."""
+    if isinstance(value, (bytes, bytearray)):
+        value = os.fsdecode(bytes(value))
+    value = check_name(value, "file name", max_chars=MAX_FILENAME_CHARS)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(value)
+    return value
+
+
+def _read_filename(row: dict) -> dict:
+    """A row's `filename` as text plus `filename_b64` (exact bytes) for names stored as a BLOB."""
+    name = row.get("filename")
+    row["filename_b64"] = None
+    if isinstance(name, (bytes, bytearray)):
+        row["filename"] = display(os.fsdecode(bytes(name)))
+        row["filename_b64"] = base64.b64encode(bytes(name)).decode("ascii")
+    return row
 
 
 def _json_safe(value: Any) -> Any:
@@ -193,6 +228,11 @@ class Store:
             if conn is not None:
                 conn.close()
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                if _has_sqlite_header(self.db_path):  # a database, but a damaged one: say so
+                    raise DamagedStoreError(
+                        f"The database {display(str(self.db_path))} is damaged ({exc}); nothing was changed. "
+                        f"`python -m storage check --data-dir {display(str(self.path))}` says what is damaged. "
+                        + health.recovery_hint(self.path)) from None
                 raise StoreError(f"{self.db_path} is not an fsad-studio database ({exc}); point --data-dir / "
                                  "FSAD_DATA_DIR at a data folder or a studio .db file.") from None
             if isinstance(exc, sqlite3.OperationalError) and not create and "unable to open" in str(exc):
@@ -372,19 +412,20 @@ class Store:
             db["projects"].update(row["id"], {"deleted_at": None, "updated_at": now()})
 
     # -- images ---------------------------------------------------------------------------------
-    def add_image(self, pid: int, data, role: str = "normal", filename: str | None = None) -> int:
+    def add_image(self, pid: int, data, role: str = "normal", filename: str | bytes | None = None) -> int:
         """Store an image (bytes, path, PIL image or array) in project `pid`; returns the image id.
 
         The pixels are decoded and normalised to uint8 RGB exactly as the engine does
         (`fsad_core.images.to_rgb_array`); the blob is named by their sha256, so the same picture
-        added twice is one file (and two rows, each with its own role and filename).
+        added twice is one file (and two rows, each with its own role and filename). `filename` may
+        be any file name, bytes that are not UTF-8 included (see `check_filename`).
         """
         if role not in ROLES:
             raise StoreError(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.")
         if filename is None and isinstance(data, (str, os.PathLike)):
             filename = Path(data).name
         if filename is not None:
-            filename = check_name(filename, "file name", max_chars=MAX_FILENAME_CHARS)
+            filename = check_filename(filename)
         self._project_row(pid)  # fail fast, before decoding
         rgb = to_rgb_array(data)
         sha = sha256_of_array(rgb)
@@ -430,9 +471,10 @@ class Store:
         return row
 
     def get_image(self, iid: int) -> dict:
-        """{id, project_id, sha256, role, filename, width, height, size, bytes, defect_type, has_mask,
-        created_at, removed_at, path} - `path` is the blob file (read-only: never modify it)."""
-        row = self._image_row(iid)
+        """{id, project_id, sha256, role, filename, filename_b64, width, height, size, bytes, defect_type,
+        has_mask, created_at, removed_at, path} - `path` is the blob file (read-only: never modify it);
+        `filename_b64` is None unless the name is not UTF-8 (see `check_filename`)."""
+        row = _read_filename(self._image_row(iid))
         row.pop("project_deleted_at", None)
         row.pop("defect_type_id", None)
         last = self._one("SELECT area FROM masks WHERE image_id = ? ORDER BY id DESC LIMIT 1", [row["id"]])
@@ -460,7 +502,7 @@ class Store:
 
     def list_images(self, pid: int, role: str | None = None, *, include_removed: bool = False) -> list[dict]:
         """Images of a project in the order they were added, as dicts with id, sha256, role,
-        filename, size ((width, height)), width, height, bytes (PNG blob size), defect_type,
+        filename, filename_b64 (see `get_image`), size ((width, height)), width, height, bytes (PNG blob size), defect_type,
         has_mask (latest mask non-empty), mask_versions, created_at, removed_at.
 
         NotFoundError for an unknown project id. A soft-deleted project's images are still listed
@@ -469,7 +511,7 @@ class Store:
             raise StoreError(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.")
         self._project_row(pid, active=False)
         sql = """SELECT i.id, i.project_id, i.sha256, i.role, i.filename, b.width, b.height, b.bytes,
-                   d.name AS defect_type, i.created_at, i.removed_at,
+                   d.name AS defect_type, i.created_at, i.removed_at, i.validation_only,
                    (SELECT m.area FROM masks m WHERE m.image_id = i.id ORDER BY m.id DESC LIMIT 1) AS mask_area,
                    (SELECT count(*) FROM masks m WHERE m.image_id = i.id) AS mask_versions
                  FROM images i JOIN blobs b ON b.sha256 = i.sha256
@@ -483,9 +525,11 @@ class Store:
             params.append(role)
         rows = self._all(sql + " ORDER BY i.id", params)
         for r in rows:
+            _read_filename(r)
             area = r.pop("mask_area")
             r["has_mask"] = bool(area)
             r["size"] = (r["width"], r["height"])
+            r["validation_only"] = bool(r["validation_only"])
         return rows
 
     def set_role(self, iid: int, role: str) -> None:
@@ -494,6 +538,14 @@ class Store:
         with self._write() as db:
             row = self._image_row(iid, active=True)
             db["images"].update(row["id"], {"role": role})
+
+    def set_validation_only(self, iid: int, on: bool) -> None:
+        """Mark a normal shot "for tuning only": weight tuning validates on it, no memory holds it."""
+        with self._write() as db:
+            row = self._image_row(iid, active=True)
+            if on and row["role"] != "normal":
+                raise StoreError("Only normal shots can be used for tuning only.")
+            db["images"].update(row["id"], {"validation_only": 1 if on else 0})
 
     def remove_image(self, iid: int) -> None:
         """Take an image out of its project; its row, blob and masks stay until `purge`."""
@@ -755,15 +807,19 @@ class Store:
         return n
 
     def check(self, *, deep: bool = False) -> list[str]:
-        """Problems found (empty = healthy): SQLite integrity and foreign keys, missing blob files,
-        and with `deep=True` blobs whose pixels no longer hash to their name."""
-        problems = []
+        """Problems found (empty = healthy): SQLite integrity (each damaged table or index named, and
+        which tables cannot be read in full: `storage.health.database_problems`), foreign keys,
+        missing blob files, and with `deep=True` blobs whose pixels no longer hash to their name.
+        A damaged database is reported, never raised."""
         with self._lock:
-            ic = [r[0] for r in self.db.conn.execute("PRAGMA integrity_check").fetchall()]
-            if ic != ["ok"]:
-                problems += [f"integrity_check: {x}" for x in ic]
-            problems += [f"foreign key: {tuple(r)}" for r in self.db.conn.execute("PRAGMA foreign_key_check")]
-            shas = [r["sha256"] for r in self._all("SELECT sha256 FROM blobs ORDER BY sha256")]
+            problems = health.database_problems(self.db.conn)
+            try:
+                problems += [f"foreign key: {tuple(r)}" for r in self.db.conn.execute("PRAGMA foreign_key_check")]
+                shas = [r["sha256"] for r in self._all("SELECT sha256 FROM blobs ORDER BY sha256")]
+            except sqlite3.DatabaseError as exc:
+                if not health.is_corruption(exc):
+                    raise
+                return problems or [f"database: {exc}"]
         for sha in shas:
             p = self.blobs.path(sha)
             if not p.is_file():
@@ -775,6 +831,18 @@ class Store:
                 except ImageError as exc:
                     problems.append(str(exc))
         return problems
+
+    def quick_check(self) -> list[str]:
+        """SQLite's `quick_check` (every page read, no index cross-check: seconds for a large store):
+        [] when the file is sound, else what SQLite reports. The studio runs it at start."""
+        with self._lock:
+            try:
+                out = [str(r[0]) for r in self.db.conn.execute("PRAGMA quick_check(20)")]
+            except sqlite3.DatabaseError as exc:
+                if not health.is_corruption(exc):
+                    raise
+                return [str(exc)]
+        return [] if out == ["ok"] else out
 
     def backup(self, out: str | os.PathLike) -> Path:
         """Copy a consistent snapshot of the store to `out` (a new folder, or a `.db` file whose
@@ -794,6 +862,7 @@ class Store:
         db_out.parent.mkdir(parents=True, exist_ok=True)
         tmp = db_out.with_name(f".{db_out.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
+        _remove_dead_backup_tmp(db_out)  # an interrupted backup's half-written copy
         dst = sqlite3.connect(str(tmp))
         try:
             with self._lock:
@@ -810,9 +879,11 @@ class Store:
         for sha in shas:
             src = self.blobs.path(sha)
             dst_path = target.path(sha)
-            if not dst_path.is_file():
-                dst_path.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst_path)
+            if not dst_path.is_file():  # copied atomically: an interrupted backup never leaves a torn blob
+                dst_path.parent.mkdir(parents=True, exist_ok=True)   # that the next one would skip
+                part = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
+                shutil.copyfile(src, part)
+                os.replace(part, dst_path)
         if self.personalize_dir.is_dir():
             _copy_tree(self.personalize_dir, pers_out)
         with open(tmp, "rb+") as fh:
@@ -866,6 +937,32 @@ def _enable_wal(conn: sqlite3.Connection) -> str:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+def _remove_dead_backup_tmp(db_out: Path) -> None:
+    """Remove `.<name>.<pid>.tmp` database copies beside `db_out` left by backups whose process is gone."""
+    for p in db_out.parent.glob(f".{glob_escape(db_out.name)}.*.tmp"):
+        pid = p.name[len(db_out.name) + 2:-4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's live process, or unknowable: leave its file alone
+    return True
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(health.SQLITE_HEADER)) == health.SQLITE_HEADER
+    except OSError:
+        return False
 
 
 def _is_within(path: Path, root: Path) -> bool:

@@ -38,8 +38,11 @@ def test_score_writes_json_and_maps(files, tmp_path):
     assert len(data["queries"]) == 2
     q = data["queries"][1]
     assert q["components"]["anomalous@16"]["score"] == pytest.approx(1.0, abs=1e-5)
-    assert set(q["aggregate"]) == {"score", "weights"}
-    assert q["aggregate"]["weights"]["zero_shot"] == pytest.approx(1 / 3)
+    assert set(q["aggregate"]) == {"score", "weights", "rule", "preset"}
+    # the paper's eq. 2: 1/3 on the image-level text score, 1/12 on each memory score
+    assert q["aggregate"]["weights"]["text"] == pytest.approx(1 / 3)
+    assert q["aggregate"]["weights"]["normal@16"] == pytest.approx(1 / 12)
+    assert "zero_shot" not in q["aggregate"]["weights"] and q["aggregate"]["preset"] == "paper"
     for sub in ("query", "anomalous"):
         npys = sorted(p.name for p in (maps / sub).glob("*.npy"))
         assert "anomalous@32.npy" in npys and "text.npy" in npys and len(npys) == 11
@@ -144,9 +147,9 @@ def test_score_rejects_unknown_weight_names_with_the_valid_list(files, tmp_path,
     assert main(base + ["--weights", "one-to-normal"]) == 2
     assert "personal, pool" in _one_error_line(capsys.readouterr().err)
     assert main(base + ["--weights", "text=0"]) == 2
-    assert "at least one weight must be positive" in _one_error_line(capsys.readouterr().err)
+    assert "every weight is 0" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "o.json").exists()
     # a preset works, over the components this run has
     assert main(base + ["--weights", "equal"]) == 0
     w = json.loads((tmp_path / "o.json").read_text())["aggregate"]["weights"]
-    assert w["text"] == pytest.approx(0.1) and "normal@112" not in w
+    assert w["text"] == pytest.approx(0.25) and "normal@112" not in w  # 4 components present, renormalised

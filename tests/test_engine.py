@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from fsad_core import Engine, EngineConfig, Result, ScoreMap
-from fsad_core.aggregate import PRESETS, combine, default_weights
+from fsad_core.aggregate import PRESETS, WeightSet, combine, default_weights, paper_weights, resolve_weights
 from fsad_core.images import ImageError
 from fsad_core.selection import patch_coverage, select_windows
 
@@ -126,19 +126,21 @@ def test_progressive_scoring_patch_level_first(tiny_engine, images):
 
 
 def test_default_aggregation_is_paper_eq2(tiny_engine, images):
+    """Abdali et al. 2025 eq. 2: A = 1/3 (a_zs + max M^W + max M^W+), a_zs = the image-level text
+    score, E = (1/3, 1/12 x 8); the map combines the spatial components only."""
     tiny_engine.add_shot(images["normal"], kind="normal")
     tiny_engine.add_shot(images["anomalous"], kind="anomalous", mask=images["mask"])
     r = tiny_engine.score(images["query"])
     c = r.scores()
-    normal = np.mean([c[f"normal@{p}"] for p in (16, 32, 48, 112)])
-    anomalous = np.mean([c[f"anomalous@{p}"] for p in (16, 32, 48, 112)])
-    expected = (c["zero_shot"] + normal + anomalous) / 3
+    memory = [f"{k}@{p}" for k in ("normal", "anomalous") for p in (16, 32, 48, 112)]
+    expected = c["text"] / 3 + sum(c[n] for n in memory) / 12
     agg = r.aggregate()
     assert agg.score == pytest.approx(expected, abs=1e-6)
-    expected_map = (r.components["zero_shot"].map
-                    + np.mean([r.components[f"normal@{p}"].map for p in (16, 32, 48, 112)], axis=0)
-                    + np.mean([r.components[f"anomalous@{p}"].map for p in (16, 32, 48, 112)], axis=0)) / 3
+    assert r.aggregate("paper").score == pytest.approx(expected, abs=1e-6)
+    expected_map = np.mean([r.components[n].map for n in memory], axis=0)  # 1/12 each, renormalised
     np.testing.assert_allclose(agg.map, expected_map, atol=1e-6)
+    # zero_shot keeps its map and slider but weighs 0 in `paper`
+    assert paper_weights(r.components)["zero_shot"] == 0.0
 
 
 def test_aggregation_algebra():
@@ -148,10 +150,14 @@ def test_aggregation_algebra():
     # single component = that component
     assert combine(comps, {"text": 3.0}).score == pytest.approx(0.2)
     # weights are scale-free
-    a = combine(comps, {"text": 1, "normal@16": 1})
-    b = combine(comps, {"text": 5, "normal@16": 5})
-    assert a.score == pytest.approx(b.score) == pytest.approx(0.4)
+    a = combine(comps, {"zero_shot": 1, "normal@16": 1})
+    b = combine(comps, {"zero_shot": 5, "normal@16": 5})
+    assert a.score == pytest.approx(b.score) == pytest.approx(0.5)
     np.testing.assert_allclose(a.map, b.map)
+    # text is one number per image: it counts in the score, not in the map
+    t = combine(comps, {"text": 1, "normal@16": 1})
+    assert t.score == pytest.approx(0.4)
+    np.testing.assert_allclose(t.map, 0.6)
     # unknown/missing components drop out and the rest renormalise
     assert combine(comps, {"text": 1, "pool": 7}).score == pytest.approx(0.2)
     # zero weights drop out; convexity
@@ -161,10 +167,46 @@ def test_aggregation_algebra():
         combine(comps, {"text": -1})
     with pytest.raises(ValueError, match="no positive weight"):
         combine(comps, {"pool": 1})
-    # no anomalous shot: default weights renormalise to WinCLIP+'s 1/2 (zs + mean normal)
+    # no anomalous shot: paper weights renormalise to 1/2 text + 1/2 mean normal
     w = default_weights(["text", "zero_shot", "normal@16"])
-    assert combine({k: comps[k] for k in ("text", "zero_shot", "normal@16")}, w).score == pytest.approx(0.5)
-    assert set(PRESETS) >= {"paper", "equal", "one-to-normal"}
+    assert combine({k: comps[k] for k in ("text", "zero_shot", "normal@16")}, w).score == pytest.approx(0.4)
+    assert set(PRESETS) >= {"paper", "equal", "winclip+", "one-to-normal", "april-gan"}
+
+
+def test_max_of_map_rule_is_max_of_the_mean_not_mean_of_maxima():
+    g1 = np.array([[1.0, 0.0]], np.float32)
+    g2 = np.array([[0.0, 1.0]], np.float32)
+    comps = {"text": ScoreMap(np.full((1, 2), 0.5, np.float32), 0.5),
+             "normal@16": ScoreMap(g1, 1.0, grid=g1), "normal@32": ScoreMap(g2, 1.0, grid=g2)}
+    ws = WeightSet({"text": 0.5, "normal@16": 0.25, "normal@32": 0.25}, "max_of_map")
+    assert combine(comps, ws).score == pytest.approx(0.5 * 0.5 + 0.25)  # max(mean) = 0.5, not 1
+    assert combine(comps, WeightSet(ws.weights)).score == pytest.approx(0.5 * 0.5 + 0.5)
+
+
+def test_weight_resolution_errors():
+    names = ["text", "zero_shot", "normal@16"]
+    assert resolve_weights("winclip+", names).rule == "max_of_map"
+    assert resolve_weights("text=1,normal@16=2", names).weights == {"text": 1.0, "normal@16": 2.0}
+    with pytest.raises(ValueError, match="every weight is 0"):
+        resolve_weights("text=0,normal@16=0", names)
+    with pytest.raises(ValueError, match="normal@17"):
+        resolve_weights("normal@17=1", names)
+    with pytest.raises(ValueError, match="need personal, pool"):
+        resolve_weights("one-to-normal", names)
+    with pytest.raises(ValueError, match="unknown preset|bad weight"):
+        resolve_weights("papr", names)
+
+
+def test_studio_style_display_maps_give_the_same_score(tiny_engine, images):
+    """combine() takes plain (display-size) arrays for the map; the score stays the Result's."""
+    tiny_engine.add_shot(images["normal"], kind="normal")
+    r = tiny_engine.score(images["query"])
+    small = {n: sm.map[::4, ::4] for n, sm in r.components.items()}
+    for name in ("paper", "winclip+", "equal"):
+        full = r.aggregate(name)
+        disp = combine(r.components, resolve_weights(name, list(r.components)), maps=small)
+        assert disp.score == full.score and disp.map.shape == small["text"].shape
+        np.testing.assert_allclose(disp.map, full.map[::4, ::4], atol=1e-6)
 
 
 def _png(img: Image.Image) -> bytes:

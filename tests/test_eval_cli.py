@@ -49,12 +49,13 @@ def test_eval_cli_single_run(data, tmp_path):
     comps = m["component_order"]
     assert comps[:2] == ["text", "zero_shot"] and "anomalous@16" in comps
     assert set(m["components"]) == set(comps)
-    assert m["weights"]["zero_shot"] == pytest.approx(1 / 3) and m["n_test"] == [3, 3]
+    assert m["weights"]["text"] == pytest.approx(1 / 3) and m["weights"]["normal@16"] == pytest.approx(1 / 12)
+    assert m["weights"]["zero_shot"] == 0 and m["n_test"] == [3, 3] and m["rule"] == "mean_of_scores"
     assert "random weights" in m["model"]["note"]
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6
-    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", *comps]
+    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", *comps, "path_b64"]
     assert {r["defect_type"] for r in rows if r["label"] == "0"} == {"good"}
     assert all(not r["path"].startswith("/") for r in rows)  # relative to --data
     # the aggregate column is the weighted mean of the component columns (eq. 2 weights)
@@ -101,6 +102,55 @@ def test_eval_cli_custom_weights_and_errors(data, tmp_path, capsys):
     assert "synth" in capsys.readouterr().err
     assert main(base[:4] + ["wood"] + base[5:]) == 2
     assert "brick, grass" in capsys.readouterr().err
+
+
+def test_eval_several_weight_sets_share_the_scores(data, tmp_path):
+    """The paper's headline comparison: winclip+ vs paper (posWinCLIP+) vs tuned, same shots and seeds,
+    one table row per weight set; a validation-only normal shot is drawn for tuning."""
+    from fsad_core.__main__ import main
+
+    out = tmp_path / "ev"
+    rc = main(["eval", "--data", str(data), "--category", "brick", "--seed", "0", "--out", str(out),
+               "--profile", "tiny", "--precision", "fp32", "--max-test", "4", "--scales", "1,2,3",
+               "--weights", "winclip+", "--weights", "paper", "--weights", "tuned", "--validation-normal", "1",
+               "--tune-samples", "10", "--tune-m-total", "4"])
+    assert rc == 0
+    md = (out / "table.md").read_text()
+    assert "| winclip+ | max_of_map |" in md and "| paper | mean_of_scores |" in md and "| tuned |" in md
+    runs = {w: json.loads((out / w / "metrics.json").read_text()) for w in ("winclip+", "paper", "tuned")}
+    rows = {w: list(csv.DictReader(open(out / w / "scores.csv"))) for w in runs}
+    # same images, same component scores, different aggregates
+    assert [r["normal@16"] for r in rows["paper"]] == [r["normal@16"] for r in rows["winclip+"]]
+    assert [r["aggregate"] for r in rows["paper"]] != [r["aggregate"] for r in rows["winclip+"]]
+    t = runs["tuned"]
+    assert t["tuning"]["record"]["protocol"] == "validation-normal" and t["tuning"]["record"]["m_total"] == 4
+    assert len(t["shots"]["validation_normal"]) == 1 and t["shots"]["validation_normal"][0] not in t["shots"]["normal"]
+
+
+def test_eval_personalize_one_to_normal_end_to_end(data, tmp_path):
+    """`eval --personalize fast --weights one-to-normal` on the tiny profile: personal and pool are
+    computed by the engine, the customized model is trained once and reused on a rerun."""
+    from fsad_core.__main__ import main
+
+    out = tmp_path / "ev"
+    cache = tmp_path / "cache"
+    base = ["eval", "--data", str(data), "--category", "grass", "--seed", "0", "--profile", "tiny",
+            "--precision", "fp32", "--max-test", "2", "--scales", "1", "--personalize", "fast", "--pool-size", "2",
+            "--weights", "one-to-normal", "--cache-dir", str(cache)]
+    assert main(base + ["--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"personal", "pool"} <= set(m["component_order"])
+    assert m["weights"] == {"personal": 1.0, "pool": 1.0, "zero_shot": 0.5}
+    assert "zero_shot" in m["notes"]["one_to_normal"]["text_branch"]
+    assert "1 normal shots + 2 generated" in m["notes"]["one_to_normal"]["pool"]
+    trained = sorted(p for p in (cache / "personalize").rglob("state.json"))
+    assert len(trained) == 1
+    stamp = trained[0].stat().st_mtime_ns
+    assert main(base + ["--out", str(tmp_path / "ev2")]) == 0  # cached: no second training
+    assert sorted((cache / "personalize").rglob("state.json")) == trained and trained[0].stat().st_mtime_ns == stamp
+    a = list(csv.DictReader(open(out / "scores.csv")))
+    b = list(csv.DictReader(open(tmp_path / "ev2" / "scores.csv")))
+    assert [r["personal"] for r in a] == [r["personal"] for r in b]
 
 
 def test_eval_refuses_weights_it_cannot_compute(data, tmp_path, capsys):

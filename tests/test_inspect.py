@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from fsad_core import synth
-from fsad_core.inspect_batch import list_images, read_results, run_batch
+from fsad_core.inspect_batch import list_images, overlay_name, read_results, run_batch
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_outputs_inside_the_input_folder_are_not_inputs(tiny_engine, project, fo
     assert (s.n_images, s.n_scored, s.n_resumed) == (6, 0, 6)
     rows = _rows(out / "scores.csv")
     assert len(rows) == 6 and not any(r["path"].startswith("results/") for r in rows)
-    expected = {p.relative_to(folder).as_posix().replace("/", "__") + ".png" for p in list_images(folder)}
+    expected = {overlay_name(p.relative_to(folder).as_posix()) for p in list_images(folder)}
     assert {p.name for p in (out / "overlays").iterdir()} == expected  # no overlays of overlays
     # an earlier run written elsewhere inside the input is skipped as well
     assert len(list_images(folder)) == 6
@@ -221,7 +221,7 @@ def test_inspect_weights_are_checked_before_the_run(tiny_engine, project, folder
     Image.fromarray(project.normals[0]).save(n)
     base = ["inspect", "--normal", str(n), "--input", str(folder), "--out", str(tmp_path / "o"), "--profile", "tiny",
             "--precision", "fp32", "--scales", "1", "--threshold", "0.5"]
-    for w, msg in (("normal@17=1", "unknown components normal@17"), ("text=0", "at least one weight"),
+    for w, msg in (("normal@17=1", "unknown components normal@17"), ("text=0", "every weight is 0"),
                    ("one-to-normal", "personal, pool"), ("bogus", "bad weight")):
         assert main(base + ["--weights", w]) == 2
         err = capsys.readouterr().err

@@ -117,3 +117,24 @@ def test_anomalib_window_path_mixes_windows_with_open_clip_3(tiny_backbone, imag
     enc = tiny_backbone.encode_batch(px)[0]
     ours = tiny_backbone.window_embeddings(enc.token_map, 2)
     assert not torch.allclose(ours, win_embs[0][0], atol=1e-3)
+
+
+def test_winclip_plus_preset_equals_anomalib_forward(tiny_config, tiny_backbone, monkeypatch):
+    """`--weights winclip+` reproduces WinCLIP+ as anomalib 2.7 computes it (one normal shot, scales
+    2, 3, window layout corrected): image score 1/2 (text + max mean normal map), map 1/2 (zero-shot
+    map + mean normal map), at the query's resolution (240 px here, anomalib's input size)."""
+    from conftest import textured
+
+    shot, query = textured(11, 240, 240), textured(12, 240, 240)
+    engine = Engine(tiny_config.replace(scales=(1, 2, 3)), backbone=tiny_backbone)
+    engine.set_class_name("bottle")
+    engine.add_shot(shot, kind="normal")
+    ref = _anomalib_model(tiny_backbone.model, monkeypatch, fix_layout=True)
+    ref._text_embeddings = engine.text_embeddings().clone()
+    with torch.no_grad():
+        ref.setup(reference_images=tiny_backbone.preprocess(shot))
+        out = ref(tiny_backbone.preprocess(query))
+    agg = engine.score(query).aggregate("winclip+")
+    assert agg.score == pytest.approx(float(out.pred_score[0]), abs=1e-4)
+    assert agg.map.shape == tuple(out.anomaly_map.shape[-2:])
+    torch.testing.assert_close(torch.from_numpy(agg.map), out.anomaly_map[0].float(), atol=1e-4, rtol=0)

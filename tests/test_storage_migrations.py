@@ -140,3 +140,12 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
     assert all(s.schema_version == SCHEMA_VERSION for s in stores)
     for s in stores:
         s.close()
+
+
+def test_m004_validation_only_shots():
+    db = db_at(3)
+    fill_v1(db)
+    migrate(db, target=4)
+    assert user_version(db) == 4
+    check_v1_data(db)
+    assert db.execute("SELECT validation_only FROM images WHERE id = 1").fetchone()[0] == 0

@@ -164,3 +164,34 @@ def test_tuning_never_reencodes_a_shot(tiny_engine, images, encoder_calls):
     # a second run re-encodes nothing but its new copies either (different seed, new copies)
     tune_weights(engine, m=1, n_samples=5, images=imgs, seed=3)
     assert calls["encode"] == n_shots + m * n_shots + n_shots
+
+
+def test_validation_only_normal_shot_never_enters_a_memory(tiny_engine, images):
+    """Section 4.3: "the normal sample is used exclusively for validation". The validation shot is
+    in no bank, gives the negatives, and the run records what ran."""
+    from fsad_core.tuning import tune_weights, validation_set
+
+    engine = tiny_engine
+    normal, anomalous = images["normal"], images["anomalous"]
+    val = np.ascontiguousarray(normal[:, ::-1])
+    mem_id = engine.add_shot(normal, kind="normal")
+    val_id = engine.add_shot(val, kind="normal", role="validation")
+    engine.add_shot(anomalous, kind="anomalous", mask=images["mask"])
+    bank = engine.banks()["normal"][1]
+    # the memory at patch level holds the memory normal's 225 patches plus the anomalous shot's clean ones
+    clean = engine.banks()["normal"][1].shape[0] - 225
+    engine.set_shot_role(val_id, "memory")
+    assert engine.banks()["normal"][1].shape[0] == 225 * 2 + clean  # the same shot in memory: 225 more
+    engine.set_shot_role(val_id, "validation")
+    assert engine.banks()["normal"][1].shape[0] == bank.shape[0]
+    assert all(s.id != val_id for s in engine.context().shots)
+    vs = validation_set(engine, seed=0)
+    assert vs.protocol == "validation-normal" and vs.m_total == 10
+    assert set(vs.source) == {val_id, engine.shots[2].id} and mem_id not in vs.source
+    assert vs.labels.tolist().count(0) == 5 and vs.labels.tolist().count(1) == 5  # 10 split evenly
+    r = tune_weights(engine, n_samples=20, m_total=6)
+    rec = r.protocol_record()
+    assert rec["protocol"] == "validation-normal" and rec["m_total"] == 6 and rec["n_samples"] == 20
+    assert r.n_validation == (3, 3) and "validation-only" in r.notes
+    with pytest.raises(ValueError, match="only normal shots"):
+        engine.add_shot(anomalous, kind="anomalous", mask=images["mask"], role="validation")

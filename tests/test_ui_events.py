@@ -222,6 +222,58 @@ def test_presets_and_saved_presets(ctx, tmp_path):
     assert back["weight:text"]["value"] == 0.7
 
 
+def test_studio_aggregate_equals_result_aggregate_for_every_preset(ctx, tmp_path):
+    """The studio's sliders, presets and aggregate come from fsad_core.aggregate: for the same
+    weights the Inspect tab shows Result.aggregate's score (the CLI's), rule presets included."""
+    pid, _ = project_with_shots(ctx, tmp_path)
+    sha = run_score(ctx, pid, texture(True, seed=6))[-1]["query_sha"]
+    result = ctx.get_result(pid, sha).result
+    for name in ("paper", "winclip+", "equal"):
+        out = events.apply_preset(ctx, pid, sha, name, 0.5, 0.0)
+        assert float(out["aggregate_score"]) == pytest.approx(result.aggregate(name).score, abs=1e-4), name
+        sliders = {n: out[f"weight:{n}"]["value"] for n in events.WEIGHT_NAMES}
+        # moving nothing keeps the preset's own rule (winclip+: max of the mean map)
+        again = events.reaggregate(ctx, pid, sha, sliders, 0.5, 0.0, name)
+        assert again["aggregate_score"] == out["aggregate_score"]
+    # the default sliders are the paper preset: 1/3 on text, 0 on zero_shot
+    w = events.initial_weights()
+    assert w["text"] == pytest.approx(1 / 3, abs=1e-4) and w["zero_shot"] == 0.0
+    custom = dict(w, zero_shot=0.5)
+    out = events.reaggregate(ctx, pid, sha, custom, 0.5, 0.0, "paper")  # a slider moved: custom weights
+    assert float(out["aggregate_score"]) == pytest.approx(
+        result.aggregate({k: v for k, v in custom.items() if k in result.components}).score, abs=1e-4)
+    # a preset that needs components the result lacks says so instead of scoring with the rest
+    o2n = events.apply_preset(ctx, pid, sha, "one-to-normal", 0.5, 0.0)
+    assert "needs personal, pool" in o2n["aggregate_score"]
+    # all-zero weights are an error shown to the user, never replaced by the defaults
+    outs = run_score(ctx, pid, texture(True, seed=6), weights={n: 0.0 for n in events.WEIGHT_NAMES})
+    assert "every weight is 0" in outs[-2]["aggregate_score"]
+
+
+def test_validation_only_normal_shot(ctx, tmp_path):
+    """A normal shot marked "use for tuning only" leaves the memory and is used by tuning alone."""
+    pid, _ = project_with_shots(ctx, tmp_path)
+    engine = ctx.engine(pid)
+    n_before = engine.banks()["normal"][1].shape[0]
+    sel = events.normal_selected(ctx, pid, 1)
+    assert sel["normal_validation"] is False
+    out = events.set_validation_only(ctx, pid, 1, True)
+    assert "tuning only" in out["normal_gallery"][1][1]
+    assert engine.banks()["normal"][1].shape[0] == n_before - 225
+    assert events.normal_selected(ctx, pid, 1)["normal_validation"] is True
+    sha = run_score(ctx, pid, texture(True, seed=4))[-1]["query_sha"]
+    tuned = events.tune(ctx, pid, sha, events.initial_weights(), 0.5, 0.5)
+    assert "validation-normal protocol" in tuned["tune_status"]
+    run = [r for r in ctx.store.list_runs(pid) if r["kind"] == "tune"][-1]
+    assert run["params"]["protocol"] == "validation-normal" and run["params"]["m_total"] == 10
+    # survives a restart: a fresh context rebuilds the engine from the store
+    fresh = StudioContext(ctx.store, profile="tiny", banner="tiny", backbone=engine.backbone,
+                          data_dir=tmp_path / "data")
+    assert fresh.engine(pid).banks()["normal"][1].shape[0] == n_before - 225
+    events.set_validation_only(ctx, pid, 1, False)
+    assert engine.banks()["normal"][1].shape[0] == n_before
+
+
 def test_tune_moves_sliders_and_undo_restores(ctx, tmp_path):
     pytest.importorskip("fsad_core.tuning")
     pid, _ = project_with_shots(ctx, tmp_path)

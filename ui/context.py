@@ -141,7 +141,7 @@ class StudioContext:
         iid = row["id"]
         img = self.store.read_image(iid)
         if row["role"] == "normal":
-            sid = pe.engine.add_shot(img, kind="normal")
+            sid = pe.engine.add_shot(img, kind="normal", role="validation" if row.get("validation_only") else "memory")
         else:
             mask = self.store.get_mask(iid)
             if mask is None or not np.asarray(mask).any():
@@ -163,6 +163,8 @@ class StudioContext:
                 if sid is not None:
                     self._drop(pe, iid)
                 return None
+            if sid is not None and row["role"] == "normal":
+                pe.engine.set_shot_role(sid, "validation" if row.get("validation_only") else "memory")
             if sid is not None and row["role"] == "anomalous":
                 mask = self.store.get_mask(iid)
                 if mask is None or not np.asarray(mask).any():

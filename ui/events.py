@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import gradio as gr
 import numpy as np
 
-from fsad_core.aggregate import PRESETS, STABLE_NAMES, default_weights, equal_weights, paper_weights
+from fsad_core.aggregate import PRESET_NAMES, STABLE_NAMES, WeightSet, combine, missing_required, preset as preset_set
 from fsad_core.images import ImageError, sha256_of_array, to_rgb_array
 
 from . import render
@@ -35,7 +36,7 @@ _DISPLAY = LRU(16)  # (result id, component names) -> (result, display image, di
 WEIGHT_NAMES: tuple[str, ...] = STABLE_NAMES
 SAM_MODES = ("add (+)", "remove (−)", "box corner")
 USER_PRESET_PREFIX = "preset:"
-BUILTIN_PRESETS = ("paper", "equal", "one-to-normal")
+BUILTIN_PRESETS = PRESET_NAMES  # fsad_core.aggregate's presets: one list for studio, CLI and eval
 
 
 def _no_progress(frac: float, desc: str = "") -> None:
@@ -47,6 +48,12 @@ def _user_message(exc: BaseException) -> str:
     """A readable one-liner for the UI; unexpected errors are logged in full on the server."""
     if isinstance(exc, gr.Error):
         return exc.message
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        # SQLite reports a damaged file: nobody can promise that saved work is intact
+        log.error("the database reported damage: %s", exc)
+        return (f"The studio's database reported damage ({exc}); your last change may not have been saved. "
+                "Stop the studio and run `python -m storage check` on its data folder: it says what is damaged "
+                "and how to recover (the latest backup, or `python -m storage recover`).")
     readable = (ValueError, KeyError, RuntimeError, FileNotFoundError, PermissionError)
     if isinstance(exc, readable):
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -130,7 +137,8 @@ def _as_list(files) -> list:
 
 
 def _normal_gallery(ctx: StudioContext, pid: int) -> list[tuple[np.ndarray, str]]:
-    return [(render.thumbnail(ctx.store.read_image(r["id"])), _label(r)) for r in _images(ctx, pid, "normal")]
+    return [(render.thumbnail(ctx.store.read_image(r["id"])),
+             _label(r) + (" · tuning only" if r.get("validation_only") else "")) for r in _images(ctx, pid, "normal")]
 
 
 def _anomalous_rows(ctx: StudioContext, pid: int) -> list[dict]:
@@ -207,9 +215,29 @@ def slider_updates(weights: Mapping[str, float] | None = None, visible: Iterable
 
 
 def initial_weights() -> dict[str, float]:
-    """The sliders' starting values: the paper's defaults (eq. 2) over every stable name."""
-    w = paper_weights(WEIGHT_NAMES[:10])
+    """The sliders' starting values: the `paper` preset (eq. 2) over every stable name."""
+    w = preset_set("paper", WEIGHT_NAMES).weights
     return {n: round(float(w.get(n, 0.0)), 4) for n in WEIGHT_NAMES}
+
+
+def studio_weight_set(preset: str | None, weights: Mapping[str, float] | None, names: Iterable[str]) -> WeightSet:
+    """The WeightSet the sliders stand for: a built-in preset's own set (its score rule and map
+    weights, e.g. winclip+'s max-of-map score) while the sliders still show that preset's values,
+    else the slider values as plain eq.-2-style weights ("custom"). The CLI resolves the same names
+    through the same `fsad_core.aggregate.preset`."""
+    names = list(names)
+    if weights is None:
+        return preset_set("paper", names)
+    w = {k: float(v or 0.0) for k, v in weights.items()}
+    if preset in PRESET_BUILDERS_NAMES:
+        ps = preset_set(preset, names)
+        shown = {n: round(float(ps.weights.get(n, 0.0)), 4) for n in names}
+        if all(abs(shown[n] - round(w.get(n, 0.0), 4)) < 5e-5 for n in names):
+            return ps
+    return WeightSet(w, name="custom")
+
+
+PRESET_BUILDERS_NAMES = frozenset(PRESET_NAMES)
 
 
 def weights_from_values(values: Sequence[float]) -> dict[str, float]:
@@ -742,36 +770,31 @@ def _display_maps(result, img: np.ndarray) -> tuple[np.ndarray, dict[str, np.nda
     return small, maps
 
 
-def _aggregate(result, weights: Mapping[str, float] | None, img: np.ndarray, opacity: float, threshold: float):
-    """(aggregate panel uint8 HxWx3, score text): `result.aggregate`'s formula (sum_c w_c X_c /
-    sum_c w_c over components present with w_c > 0) on display-size maps."""
+def _aggregate(result, wset: WeightSet, img: np.ndarray, opacity: float, threshold: float):
+    """(aggregate panel uint8 HxWx3, score text): `fsad_core.aggregate.combine` — the function behind
+    `Result.aggregate` — on display-size maps (the score comes from the full result)."""
     comps = result.components
-    if weights is None:
-        weights = default_weights(comps)
-    w = {k: float(v) for k, v in weights.items() if float(v) > 0 and k in comps}
     small, maps = _display_maps(result, img)
-    if not w:
-        return small.copy(), "— (every weight is 0: raise at least one)"
-    total = sum(w.values())
-    acc = np.zeros(small.shape[:2], np.float32)
-    score = 0.0
-    for name, wt in w.items():
-        acc += np.float32(wt / total) * maps[name]
-        score += wt / total * float(comps[name].score)
-    return render.aggregate_panel(small, acc, opacity, threshold), f"{score:.4f}"
+    lost = missing_required(wset, list(comps))
+    if lost:
+        return small.copy(), (f"— the {wset.name} preset needs {', '.join(lost)}, which this result lacks "
+                              "(Personalize the query first)")
+    if not any(v > 0 and k in comps for k, v in wset.weights.items()):
+        return small.copy(), "— every weight is 0 on this result's components: raise at least one"
+    agg = combine(comps, wset, maps=maps)
+    return render.aggregate_panel(small, agg.map, opacity, threshold), f"{agg.score:.4f}"
 
 
 def _effective_weights(weights: Mapping[str, float] | None, names: Iterable[str]) -> dict[str, float] | None:
     if weights is None:
         return None
     names = list(names)
-    w = {n: float(weights.get(n, 0.0)) for n in names}
-    return w if any(v > 0 for v in w.values()) else w
+    return {n: float(weights.get(n, 0.0)) for n in names}
 
 
 @friendly
 def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str, float] | None,
-          opacity: float, threshold: float, progress: Callable = _no_progress):
+          opacity: float, threshold: float, preset: str | None = None, progress: Callable = _no_progress):
     """Score the query progressively: yields updated panels as each scale completes."""
     pid = _need_project(pid)
     if query_image is None and query_iid is None:
@@ -781,15 +804,16 @@ def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str,
     if not pe.engine.shots:
         gr.Warning("This project has no shots yet: only the zero-shot (text) components can be computed. "
                    "Add normal images in the Shots tab for the reference components.")
-    if weights is None or not any(v > 0 for v in weights.values()):
-        weights = initial_weights()  # every slider at 0 would leave nothing to aggregate
+    if weights is None:
+        weights = initial_weights()
     t0 = time.perf_counter()
     sha = None
     result = None
     for result in _in_worker(lambda: pe.engine.score_progressive(img), pe.lock):
         sha = result.query_sha256 or sha256_of_array(img)
         ctx.queries.put(sha, img)
-        panel, text = _aggregate(result, _effective_weights(weights, result.components), img, opacity, threshold)
+        panel, text = _aggregate(result, studio_weight_set(preset, weights, result.components), img, opacity,
+                                 threshold)
         status = (f"{len(result.components)} components so far ({time.perf_counter() - t0:.1f} s)…"
                   if not result.complete else "")
         yield {"heatmaps": _panels(ctx, result, img, opacity), "aggregate_map": panel,
@@ -798,14 +822,16 @@ def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str,
         return
     ctx.put_result(pid, sha, result, image_id=int(query_iid) if query_iid is not None else None)
     seconds = time.perf_counter() - t0
+    wset = studio_weight_set(preset, weights, result.components)
     try:
-        agg_score = float(result.aggregate(_effective_weights(weights, result.components)).score)
-    except ValueError:  # every weight on a component of this result is 0
+        agg_score = float(result.aggregate(wset).score)
+    except ValueError:  # every weight on a component of this result is 0 (the panel says so)
         agg_score = None
     try:
         ctx.store.save_run(pid, "inspect", {
             "query_image_id": int(query_iid) if query_iid is not None else None, "query_sha256": sha,
             "weights": {k: v for k, v in (weights or {}).items() if k in result.components},
+            "weight_set": wset.to_dict(),
             "profile": ctx.profile,
         }, {"scores": result.scores(), "aggregate": agg_score, "seconds": round(seconds, 3)})
     except Exception as exc:  # a run log must never lose the result on screen
@@ -817,24 +843,27 @@ def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str,
 
 
 @friendly
-def reaggregate(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float) -> dict:
+def reaggregate(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float,
+                preset: str | None = None) -> dict:
     """The fast path behind every weight slider: combine cached maps, colour, done (no encoding)."""
     cached = ctx.get_result(pid, sha)
     img = ctx.queries.get(sha) if sha else None
     if cached is None or img is None:
         return {}
-    panel, text = _aggregate(cached.result, _effective_weights(weights, cached.result.components), img, opacity, threshold)
+    comps = cached.result.components
+    panel, text = _aggregate(cached.result, studio_weight_set(preset, weights, comps), img, opacity, threshold)
     return {"aggregate_map": panel, "aggregate_score": text}
 
 
 @friendly
-def rerender(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float) -> dict:
+def rerender(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float,
+             preset: str | None = None) -> dict:
     """Opacity changed: redraw every panel and the aggregate from cached maps."""
     cached = ctx.get_result(pid, sha)
     img = ctx.queries.get(sha) if sha else None
     if cached is None or img is None:
         return {}
-    out = reaggregate(ctx, pid, sha, weights, opacity, threshold)
+    out = reaggregate(ctx, pid, sha, weights, opacity, threshold, preset)
     out["heatmaps"] = _panels(ctx, cached.result, img, opacity)
     return out
 
@@ -842,12 +871,9 @@ def rerender(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity
 def preset_weights(ctx: StudioContext, pid, preset: str, names: Iterable[str]) -> dict[str, float]:
     """The weights a preset name stands for, over the given component names."""
     names = list(names) or list(WEIGHT_NAMES)
-    if preset == "paper":
-        return paper_weights(names)
-    if preset == "equal":
-        return equal_weights(names)
-    if preset in PRESETS:
-        return {n: float(PRESETS[preset].get(n, 0.0)) for n in names}
+    if preset in PRESET_BUILDERS_NAMES:
+        w = preset_set(preset, names).weights
+        return {n: float(w.get(n, 0.0)) for n in names}
     if preset.startswith("only "):
         only = preset[len("only "):]
         return {n: (1.0 if n == only else 0.0) for n in names}
@@ -875,7 +901,12 @@ def apply_preset(ctx: StudioContext, pid, sha, preset: str, opacity: float, thre
     w = preset_weights(ctx, pid, preset, names)
     full = {n: w.get(n, 0.0) for n in WEIGHT_NAMES}
     out = slider_updates(full)
-    out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
+    out.update(reaggregate(ctx, pid, sha, full, opacity, threshold, preset))
+    if preset in PRESET_BUILDERS_NAMES and cached is not None:
+        lost = missing_required(preset_set(preset, names), names)
+        if lost:
+            gr.Warning(f"The {preset} preset needs {', '.join(lost)}, which this result lacks: "
+                       "personalize the query in the Personalize tab first.")
     return out
 
 
@@ -892,6 +923,28 @@ def save_preset(ctx: StudioContext, pid, name: str, weights: Mapping[str, float]
             "preset_name": ""}
 
 
+# --- validation-only normal shots ---------------------------------------------------------------
+@friendly
+def set_validation_only(ctx: StudioContext, pid, sel, on: bool) -> dict:
+    """The "use for tuning only" checkbox of the selected normal shot (Abdali et al. section 4.3:
+    weight tuning validates on it; no memory holds it). Saved at once; the memory rebuilds from
+    cached encodings."""
+    pid = _need_project(pid)
+    iid = gallery_image_id(ctx, pid, "normal", sel)
+    if iid is None:
+        raise gr.Error("Click a normal shot in the gallery first.")
+    ctx.store.set_validation_only(int(iid), bool(on))
+    ctx.sync_image(pid, int(iid))
+    return {"normal_gallery": _normal_gallery(ctx, pid), "project_status": project_view(ctx, pid)["project_status"]}
+
+
+def normal_selected(ctx: StudioContext, pid, index) -> dict:
+    """A normal shot was clicked: remember it and show its "use for tuning only" state."""
+    iid = gallery_image_id(ctx, pid, "normal", index) if pid is not None else None
+    row = next((r for r in _images(ctx, int(pid), "normal") if r["id"] == iid), None) if iid is not None else None
+    return {"normal_sel": index, "normal_validation": bool(row and row.get("validation_only"))}
+
+
 # --- auto-tune (issue 5) -------------------------------------------------------------------------
 @friendly
 def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float,
@@ -903,6 +956,8 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
     pe = ctx.project_engine(pid, progress)
     if not any(s.kind == "normal" for s in pe.engine.shots):
         raise gr.Error("Auto-tune needs at least one normal and one anomalous shot with a mask.")
+    if not any(s.kind == "normal" and s.role == "memory" for s in pe.engine.shots):
+        raise gr.Error("Every normal shot is 'for tuning only': keep at least one in the memory.")
 
     def cb(*args):
         frac = args[0] if args else 0.0
@@ -914,11 +969,12 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
     with pe.lock:
         images = {sid: ctx.store.read_image(iid) for iid, sid in pe.shot_of_image.items()}
         res = tune_weights(pe.engine, progress=cb, images=images)
+    record = res.protocol_record()
     tuned = {k: float(v) for k, v in res.weights.items()}
     ctx.tuned[pid] = tuned
     ctx.store.save_weights(pid, "tuned", tuned)
     try:
-        ctx.store.save_run(pid, "tune", {"m": 10, "n_samples": 100, "seed": 0},
+        ctx.store.save_run(pid, "tune", record,
                            {"weights": tuned, "auroc_default": float(res.auroc_default),
                             "auroc_tuned": float(res.auroc_tuned),
                             "component_auroc": {k: float(v) for k, v in res.component_auroc.items()}})
@@ -934,7 +990,10 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
     out.update({
         "tune_chart": gr.update(value=chart, visible=True), "undo_weights": dict(weights),
         "tune_status": (f"Validation AUROC: default weights {res.auroc_default:.3f} → tuned {res.auroc_tuned:.3f}. "
-                        "Sliders moved to the tuned weights (Undo restores yours)."),
+                        "Sliders moved to the tuned weights (Undo restores yours). "
+                        f"Ran: {record['protocol']} protocol, {record['m_total']} augmented images "
+                        f"({record['n_validation'][0]} anomalous + {record['n_validation'][1]} normal), "
+                        f"{record['n_samples']} {record['distribution']} draws, seed {record['seed']}."),
         "preset": gr.update(choices=preset_choices(ctx, pid, list(full)), value="tuned"),
     })
     return out
@@ -983,8 +1042,8 @@ def _compare_panel(ctx: StudioContext, pid, sha, comp, weights, opacity) -> tupl
     if comp == "aggregate":
         try:
             sm = cached.result.aggregate(_effective_weights(weights, cached.result.components))
-        except ValueError:
-            sm = cached.result.aggregate()
+        except ValueError as exc:  # all-zero weights: say so instead of silently using other weights
+            return render.thumbnail(img, render.AGGREGATE_SIDE), f"aggregate: {exc}"
     elif comp in cached.result.components:
         sm = cached.result.components[comp]
     else:

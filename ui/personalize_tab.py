@@ -239,7 +239,8 @@ def make_pool(ctx: StudioContext, pid, n: int, preset="fast", seed=0, train_step
     _, pool_dir = _dirs(ctx, pid)
     save_pool(pool, pool_dir)
     ctx.personalizers[f"pool-{pid}"] = pool
-    ctx.personalizers.pop(f"pool-feats-{pid}", None)
+    for k in [k for k in list(ctx.personalizers) if str(k).startswith(f"pool-feats-{pid}-")]:
+        ctx.personalizers.pop(k, None)  # the pool changed: its encodings are stale
     return {"pool_gallery": _gallery(pool), **status(ctx, pid)}
 
 
@@ -266,13 +267,16 @@ def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, 
     from fsad_core.scorers.personal import encode_levels, personal_components
 
     engine = ctx.engine(pid)
-    pool = _pool(ctx, pid)
+    pool = list(_pool(ctx, pid) or [])
     pool_arg = None
-    if pool:
-        pool_arg = ctx.personalizers.get(f"pool-feats-{pid}")
+    # §3.4: the pool is "a set of normal reference images and generated normal images"
+    normals = [engine.shot_image(sh.id) for sh in engine.shots if sh.kind == "normal"]
+    if pool or normals:
+        key = f"pool-feats-{pid}-{len(pool)}-" + ",".join(sorted(sh.id[:12] for sh in engine.shots if sh.kind == "normal"))
+        pool_arg = ctx.personalizers.get(key)
         if pool_arg is None:
-            pool_arg = encode_levels(engine.backbone, pool)
-            ctx.personalizers[f"pool-feats-{pid}"] = pool_arg
+            pool_arg = encode_levels(engine.backbone, [*normals, *pool])
+            ctx.personalizers[key] = pool_arg
     extra = personal_components(engine.backbone, img, res.chosen, pool_arg)
     result = cached.result.with_components(extra)
     ctx.put_result(pid, sha, result, image_id=cached.image_id)
@@ -287,8 +291,9 @@ def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, 
         "pers_recon": recon,
         "pers_caption": (f"query | chosen personalized normal (“{res.chosen_prompt}”, SSIM {res.ssim:.3f}) | "
                          f"|difference| | `personal` map (score {personal.score:.4f})"
-                         + (f" · `pool` {extra['pool'].score:.4f}" if "pool" in extra else
-                            " · no pool yet (generate one for the `pool` component)")
+                         + (f" · `pool` {extra['pool'].score:.4f} (pool: {len(normals)} normal shots + "
+                            f"{len(pool)} generated)" if "pool" in extra else
+                            " · no pool yet (add normal shots or generate a pool for the `pool` component)")
                          + f" · {model}, {p.config.preset} preset, seed {res.seed}"
                          + f" · {res.seconds:.1f} s at strength {res.strength:.2f}"),
         "heatmaps": events._panels(ctx, result, img, opacity),

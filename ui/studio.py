@@ -152,7 +152,7 @@ class Studio:
     # --- layout ----------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
         ctx = self.ctx
-        with gr.Blocks(title="fsad-studio") as demo:
+        with gr.Blocks(title="fsad-studio", delete_cache=DELETE_CACHE) as demo:
             self.add("pid", gr.State(None))
             self.add("last_pid", gr.BrowserState(None, storage_key="fsad-studio-last-project"))
             self.add("anom_id", gr.State(None))
@@ -203,7 +203,11 @@ class Studio:
                 self.add("normal_gallery", gr.Gallery(label="Normal shots (click one to select it)", columns=4,
                                                       height=240, format="png", elem_id="normal-gallery", fit_columns=False,
                                                       allow_preview=False, interactive=False))
-                self.add("normal_remove", gr.Button("Remove selected normal", size="sm", elem_id="normal-remove"))
+                with gr.Row():
+                    self.add("normal_remove", gr.Button("Remove selected normal", size="sm", elem_id="normal-remove"))
+                    self.add("normal_validation", gr.Checkbox(
+                        label="Use selected normal for tuning only", value=False, elem_id="normal-validation",
+                        info="Weight tuning validates on it; no memory holds it (Abdali et al. §4.3)"))
             with gr.Column(scale=1):
                 gr.Markdown("### Anomalous shots")
                 self.add("anomalous_upload", gr.File(label="Drop anomalous images", file_count="multiple",
@@ -254,8 +258,8 @@ class Studio:
                     self.add("save", gr.Button("Save shot", variant="primary", elem_id="save-shot", scale=1))
         with gr.Accordion("Paste an image from the clipboard", open=False):
             with gr.Row():
-                self.add("paste", gr.Image(label="Paste here (Ctrl+V)", sources=["clipboard"], type="numpy",
-                                           format="png", elem_id="paste-image", height=200))
+                self.add("paste", UploadedImage(label="Paste here (Ctrl+V)", sources=["clipboard"], type="filepath",
+                                                image_mode=None, format="png", elem_id="paste-image", height=200))
                 with gr.Column():
                     self.add("paste_role", gr.Radio(["normal", "anomalous", "query"], value="normal", label="Add as",
                                                     elem_id="paste-role"))
@@ -265,8 +269,9 @@ class Studio:
         gr.Markdown(HELP_INSPECT)
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
-                self.add("query_image", gr.Image(label="Query image (drop or paste)", type="numpy", format="png",
-                                                 sources=["upload", "clipboard"], elem_id="query-upload", height=260))
+                self.add("query_image", UploadedImage(label="Query image (drop or paste)", type="filepath",
+                                                      image_mode=None, format="png", sources=["upload", "clipboard"],
+                                                      elem_id="query-upload", height=260))
                 self.add("query_pick", gr.Dropdown(label="…or pick one of the project's queries", choices=[],
                                                    elem_id="query-pick"))
                 self.add("score_btn", gr.Button("Score", variant="primary", elem_id="score-button"))
@@ -376,8 +381,10 @@ class Studio:
         # shots
         self.wire(C["normal_upload"].upload, events.add_normals, ["pid", "normal_upload"],
                   ["normal_gallery", "project_status", "normal_upload"], progress=True)
-        self.wire(C["normal_gallery"].select, lambda ctx, index: {"normal_sel": index}, [], ["normal_sel"],
+        self.wire(C["normal_gallery"].select, events.normal_selected, ["pid"], ["normal_sel", "normal_validation"],
                   select=True)
+        self.wire(C["normal_validation"].input, events.set_validation_only, ["pid", "normal_sel", "normal_validation"],
+                  ["normal_gallery", "project_status"])
         self.wire(C["normal_remove"].click,
                   lambda ctx, pid, sel: events.remove_image(ctx, pid, events.gallery_image_id(ctx, pid, "normal", sel)),
                   ["pid", "normal_sel"], ["normal_gallery", "anomalous_gallery", "anom_pick", "project_status"])
@@ -418,9 +425,9 @@ class Studio:
         self.wire(C["query_pick"].input, events.pick_query, ["pid", "query_pick"], ["query_image", "query_iid"])
         score_outs = ["heatmaps", "aggregate_map", "aggregate_score", "inspect_status", "query_sha", "preset"] + sliders
         scored = self.wire(C["score_btn"].click, events.score,
-                           ["pid", "query_image", "query_iid", WEIGHTS, "opacity", "threshold"], score_outs,
+                           ["pid", "query_image", "query_iid", WEIGHTS, "opacity", "threshold", "preset"], score_outs,
                            progress=True, concurrency_id="models")
-        agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold"]
+        agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold", "preset"]
         self.wire([C[s].input for s in sliders] + [C["threshold"].input], events.reaggregate, agg_ins,
                   ["aggregate_map", "aggregate_score"], fast=True)
         self.wire(C["opacity"].input, events.rerender, agg_ins, ["heatmaps", "aggregate_map", "aggregate_score"],
@@ -465,6 +472,43 @@ def build_studio(ctx: StudioContext) -> gr.Blocks:
     return Studio(ctx).build()
 
 
-def launch_kwargs() -> dict:
-    """Arguments for `demo.launch` that belong to the look (Gradio 6 moved css/theme to launch)."""
-    return {"css": CSS, "theme": gr.themes.Soft()}
+MAX_UPLOAD_MB = 200.0  # a 64 MP image (fsad_core.images.MAX_PIXELS) as PNG or JPEG is well under this
+# Gradio's temp folder (uploads, and every PNG served: each slider move writes one): every 15 min,
+# delete what is older than 2 h (a page left open longer re-fetches nothing it already shows)
+DELETE_CACHE = (900, 7200)
+
+
+def launch_kwargs(max_upload_mb: float = MAX_UPLOAD_MB) -> dict:
+    """Arguments for `demo.launch`: the look (Gradio 6 moved css/theme to launch) and the server's
+    limits (`max_file_size`: larger uploads are refused by the server before a handler runs)."""
+    return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": int(max_upload_mb * 1_000_000)}
+
+
+class UploadedImage(gr.Image):
+    """A gr.Image whose input value is the uploaded file's path, not opened by Gradio.
+
+    gr.Image's own preprocessing opens the upload with Pillow (and with the default image_mode
+    decodes and converts all of it), so a 169 MP pixel bomb is decompressed into memory and a
+    corrupt file fails with the framework's message before any handler runs. Here the handler
+    gets the path and `fsad_core.images` checks it: the size from the header first (pixel bombs are
+    refused before decoding), then a readable message for a corrupt or unsupported file.
+    The frontend is gr.Image's (`get_block_name`), so element ids, sources and display are unchanged.
+    """
+
+    def get_block_name(self) -> str:
+        return "image"
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        url = getattr(payload, "url", None)
+        if url and url.startswith("data:"):  # a pasted image sent inline: keep its bytes, undecoded
+            import base64
+            import tempfile
+
+            data = base64.b64decode(url.split(",", 1)[1] if "," in url else "", validate=False)
+            fd, path = tempfile.mkstemp(prefix="paste-", suffix=".img", dir=self.GRADIO_CACHE)
+            with open(fd, "wb") as fh:
+                fh.write(data)
+            return path
+        return None if payload.path is None else str(payload.path)

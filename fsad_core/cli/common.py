@@ -6,14 +6,16 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-# Components the WinCLIP engine does not compute (the studio's One-to-Normal tab does personal/pool;
-# adapter/patchcore are reserved names). Weights on them cannot be honoured by score/eval/inspect.
-NOT_COMPUTED = {
-    "personal": "One-to-Normal personalization (the studio's Personalize tab)",
-    "pool": "One-to-Normal personalization (the studio's Personalize tab)",
-    "adapter": "APRIL-GAN adapters: give --adapter CKPT",
-    "patchcore": "a reserved name, not implemented",
+# How to get a component that a run does not compute, for error messages.
+HOW_TO_GET = {
+    "personal": "add --personalize fast|paper (One-to-Normal)",
+    "pool": "add --personalize fast|paper (One-to-Normal)",
+    "adapter": "add --adapter CKPT (APRIL-GAN)",
+    "adapter_memory": "add --adapter CKPT (APRIL-GAN) and a normal shot",
+    "adapter_text": "add --adapter CKPT (APRIL-GAN)",
+    "patchcore": "add --patchcore (PatchCore)",
 }
+NOT_COMPUTED = HOW_TO_GET  # kept for older imports
 
 
 def _os_error_text(exc: OSError) -> str:
@@ -29,16 +31,19 @@ def run_command(func, args) -> int:
     print one `error: ...` line and return 2 (never a traceback)."""
     from fsad_core.images import ImageError
     from fsad_core.models.registry import ModelUnavailableError
+    from fsad_core.names import safe_line
 
+    # messages name files, and file names may hold control characters or bytes that are not UTF-8:
+    # the line printed is escaped (safe_line), never raw
     try:
         rc = func(args)
         return int(rc or 0)
     except (ImageError, ModelUnavailableError, ValueError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {safe_line(str(msg))}", file=sys.stderr)
         return 2
     except OSError as exc:  # FileNotFoundError with our message, or a path that cannot be written
-        print(f"error: {_os_error_text(exc)}", file=sys.stderr)
+        print(f"error: {safe_line(_os_error_text(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -72,77 +77,77 @@ def _check_parents(p: Path, flag: str, given) -> None:
 
 
 def parse_weights(text: str | None) -> dict[str, float] | None:
-    """'text=1,normal@16=0.5' -> {'text': 1.0, 'normal@16': 0.5}."""
-    if not text:
-        return None
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "=" not in part:
-            raise ValueError(f"bad weight {part!r}: write name=value, e.g. text=1,normal@16=0.5")
-        k, v = part.split("=", 1)
-        try:
-            out[k.strip()] = float(v)
-        except ValueError:
-            raise ValueError(f"bad weight value {v!r} for {k!r}: must be a number") from None
-    return out
+    """'text=1,normal@16=0.5' -> {'text': 1.0, 'normal@16': 0.5} (see fsad_core.aggregate)."""
+    from fsad_core.aggregate import parse_weight_text
+
+    return parse_weight_text(text) if text else None
 
 
-def engine_component_names(config) -> list[str]:
-    """Every component name the WinCLIP engine can produce with `config.scales` (stable order)."""
+def engine_component_names(config, extra: Sequence[str] = ()) -> list[str]:
+    """Every component name the engine can produce with `config.scales` (stable order), plus the
+    names of the scorers a command adds (`extra`, e.g. personal and pool with --personalize)."""
     from fsad_core.aggregate import scale_px
 
-    return ["text", "zero_shot"] + [f"{k}@{scale_px(s)}" for k in ("normal", "anomalous") for s in config.scales]
+    names = ["text", "zero_shot"] + [f"{k}@{scale_px(s)}" for k in ("normal", "anomalous") for s in config.scales]
+    return names + [n for n in extra if n not in names]
 
 
-def _not_computed_note(names: Sequence[str], command: str) -> str:
-    bad = [n for n in names if n in NOT_COMPUTED]
-    if not bad:
-        return ""
-    why = "; ".join(f"{n}: {NOT_COMPUTED[n]}" for n in bad)
-    return f" — `{command}` does not compute {', '.join(bad)} ({why})"
+def weights_from_arg(text: str | None, valid: Sequence[str], command: str = ""):
+    """--weights: None/'default' -> the `paper` preset; a preset name (paper, equal, winclip+,
+    one-to-normal, april-gan) or name=w,... -> a checked `WeightSet`. Unknown names (typos, or
+    components this run does not compute) are an error that lists the valid names and how to get
+    the missing ones; so are negative and all-zero weights."""
+    from fsad_core.aggregate import resolve_weights
+
+    return resolve_weights(text or "paper", list(valid), HOW_TO_GET)
 
 
-def check_weights(weights: Mapping[str, float], valid: Sequence[str], command: str) -> dict[str, float]:
-    """Validate user weights against the component names `command` can produce.
-
-    Unknown names (typos such as normal@17, or personal/pool which only the studio computes) are an
-    error that lists the valid names; so are negative weights and weights that are all zero.
-    """
-    from fsad_core.aggregate import validate_weights
-
-    w = validate_weights(weights)
-    unknown = [k for k in w if k not in valid]
-    if unknown:
-        raise ValueError(f"weights for unknown components {', '.join(unknown)}; valid names here: "
-                         f"{', '.join(valid)}{_not_computed_note(unknown, command)}")
-    if not any(v > 0 for v in w.values()):
-        raise ValueError("at least one weight must be positive")
-    return w
+def add_personalize_args(p) -> None:
+    """--personalize fast|paper [--lora DIR]: add One-to-Normal's `personal` and `pool`."""
+    g = p.add_argument_group("One-to-Normal personalization (components personal and pool)")
+    g.add_argument("--personalize", default=None, choices=("fast", "paper"),
+                   help="compute personal and pool with this One-to-Normal preset; without --lora the customized "
+                        "model is trained on the run's normal shots and cached by their fingerprint")
+    g.add_argument("--lora", default=None, metavar="DIR", help="a trained customized model (LoRA folder) to use as is")
+    g.add_argument("--pool-size", type=int, default=None, metavar="N",
+                   help="generated images in the anomaly-free pool (default: the preset's)")
 
 
-def check_preset(name: str, valid: Sequence[str], command: str) -> dict[str, float]:
-    """A named preset's weights over `valid`; an error if it relies on components `command` lacks
-    (e.g. one-to-normal: personal + pool + 0.5 zero_shot would silently measure zero_shot alone)."""
-    from fsad_core.aggregate import PRESETS
+def extra_component_names(args) -> list[str]:
+    """Component names the optional scorers of a command line add."""
+    from fsad_core.cli.adapter_args import adapter_component_names
 
-    preset = PRESETS[name]
-    lost = [k for k, v in preset.items() if v > 0 and k in NOT_COMPUTED and k not in valid]
-    if lost:
-        raise ValueError(f"--weights {name} puts weight on {', '.join(lost)}{_not_computed_note(lost, command)}; "
-                         f"with only the rest it would measure something else. Use default, paper, equal or "
-                         f"name=w,... over: {', '.join(valid)}")
-    return {k: v for k, v in preset.items() if k in valid}
+    return (["personal", "pool"] if getattr(args, "personalize", None) else []) + adapter_component_names(args)
 
 
-def weights_from_arg(text: str | None, valid: Sequence[str], command: str) -> dict[str, float] | None:
-    """--weights: None/'default' -> None (the paper's eq. 2), a preset name, or name=w,... (validated)."""
-    from fsad_core.aggregate import PRESETS
+def check_personalize_args(args) -> None:
+    from pathlib import Path
 
-    if text is None or text == "default":
-        return None
-    if text in PRESETS:
-        return check_preset(text, valid, command)
-    return check_weights(parse_weights(text) or {}, valid, command)
+    if getattr(args, "lora", None) and not getattr(args, "personalize", None):
+        raise ValueError("--lora needs --personalize fast|paper")
+    if getattr(args, "lora", None) and not Path(args.lora).is_dir():
+        raise FileNotFoundError(f"--lora {args.lora!r} is not a folder (a trained customized model, as the "
+                                "studio's Personalize tab or Personalizer.train writes it)")
+    if getattr(args, "pool_size", None) is not None and args.pool_size < 0:
+        raise ValueError("--pool-size must be >= 0")
+
+
+def attach_scorers(engine, args) -> None:
+    """Plug the optional scorers a command line asks for into `engine` (after it is built)."""
+    if getattr(args, "personalize", None):
+        import sys
+
+        from fsad_core.personalize import PersonalizeConfig, Personalizer
+        from fsad_core.scorers.one_to_normal import OneToNormalScorer
+
+        kw = dict(profile=engine.config.profile, preset=args.personalize, cache_dir=engine.config.cache_dir)
+        if getattr(args, "pool_size", None) is not None:
+            kw["pool_size"] = int(args.pool_size)
+        if engine.config.device != "auto":
+            kw["device"] = engine.config.device
+        p = Personalizer(PersonalizeConfig(**kw))
+        engine.add_scorer(OneToNormalScorer(engine, p, lora_dir=args.lora,
+                                            progress=lambda msg: print(f"one-to-normal: {msg}", file=sys.stderr)))
+    from fsad_core.cli.adapter_args import attach_adapter
+
+    attach_adapter(engine, args)  # --adapter CKPT: adapter, adapter_memory, adapter_text

@@ -17,9 +17,16 @@ def register(sub) -> None:
     p.add_argument("--seed", action="append", default=None, metavar="S", help="seed (repeatable or comma-separated; default 0)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--max-test", type=int, default=None, metavar="N", help="at most N test images per category (stratified)")
-    p.add_argument("--weights", default="default",
-                   help="default (paper eq. 2) | tuned (Monte-Carlo on augmented shots) | paper | equal | name=w,...")
-    p.add_argument("--tune-m", type=int, default=10, help="augmented copies per shot for --weights tuned")
+    p.add_argument("--weights", action="append", default=None, metavar="W",
+                   help="repeatable: several weight sets are evaluated on the same scores, one table row each. "
+                        "default/paper (posWinCLIP+ eq. 2) | winclip+ | equal | one-to-normal | april-gan | "
+                        "tuned (Monte-Carlo on augmented shots) | name=w,...")
+    p.add_argument("--validation-normal", type=int, default=0, metavar="K",
+                   help="K more normal images from train/good as validation-only shots: weight tuning validates "
+                        "on them and no memory holds them (Abdali et al. section 4.3)")
+    p.add_argument("--tune-m-total", type=int, default=10,
+                   help="augmented images in total for --weights tuned, split evenly over the validation sources")
+    p.add_argument("--tune-m", type=int, default=None, help="augmented copies per source instead of --tune-m-total")
     p.add_argument("--tune-samples", type=int, default=100, help="random weight vectors for --weights tuned")
     p.add_argument("--tune-distribution", default="uniform", choices=("uniform", "normal", "student-t"))
     p.add_argument("--pixel-size", type=int, default=256, help="longer side of maps/masks for pixel metrics")
@@ -29,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--pool-in-memory", action="store_true",
                    help="add the --pool-dir images to the normal memory of the WinCLIP components")
     add_model_args(p)
+    from fsad_core.cli.common import add_personalize_args
+
+    add_personalize_args(p)
     p.set_defaults(func=run)
 
 
@@ -40,14 +50,14 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from fsad_core.aggregate import PRESETS
-    from fsad_core.cli.adapter_args import adapter_component_names, attach_adapter
-    from fsad_core.cli.common import check_output_dir, check_preset, check_weights, engine_component_names, parse_weights
+    from fsad_core.cli.common import (HOW_TO_GET, attach_scorers, check_output_dir, check_personalize_args,
+                                      engine_component_names, extra_component_names)
     from fsad_core.cli.score import config_from_args
     from fsad_core.models.registry import hub_offline_if_unreachable
+    from fsad_core.names import display
 
-    if args.normal_shots < 0 or args.anomalous_shots < 0:
-        raise ValueError("--normal-shots and --anomalous-shots must be >= 0")
+    if args.normal_shots < 0 or args.anomalous_shots < 0 or args.validation_normal < 0:
+        raise ValueError("--normal-shots, --anomalous-shots and --validation-normal must be >= 0")
     if args.max_test is not None and args.max_test < 2:
         raise ValueError("--max-test must be at least 2 (one good and one defective image)")
     try:
@@ -55,23 +65,32 @@ def run(args) -> int:
     except ValueError:
         raise ValueError(f"--seed must be integers, got {args.seed}") from None
     check_output_dir(args.out, "--out")
+    check_personalize_args(args)
     config = config_from_args(args)
-    valid = engine_component_names(config) + adapter_component_names(args)
-    if args.weights in ("default", "tuned"):
-        weights = args.weights
-    elif args.weights in PRESETS:
-        check_preset(args.weights, valid, "eval")  # one-to-normal needs personal/pool: eval lacks them
-        weights = args.weights
-    else:
-        weights = check_weights(parse_weights(args.weights) or {}, valid, "eval")
-    if weights == "tuned" and (args.anomalous_shots < 1 or args.normal_shots < 1):
-        raise ValueError("--weights tuned needs at least one normal and one anomalous shot")
+    valid = engine_component_names(config, extra_component_names(args))
+    modes = list(dict.fromkeys(args.weights or ["default"]))
+    weights = []
+    from fsad_core.aggregate import resolve_weights
+
+    for mode in modes:
+        if mode == "tuned":
+            if args.anomalous_shots < 1 or (args.normal_shots < 1 and args.validation_normal < 1):
+                raise ValueError("--weights tuned needs at least one anomalous shot and a normal shot "
+                                 "(--normal-shots or --validation-normal)")
+            weights.append(mode)
+        else:
+            resolve_weights(mode, valid, HOW_TO_GET)  # typos and missing components fail before any work
+            weights.append(mode)
+    from fsad_core.evaluate import weights_label
+
+    labels = [weights_label(m, i) for i, m in enumerate(modes)]
+    several = len(weights) > 1
 
     hub_offline_if_unreachable()
     from tqdm import tqdm
 
     from fsad_core.engine import Engine
-    from fsad_core.evaluate import evaluate_category, list_categories, write_run, write_summary
+    from fsad_core.evaluate import evaluate_category, list_categories, write_run, write_summary, write_weights_table
 
     root = Path(args.data)
     if not root.is_dir():
@@ -83,10 +102,11 @@ def run(args) -> int:
         if not cats:
             raise FileNotFoundError(f"no categories found under {str(root)!r}")
     engine = Engine(config)
-    attach_adapter(engine, args)
+    attach_scorers(engine, args)
     out = Path(args.out)
     single = len(cats) == 1 and len(seeds) == 1
-    tune_kwargs = dict(m=args.tune_m, n_samples=args.tune_samples, distribution=args.tune_distribution)
+    tune_kwargs = dict(m=args.tune_m, m_total=args.tune_m_total, n_samples=args.tune_samples,
+                       distribution=args.tune_distribution)
     runs = []
     if args.pool_in_memory and not args.pool_dir:
         raise ValueError("--pool-in-memory needs --pool-dir (a folder of generated normal images)")
@@ -102,29 +122,38 @@ def run(args) -> int:
             if not pool:
                 raise FileNotFoundError(f"no pool images in {str(folder)!r}")
             engine.set_pool(pool)
-            print(f"{cat}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
+            print(f"{display(cat)}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
         for seed in seeds:
-            bar = tqdm(desc=f"{cat} seed {seed}", unit="img", file=sys.stderr, leave=False)
+            bar = tqdm(desc=f"{display(cat)} seed {seed}", unit="img", file=sys.stderr, leave=False)
 
             def progress(done, total, bar=bar):
                 bar.total = total
                 bar.update(done - bar.n)
 
-            run_ = evaluate_category(root, cat, engine, args.normal_shots, args.anomalous_shots, seed=seed,
-                                     max_test=args.max_test, weights=weights, pixel_size=args.pixel_size,
-                                     layout=args.layout, tune_kwargs={**tune_kwargs, "seed": seed},
-                                     progress=progress)
+            got = evaluate_category(root, cat, engine, args.normal_shots, args.anomalous_shots, seed=seed,
+                                    max_test=args.max_test, weights=weights, pixel_size=args.pixel_size,
+                                    layout=args.layout, tune_kwargs={**tune_kwargs, "seed": seed},
+                                    progress=progress, validation_normal=args.validation_normal)
             bar.close()
-            write_run(run_, out if single else out / cat / f"seed{seed}")
-            m = run_.metrics
-            print(f"{cat} seed {seed}: image AUROC {100 * m['image_auroc']:.1f}, pixel AUROC "
-                  f"{100 * m['pixel_auroc']:.1f}, PRO {100 * m['pro']:.1f} "
-                  f"({run_.n_test[0]} good + {run_.n_test[1]} defective, {run_.seconds['per_image']:.2f} s/img)")
-            runs.append(run_)
+            for label, run_ in zip(labels, got):
+                base = out if single else out / cat / f"seed{seed}"
+                write_run(run_, base / label if several else base)
+                m = run_.metrics
+                fmt = lambda v: "–" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
+                print(f"{display(cat)} seed {seed}{' ' + label if several else ''}: image AUROC {fmt(m['image_auroc'])}, "
+                      f"pixel AUROC {fmt(m['pixel_auroc'])}, PRO {fmt(m['pro'])} "
+                      f"({run_.n_test[0]} good + {run_.n_test[1]} defective, {run_.seconds['per_image']:.2f} s/img)")
+                runs.append(run_)
     note = "tiny profile: random weights" if engine.config.profile == "tiny" else engine.backbone.model_id
-    title = (f"{args.normal_shots} normal + {args.anomalous_shots} anomalous shots, weights {args.weights}, "
-             f"seeds {','.join(map(str, seeds))}; {note}")
-    paths = write_summary(runs, out, title=title)
-    print(paths["table_md"].read_text())
-    print(f"wrote {out}")
+    title = (f"{args.normal_shots} normal + {args.anomalous_shots} anomalous shots"
+             f"{f' (+{args.validation_normal} validation-only normal)' if args.validation_normal else ''}, "
+             f"weights {', '.join(labels)}, seeds {','.join(map(str, seeds))}; {note}")
+    if several:
+        for label in labels:
+            write_summary([r for r in runs if r.weights_mode == label], out / label, title=f"{title} — {label}")
+        paths = write_weights_table(runs, out, title=title)
+    else:
+        paths = write_summary(runs, out, title=title)
+    print(display(paths["table_md"].read_text(encoding="utf-8")).replace("\\n", "\n"))
+    print(f"wrote {display(str(out))}")
     return 0

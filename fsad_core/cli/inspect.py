@@ -30,10 +30,17 @@ def register(sub) -> None:
                    help="aggregate score at or above which an image is 'anomalous'; 'auto' = F1-max on augmented "
                         "shots (needs a normal shot)")
     p.add_argument("--weights", default=None,
-                   help="name=w,... or a preset (paper, equal); default: the paper's eq. 2. Checked before the run")
+                   help="a preset (paper = posWinCLIP+ eq. 2, the default; winclip+; equal; one-to-normal; "
+                        "april-gan) or name=w,... Checked before the run")
     p.add_argument("--no-overlays", action="store_true", help="skip the heatmap overlay PNGs")
     p.add_argument("--restart", action="store_true", help="discard an earlier run in --out instead of resuming it")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that is not empty and holds no earlier inspect run (its "
+                        "run.json, results.jsonl, scores.csv, report.html and overlays/ are replaced)")
     add_model_args(p)
+    from fsad_core.cli.common import add_personalize_args
+
+    add_personalize_args(p)
     p.set_defaults(func=run)
 
 
@@ -106,8 +113,9 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from fsad_core.cli.adapter_args import adapter_component_names, attach_adapter
-    from fsad_core.cli.common import check_output_dir, engine_component_names, weights_from_arg
+    from fsad_core.cli.common import (attach_scorers, check_output_dir, check_personalize_args, engine_component_names,
+                                      extra_component_names, weights_from_arg)
+    from fsad_core.names import display
     from fsad_core.cli.score import config_from_args
 
     # -- everything that can be checked before a model loads or a file is written ----------------
@@ -127,8 +135,12 @@ def run(args) -> int:
     if out.resolve() == Path(args.input).resolve():
         raise ValueError("--out is the --input folder: write the outputs to another folder "
                          "(a sub-folder of --input is fine; it is skipped)")
+    check_personalize_args(args)
+    from fsad_core.inspect_batch import check_output_folder
+
+    check_output_folder(args.input, out, restart=args.restart, force=args.force)  # before any model loads
     config = config_from_args(args)
-    weights = weights_from_arg(args.weights, engine_component_names(config) + adapter_component_names(args), "inspect")
+    weights = weights_from_arg(args.weights, engine_component_names(config, extra_component_names(args)), "inspect")
     if args.project:
         store, pid, class_name = _open_project(args)
     elif args.shots:
@@ -136,7 +148,7 @@ def run(args) -> int:
 
         folder = read_shot_folder(args.shots)
         for note in folder.ignored:
-            print(f"note: {args.shots}: {note}", file=sys.stderr)
+            print(f"note: {display(args.shots)}: {display(note)}", file=sys.stderr)
         class_name = folder.class_name
         normal, anomalous = list(folder.normal), list(folder.anomalous)
     else:
@@ -161,7 +173,7 @@ def run(args) -> int:
     from fsad_core.inspect_batch import run_batch
 
     engine = Engine(config)
-    attach_adapter(engine, args)
+    attach_scorers(engine, args)
     engine.set_class_name(args.class_name or class_name or "object")
     if args.project:
         images = _shots_from_project(store, pid, args.project, engine)
@@ -175,10 +187,10 @@ def run(args) -> int:
     try:
         s = run_batch(engine, args.input, out, weights=weights, threshold=threshold,
                       overlays=not args.no_overlays, restart=args.restart, images=images, files=files,
-                      progress=progress)
+                      progress=progress, force=args.force)
     finally:
         bar.close()
     print(f"{s.n_images} images: {s.n_scored} scored, {s.n_resumed} already done, {s.n_failed} unreadable; "
           f"{s.n_anomalous} anomalous at threshold {s.threshold:.4f} ({s.threshold_source})")
-    print(f"wrote {s.csv_path} and {s.html_path}")
+    print(f"wrote {display(s.csv_path)} and {display(s.html_path)}")
     return 0

@@ -5,8 +5,6 @@ import argparse
 import json
 from pathlib import Path
 
-from fsad_core.cli.adapter_args import adapter_component_names, add_adapter_argument, attach_adapter
-
 
 def register(sub) -> None:
     p = sub.add_parser("score", help="score query images with every component",
@@ -19,9 +17,12 @@ def register(sub) -> None:
     p.add_argument("--query", action="append", required=True, metavar="Q.png", help="query image (repeatable)")
     p.add_argument("--class-name", required=True, help="object class used by the text prompts, e.g. bottle")
     add_model_args(p)
+    from fsad_core.cli.common import add_personalize_args
+
+    add_personalize_args(p)
     p.add_argument("--weights", default=None,
-                   help="aggregation weights name=w,... or a preset (paper, equal); default: the paper's eq. 2. "
-                        "Unknown component names are an error")
+                   help="a preset (paper = posWinCLIP+ eq. 2, the default; winclip+; equal; one-to-normal; "
+                        "april-gan) or name=w,... Unknown component names are an error")
     p.add_argument("--json", required=True, metavar="OUT.json", help="where to write the scores")
     p.add_argument("--maps-dir", default=None, metavar="DIR", help="write <component>.npy maps and PNG overlays here")
     p.set_defaults(func=run)
@@ -35,6 +36,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--scales", default="1,2,3,7", help="window scales in patches (16 px each)")
     p.add_argument("--cache-dir", default=None)
+    from fsad_core.cli.adapter_args import add_adapter_argument
+
     add_adapter_argument(p)  # --adapter CKPT (APRIL-GAN adapter components)
 
 
@@ -70,26 +73,29 @@ def run(args) -> int:
         raise ValueError("give one --defect-type per --anomalous, or none")
     if not args.normal and not args.anomalous:
         raise ValueError("give at least one --normal or --anomalous shot")
-    from fsad_core.cli.common import check_output_dir, check_output_file, engine_component_names, weights_from_arg
+    from fsad_core.cli.common import (attach_scorers, check_output_dir, check_output_file, check_personalize_args,
+                                      engine_component_names, extra_component_names, weights_from_arg)
     from fsad_core.models.registry import hub_offline_if_unreachable
 
     # everything that can be checked before the model loads is checked first
     json_path = check_output_file(args.json, "--json")
     if args.maps_dir:
         check_output_dir(args.maps_dir, "--maps-dir")
+    check_personalize_args(args)
     config = config_from_args(args)
-    weights = weights_from_arg(args.weights, engine_component_names(config) + adapter_component_names(args), "score")
+    wset = weights_from_arg(args.weights, engine_component_names(config, extra_component_names(args)), "score")
     hub_offline_if_unreachable()
     import numpy as np
     from PIL import Image
 
-    from fsad_core.aggregate import default_weights
+    from fsad_core import names
+    from fsad_core.aggregate import effective_weights
     from fsad_core.engine import Engine
     from fsad_core.images import to_mask_array, to_rgb_array
     from fsad_core.overlay import overlay
 
     engine = Engine(config)
-    attach_adapter(engine, args)
+    attach_scorers(engine, args)
     engine.set_class_name(args.class_name)
     for path in args.normal:
         engine.add_shot(path, kind="normal")
@@ -104,12 +110,12 @@ def run(args) -> int:
     for qpath, sub in zip(args.query, dirs):
         rgb = to_rgb_array(qpath)
         result = engine.score(rgb)
-        w = weights if weights is not None else default_weights(result.components)
-        agg = result.aggregate(w)
+        agg = result.aggregate(wset)
         out["queries"].append({
-            "query": str(qpath), "size": list(result.size_hw),
+            **names.record(str(qpath), "query"), "size": list(result.size_hw),  # escaped name (+ query_b64)
             "components": {k: {"score": float(v.score)} for k, v in result.components.items()},
-            "aggregate": {"score": float(agg.score), "weights": {k: float(v) for k, v in w.items()}},
+            "aggregate": {"score": float(agg.score), "weights": effective_weights(wset, result.components),
+                          "rule": wset.rule, "preset": wset.name},
         })
         if args.maps_dir:
             d = Path(args.maps_dir) / sub if len(args.query) > 1 else Path(args.maps_dir)
@@ -123,5 +129,5 @@ def run(args) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=2))
     for q in out["queries"]:
-        print(f"{q['query']}: aggregate {q['aggregate']['score']:.4f}")
+        print(f"{names.display(q['query'])}: aggregate {q['aggregate']['score']:.4f}")
     return 0
