@@ -11,6 +11,8 @@ path is the one `adapters train` and `--adapter` run (`AdapterBackbone`, `batch_
     .venv/bin/python benchmarks/bench_adapters.py --model fsad-tiny-clip-s4 --profile tiny --resolution 240
 
 Peak memory is the process's peak resident set (ru_maxrss), which includes the model weights.
+Times are wall clock (`*_s`) and the process's CPU time over all threads (`*_cpu_s`): on a shared,
+loaded machine the wall time grows with the load while the CPU time does not.
 """
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -40,7 +46,8 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=518)
     ap.add_argument("--batch", type=int, default=2, help="training batch (the paper: 16)")
     ap.add_argument("--steps", type=int, default=2, help="timed training steps (after one warm-up step)")
-    ap.add_argument("--queries", type=int, default=3, help="timed queries (after one warm-up query)")
+    ap.add_argument("--queries", type=int, default=3, help="timed queries")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps and queries (0 on a loaded box)")
     ap.add_argument("--normal-shots", type=int, default=1)
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     ap.add_argument("--threads", type=int, default=2)
@@ -58,7 +65,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     out: dict = {"model": args.model, "resolution": args.resolution, "weights": "random", "batch": args.batch,
-                 "threads": args.threads, "cpu": _cpu_name()}
+                 "threads": args.threads, "cpu": _cpu_name(), "load_average_at_start": os.getloadavg()[0]}
     rss0 = rss_mb()
     t = time.perf_counter()
     tag = "random"
@@ -67,6 +74,7 @@ def main() -> None:
     out.update(load_s=time.perf_counter() - t, precision=bb.precision_name, grid=list(bb.grid), stages=list(bb.stages),
                width=bb.width, embed_dim=bb.embed_dim, depth=bb.depth, rss_after_load_mb=rss_mb())
     t = time.perf_counter()
+    log("encoding the prompt ensemble")
     bb.text_features("brick")
     out["text_ensemble_s"] = time.perf_counter() - t
 
@@ -88,14 +96,20 @@ def main() -> None:
         opt.step()
         return float(loss.detach())
 
-    step()  # warm-up
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
+    log(f"backbone loaded ({out['load_s']:.0f} s)")
+    for _ in range(args.warmup):
+        step()
+    times, cpu = [], []
+    for i in range(args.steps):
+        t, c = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+        log(f"step {i + 1}/{args.steps}: {times[-1]:.1f} s wall, {cpu[-1]:.1f} s CPU")
     out["train_step_s"] = float(np.median(times))
+    out["train_step_cpu_s"] = float(np.median(cpu))
     out["train_s_per_image"] = out["train_step_s"] / args.batch
+    out["train_cpu_s_per_image"] = out["train_step_cpu_s"] / args.batch
     out["rss_after_training_mb"] = rss_mb()
 
     # scoring: the scorer on a normal-shot memory, queries at 256 px (maps come back at 256 px)
@@ -107,16 +121,21 @@ def main() -> None:
     scorer.prepare(ScorerContext(shots, "brick", 1))
     out["memory_build_s"] = time.perf_counter() - t
     out["memory_per_stage"] = scorer.memory_size()
-    qs = [add_defect(normal_image("brick", rng, 256), "scratch", rng, "brick")[0] for _ in range(args.queries + 1)]
-    times = []
+    qs = [add_defect(normal_image("brick", rng, 256), "scratch", rng, "brick")[0]
+          for _ in range(args.queries + args.warmup)]
+    times, cpu = [], []
     for i, q in enumerate(qs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         res = scorer.score(Query(q, sha256_of_array(q), q.shape[:2]))
-        if i:
+        if i >= args.warmup:
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        log(f"query {i}: {time.perf_counter() - t:.1f} s wall")
     assert set(res) == {"adapter", "adapter_memory", "adapter_text"}
     out["score_s_per_query"] = float(np.median(times))
+    out["score_cpu_s_per_query"] = float(np.median(cpu))
     out["peak_rss_mb"] = rss_mb()
+    out["load_average_at_end"] = os.getloadavg()[0]
     out["rss_at_start_mb"] = rss0
     for k, v in out.items():
         print(f"{k:>24}: {round(v, 3) if isinstance(v, float) else v}")
