@@ -415,3 +415,11 @@ class Engine:
         from .tuning import tune_weights
 
         return tune_weights(self, **kwargs)
+
+    # -- decisions (issue 14) -----------------------------------------------------------------------
+    def calibrate(self, ok_images=(), ng_images=(), **kwargs):
+        """A decision threshold on the aggregate score; see `fsad_core.calibration.calibrate_engine`
+        (held-out OK images: conformal; OK and NG: labelled; nothing: the shots-only heuristic)."""
+        from .calibration import calibrate_engine
+
+        return calibrate_engine(self, ok_images, ng_images, **kwargs)

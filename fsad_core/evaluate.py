@@ -55,6 +55,7 @@ class Split:
     category: str
     train: tuple[Sample, ...]  # good training images (the normal shot pool)
     test: tuple[Sample, ...]
+    notes: tuple[str, ...] = ()  # e.g. anomalous images without a ground-truth mask
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -96,20 +97,30 @@ def load_split(root, category: str, layout: str = "auto") -> Split:
                                 f"categories found under {str(root)!r}: {found}")
     train = tuple(Sample(str(p), 0, "good") for p in image_files(d / "train" / "good"))
     test: list[Sample] = []
+    unmasked = []
     for tdir in sorted(p for p in (d / "test").iterdir() if p.is_dir()):
         for p in image_files(tdir):
             if tdir.name == "good":
                 test.append(Sample(str(p), 0, "good"))
                 continue
             m = d / "ground_truth" / tdir.name / f"{p.stem}_mask.png"
-            if not m.is_file():
-                raise FileNotFoundError(f"no ground-truth mask for {p}: expected {m}")
+            if not m.is_file():  # image-label-only data: image metrics still work (see evaluate_category)
+                unmasked.append(f"{tdir.name}/{p.name}")
+                test.append(Sample(str(p), 1, tdir.name, None))
+                continue
             test.append(Sample(str(p), 1, tdir.name, str(m)))
     if not train:
         raise FileNotFoundError(f"no training images in {str(d / 'train' / 'good')!r}")
     if not test:
         raise FileNotFoundError(f"no test images under {str(d / 'test')!r}")
-    return Split(category, train, tuple(test))
+    notes = ()
+    if unmasked:
+        n_bad = sum(s.label for s in test)
+        notes = (f"{len(unmasked)} of {n_bad} anomalous test images have no ground-truth mask "
+                 f"(ground_truth/<type>/<stem>_mask.png), e.g. {', '.join(unmasked[:3])}: pixel metrics "
+                 + ("are skipped" if len(unmasked) == n_bad else "use only the images with a mask")
+                 + "; anomalous shots are drawn from the masked ones",)
+    return Split(category, train, tuple(test), notes)
 
 
 VISA_COLUMNS = ("object", "split", "label", "image")  # and "mask" for anomalous rows
@@ -172,6 +183,12 @@ def draw_protocol(split: Split, k: int, j: int, seed: int, max_test: int | None 
                          f"{len(split.train)} training images")
     anomalous = [s for s in split.test if s.label == 1 and s.mask_path]
     if j > len(anomalous):
+        n_bad = sum(s.label for s in split.test)
+        if n_bad > len(anomalous):  # image-label-only data: say why, and what to do
+            raise ValueError(f"{j} anomalous shots asked but only {len(anomalous)} of {split.category}'s {n_bad} "
+                             "anomalous test images have a ground-truth mask, and an anomalous shot needs its mask "
+                             "(ground_truth/<type>/<stem>_mask.png): add masks, or run with --anomalous-shots "
+                             f"{len(anomalous)} (image-level metrics need no masks)")
         raise ValueError(f"{j} anomalous shots asked but {split.category} has {len(anomalous)} anomalous test images")
     normals = [split.train[i] for i in sorted(rng.choice(len(split.train), k, replace=False))]
     picked = [anomalous[i] for i in sorted(rng.choice(len(anomalous), j, replace=False))]
@@ -219,7 +236,8 @@ class EvalRun:
     tuning: dict | None = None
     rule: str = "mean_of_scores"  # the weight set's score rule (fsad_core.aggregate)
     map_weights: dict[str, float] | None = None
-    notes: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)  # e.g. "ground_truth": masks missing; "one_to_normal"
+    decision: dict | None = None  # the calibrated threshold and its rates on the test set (`_decision`)
 
 
 def _resize_for_pixels(arr: np.ndarray, pixel_size: int, nearest: bool) -> np.ndarray:
@@ -260,7 +278,9 @@ def weights_label(mode, index: int = 0) -> str:
 def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomalous_shots: int = 1, seed: int = 0,
                       max_test: int | None = None, weights="default",
                       pixel_size: int = 256, layout: str = "auto", tune_kwargs: Mapping | None = None,
-                      progress: Callable[[int, int], None] | None = None, validation_normal: int = 0):
+                      progress: Callable[[int, int], None] | None = None, validation_normal: int = 0,
+                      threshold: str | float | None = None, calibration_normal: int = 0, alpha: float = 0.1,
+                      confidence: float = 0.95):
     """Run the protocol for one category and seed on `engine` (its shots are replaced).
 
     weights: "default" | "tuned" (Monte-Carlo on augmented shots, `fsad_core.tuning`) | a preset name |
@@ -268,6 +288,12 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     is evaluated on the same scores (one encoding per image) and a list of EvalRuns is returned.
     validation_normal: extra normal images drawn from train/good as validation-only shots (weight
     tuning validates on them; no memory holds them). progress(done, total) is called per test image.
+    threshold: None | "auto" (the shots-only calibration `inspect --threshold auto` uses) | a number:
+    each run's `decision` then holds it and its false-alarm / miss rates on the test images.
+    calibration_normal=n > 0: n good test images (seeded) are held out of the test set and the
+    decision is the conformal threshold on their scores (false alarms <= alpha at `confidence`),
+    measured on the remaining test images.
+    Anomalous test images without a mask count for image metrics only (`notes["ground_truth"]`).
     """
     from .images import to_mask_array, to_rgb_array
 
@@ -279,6 +305,7 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     root = Path(root)
     split = load_split(root, category, layout)
     proto = draw_protocol(split, normal_shots, anomalous_shots, seed, max_test, int(validation_normal))
+    proto, held_out = _hold_out_normals(proto, calibration_normal, seed, split.category)
     engine.clear_shots()
     engine.set_class_name(category)
     images = {}
@@ -313,6 +340,11 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     t_tune = time.perf_counter()
     labels, rows = [], [[] for _ in sets]
     keys = [f"aggregate#{i}" for i in range(len(sets))]
+    ok_scores: dict[str, list[float]] = {k: [] for k in keys}  # held-out OK images (calibration_normal)
+    for s in held_out:
+        result = engine.score(to_rgb_array(s.path))
+        for k, ws in zip(keys, sets):
+            ok_scores[k].append(float(result.aggregate(ws).score))
     scores: dict[str, list[float]] = {n: [] for n in [*keys, *names]}
     maps: dict[str, list[np.ndarray]] = {n: [] for n in [*keys, *names]}
     masks: list[np.ndarray] = []
@@ -321,6 +353,8 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
         rgb = to_rgb_array(s.path)
         if s.label and s.mask_path:
             gt = to_mask_array(s.mask_path, rgb.shape[:2], what=f"mask {s.mask_path}")
+        elif s.label:
+            gt = None  # no ground truth: this image counts for image metrics only
         else:
             gt = np.zeros(rgb.shape[:2], bool)
         result = engine.score(rgb)
@@ -336,19 +370,43 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
         for j, k in enumerate(keys):
             rows[j].append({**base, "aggregate": float(aggs[k].score), **{n: float(result.components[n].score)
                                                                         for n in names}})
-        masks.append(_resize_for_pixels(gt, pixel_size, nearest=True))
+        masks.append(None if gt is None else _resize_for_pixels(gt, pixel_size, nearest=True))
         labels.append(s.label)
         if progress is not None:
             progress(i + 1, total)
     t_score = time.perf_counter()
-    per = {n: evaluate_all(labels, scores[n], masks, maps[n]) for n in [*keys, *names]}
+    gt_notes = list(split.notes)
+    known = [i for i, m in enumerate(masks) if m is not None]  # images whose ground truth is known
+    if any(labels[i] for i in known):
+        per = {n: {**evaluate_all(labels, scores[n]),
+                   **_pixel_only(evaluate_all([labels[i] for i in known], [scores[n][i] for i in known],
+                                              [masks[i] for i in known], [maps[n][i] for i in known]))}
+               for n in [*keys, *names]}
+        if len(known) < len(masks):
+            gt_notes.append(f"pixel metrics on the {len(known)} of {len(masks)} test images with known ground truth")
+    else:
+        per = {n: evaluate_all(labels, scores[n]) for n in [*keys, *names]}  # pixel metrics: nan
+        if any(labels):
+            gt_notes.append("pixel metrics skipped: no anomalous test image has a ground-truth mask")
+    decisions: dict[str, dict | None] = {}
+    for k, ws in zip(keys, sets):
+        if held_out:
+            d = _decision(engine, ws, images, "conformal", scores[k], labels, gt_notes, ok_scores=ok_scores[k],
+                          alpha=alpha, confidence=confidence)
+            d["held_out"] = [Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root)
+                             else s.path for s in held_out]
+        elif threshold is not None:
+            d = _decision(engine, ws, images, threshold, scores[k], labels, gt_notes)
+        else:
+            d = None
+        decisions[k] = d
     t_metrics = time.perf_counter()
     bb = getattr(engine, "backbone", None)
     model = {"clip": getattr(bb, "model_id", "?"), "profile": getattr(engine.config, "profile", "?"),
              "precision": getattr(bb, "precision_name", "?")}  # bf16 and fp32 differ in the 4th digit
     if model["profile"] == "tiny":
         model["note"] = "tiny profile: random weights, numbers test the pipeline only"
-    notes = {}
+    notes = {"ground_truth": list(dict.fromkeys(gt_notes))} if gt_notes else {}
     one = next((sc for sc in engine.scorers if sc.name == "one-to-normal"), None)
     if one is not None:
         notes["one_to_normal"] = {"pool": getattr(one, "pool_note", ""),
@@ -370,9 +428,54 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
                      "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
                      "total": t_metrics - t0},
             model=model, tuning=tuning, rule=ws.rule, map_weights=None if ws.map_weights is None else dict(ws.map_weights),
-            notes=notes,
+            notes=notes, decision=decisions[key],
         ))
     return out if several else out[0]
+
+
+def _pixel_only(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k.startswith("pixel_") or k == "pro"}
+
+
+def _hold_out_normals(proto: "Protocol", n: int, seed: int, category: str) -> tuple["Protocol", list[Sample]]:
+    """Move n good test images (seeded) out of the test set: held-out OK images for a conformal
+    threshold, as an engineer's calibration folder would be."""
+    if not n:
+        return proto, []
+    good = [s for s in proto.test if s.label == 0]
+    if n >= len(good):
+        raise ValueError(f"--calibration-normal {n}: {category} has {len(good)} good test images after drawing the "
+                         "shots; at least one must stay in the test set")
+    rng = np.random.default_rng([seed, 14, sum(map(ord, category))])
+    picked = {good[i].path for i in rng.choice(len(good), n, replace=False)}
+    held = [s for s in proto.test if s.path in picked]
+    import dataclasses
+
+    return dataclasses.replace(proto, test=tuple(s for s in proto.test if s.path not in picked)), held
+
+
+def _decision(engine, weights, shot_images, threshold, agg_scores, labels, notes: list, ok_scores=(),
+              alpha: float = 0.1, confidence: float = 0.95) -> dict | None:
+    """The threshold inspection would use ("auto": the shots-only calibration, the same function as
+    `inspect --threshold auto`; "conformal": on held-out OK scores; or a given number) and what it
+    does on this test set."""
+    from .calibration import calibrate_engine, confusion, conformal, manual
+
+    y = np.asarray(labels, bool)
+    s = np.asarray(agg_scores, np.float64)
+    if threshold == "conformal":
+        cal = conformal(ok_scores, alpha=alpha, confidence=confidence)
+    elif threshold == "auto":
+        try:
+            cal = calibrate_engine(engine, weights=weights, mode="heuristic", shot_images=shot_images)
+        except ValueError as exc:  # e.g. no normal shot
+            notes.append(f"no automatic threshold: {exc}")
+            return None
+    else:
+        cal = manual(float(threshold))
+    c = confusion(s[~y], s[y], cal.threshold)
+    return {"calibration": cal.to_dict(), "test": {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                                  for k, v in c.items()}}
 
 
 def _clean(x):
@@ -396,8 +499,16 @@ def write_run(run: EvalRun, out_dir) -> Path:
     d["components"] = d.pop("component_metrics")
     d["component_order"] = run.components
     (out / "metrics.json").write_text(json.dumps(_clean(d), indent=2), encoding="utf-8")
+    extra = []
+    if run.decision is not None:  # the verdict at the run's calibrated threshold, next to the label
+        from .calibration import verdict
+
+        cal = run.decision["calibration"]
+        rows = [{**r, "verdict": verdict(r["aggregate"], cal["threshold"], cal.get("margin") or 0.0)} for r in rows]
+        extra = ["verdict"]
     with open(out / "scores.csv", "w", newline="", encoding="utf-8") as f:
-        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *run.components, "path_b64"])
+        wr = csv.DictWriter(f, fieldnames=["path", "label", "defect_type", "aggregate", *extra, *run.components,
+                                           "path_b64"])
         wr.writeheader()
         wr.writerows(rows)
     plot_roc([run], out / "roc.png", title=f"{run.category} (seed {run.seed})")

@@ -9,7 +9,8 @@ are re-derived from the stored scores whenever the CSV and HTML are written.
 
 Outputs in DIR:
     results.jsonl   one JSON object per image (path, score, components, overlay, error)
-    scores.csv      path, score, verdict, one column per component (most anomalous first), error, path_b64
+    scores.csv      path, score, verdict (OK | NG | uncertain), one column per component (most anomalous
+                    first), error, path_b64
     overlays/*.png  the aggregate map over each image (one file per distinct input path)
     report.html     self-contained (thumbnails inlined as data URIs), sortable by score
     run.json        settings and the threshold used (written atomically)
@@ -42,9 +43,9 @@ from . import names
 from .evaluate import IMAGE_EXTS, image_files
 from .fileio import write_atomic
 
-__all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "read_results",
-           "read_shot_folder", "ShotFolder", "is_output_folder", "check_batch_weights", "check_output_folder",
-           "overlay_name", "OUTPUT_NAMES"]
+__all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "auto_calibration",
+           "threshold_source", "read_results", "read_shot_folder", "ShotFolder", "is_output_folder",
+           "check_batch_weights", "check_output_folder", "overlay_name", "OUTPUT_NAMES"]
 
 OUTPUT_NAMES = ("run.json", "results.jsonl", "scores.csv", "report.html", "overlays")
 
@@ -179,9 +180,9 @@ class BatchSummary:
     n_scored: int  # scored in this call
     n_resumed: int  # already in results.jsonl, skipped
     n_failed: int  # unreadable images (recorded with their error; retried on the next run)
-    n_anomalous: int  # verdict "anomalous" at the threshold
+    n_anomalous: int  # score at or above the threshold (verdict NG, or "uncertain" within the margin)
     threshold: float
-    threshold_source: str  # "given" | "validation F1-max" | "normal copies max"
+    threshold_source: str  # "given" | "heuristic: ..." | "conformal: ..." | "labelled: ..." (threshold_source)
     out_dir: str
     csv_path: str
     html_path: str
@@ -213,35 +214,29 @@ def record_name(rec: Mapping) -> str:
 
 def auto_threshold(engine, weights=None, images: Mapping[str, object] | None = None,
                    m: int = 5, seed: int = 0) -> tuple[float, str]:
-    """A threshold from augmented copies of the shots (see `fsad_core.tuning.validation_set`).
+    """(threshold, source) of the shots-only heuristic (`fsad_core.calibration`, mode "heuristic"):
+    F1-max on augmented copies of the normal and anomalous shots, or just above the highest normal
+    copy without an anomalous shot; a ValueError asking for a threshold without a normal shot."""
+    cal = auto_calibration(engine, weights, images=images, m=m, seed=seed)
+    return cal.threshold, threshold_source(cal)
 
-    weights: a `WeightSet`, a preset name, a mapping or None (paper). With normal and anomalous shots:
-    the aggregate-score threshold with the best F1 on the copies. With normal shots only: just above
-    the highest aggregate score of a normal copy. With anomalous shots only: a ValueError asking for
-    a threshold (there is nothing to calibrate on).
-    """
-    from .aggregate import resolve_weights
-    from .tuning import validation_set
 
-    if not any(s.kind == "normal" for s in engine.shots):
-        raise ValueError("an automatic threshold is calibrated on augmented copies of the normal shots, and these "
-                         "shots are all anomalous: give a threshold (--threshold T, an aggregate score, e.g. 0.5) "
-                         "or add a normal shot")
-    wset = resolve_weights(weights, list(engine.component_names), strict=False)
-    vs = validation_set(engine, m=m, seed=seed, images=images, require_anomalous=False, aggregate=wset)
-    agg = vs.aggregate
-    y = vs.labels.astype(bool)
-    if y.any() and (~y).any():
-        from sklearn.metrics import precision_recall_curve
+def auto_calibration(engine, weights=None, images: Mapping[str, object] | None = None, m: int = 5, seed: int = 0):
+    """The shots-only `Calibration` (see `fsad_core.calibration.calibrate_engine`)."""
+    from .calibration import calibrate_engine
 
-        p, r, t = precision_recall_curve(y, agg)
-        f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)[:-1]
-        k = int(np.argmax(f1))
-        below = agg[agg < t[k]]
-        # halfway between the chosen score and the next lower one: a margin both ways
-        thr = float((t[k] + below.max()) / 2) if below.size else float(t[k])
-        return thr, "validation F1-max"
-    return float(np.nextafter(agg.max(), np.inf)), "normal copies max"
+    return calibrate_engine(engine, weights=weights, mode="heuristic", shot_images=images, m=m, seed=seed)
+
+
+def threshold_source(cal) -> str:
+    """How a Calibration was obtained, in a few words (the CSV/HTML/CLI summary)."""
+    if cal.mode == "heuristic":
+        return "heuristic: validation F1-max" if cal.n_ng else "heuristic: normal copies max"
+    if cal.mode == "conformal":
+        return f"conformal: {cal.n_ok} OK images, false alarms <= {cal.alpha:.3g} at {cal.confidence:.0%}"
+    if cal.mode == "labelled":
+        return f"labelled: {cal.n_ok} OK + {cal.n_ng} NG images"
+    return cal.mode
 
 
 def check_batch_weights(engine, weights):
@@ -360,13 +355,14 @@ def check_output_folder(input_dir, out_dir, *, restart: bool = False, force: boo
 
 
 def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = None,
-              threshold: float | str = "auto", overlays: bool = True, restart: bool = False,
+              threshold: "float | str | Calibration" = "auto", overlays: bool = True, restart: bool = False,
               images: Mapping[str, object] | None = None, files: Sequence[Path] | None = None,
               progress: Callable[[int, int, str], None] | None = None, force: bool = False) -> BatchSummary:
     """Score every image under `input_dir` with `engine`'s shots; write DIR's outputs (module docstring).
 
-    weights: aggregation weights (None = the paper's eq. 2); threshold: a number or "auto"
-    (`auto_threshold`; needs the shots' pixels in `images` when the engine does not keep them).
+    weights: aggregation weights (None = the paper's eq. 2); threshold: a number, "auto" (the shots-only
+    heuristic, `auto_calibration`; needs the shots' pixels in `images` when the engine does not keep
+    them) or a `fsad_core.calibration.Calibration` (e.g. conformal, from held-out OK images).
     progress(done, total, path) after each image (path in its escaped display form). `force`: write
     into a non-empty folder that holds no earlier run (see `check_output_folder`). Returns a BatchSummary.
     """
@@ -388,22 +384,30 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
         changed = [k for k in sig if old.get(k) != sig[k]]
         raise ValueError(f"'{names.display(str(out))}' holds a batch run with different settings "
                          f"({', '.join(changed)}); use another output folder, or --restart to discard it")
-    if isinstance(threshold, str):
+    from .calibration import Calibration
+
+    cal = None
+    if isinstance(threshold, Calibration):
+        cal = threshold
+    elif isinstance(threshold, str):
         if threshold != "auto":
             raise ValueError(f"threshold must be a number or 'auto', got {threshold!r}")
         old_meta = old_meta or {}
-        if old_meta.get("threshold_source", "given") != "given" and "threshold" in old_meta:
-            thr, source = float(old_meta["threshold"]), old_meta["threshold_source"]  # resume: same threshold
+        if old_meta.get("threshold_source", "given") != "given" and isinstance(old_meta.get("calibration"), dict):
+            cal = Calibration.from_dict(old_meta["calibration"])  # resume: same threshold
         else:
-            thr, source = auto_threshold(engine, weights, images=images)
+            cal = auto_calibration(engine, weights, images=images)
+    if cal is not None:
+        thr, source, margin = cal.threshold, threshold_source(cal), cal.margin
     else:
-        thr, source = float(threshold), "given"
+        thr, source, margin = float(threshold), "given", 0.0
     if state == "replace":
         for p in (out / "results.jsonl", run_json):
             p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)  # only now: nothing is created when the settings are refused
     (out / "overlays").mkdir(exist_ok=True)
     write_atomic(run_json, json.dumps({"signature": sig, "threshold": thr, "threshold_source": source,
+                                       "margin": margin, "calibration": None if cal is None else cal.to_dict(),
                                        "input": names.display(str(input_dir))}, indent=2).encode("utf-8"))
     done = {record_name(r) for r in read_results(out) if not r.get("error")}
     n_resumed = n_scored = n_failed = 0
@@ -439,7 +443,7 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
                 os.fsync(log.fileno())
             if progress is not None:
                 progress(i + 1, total, names.display(rel))
-    csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, source)
+    csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, source, margin=margin)
     return BatchSummary(n_images=total, n_scored=n_scored, n_resumed=n_resumed, n_failed=n_failed,
                         n_anomalous=n_anom, threshold=thr, threshold_source=source, out_dir=str(out),
                         csv_path=str(csv_path), html_path=str(html_path), seconds=time.perf_counter() - t0)
@@ -472,8 +476,12 @@ def _b64_attr(r: Mapping) -> str:
     return f' data-path-b64="{html.escape(r["path_b64"])}"' if r.get("path_b64") else ""
 
 
-def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = "given") -> tuple[Path, Path, int]:
-    """scores.csv and report.html from results.jsonl at `threshold`; returns (csv, html, n_anomalous)."""
+def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = "given",
+                  margin: float = 0.0) -> tuple[Path, Path, int]:
+    """scores.csv and report.html from results.jsonl at `threshold` (verdicts OK / NG, "uncertain"
+    within `margin` of it: `fsad_core.calibration.verdict`); returns (csv, html, n_at_or_above)."""
+    from .calibration import verdict as _verdict
+
     out, input_dir = Path(out_dir), Path(input_dir)
     recs = _latest(read_results(out))
     ok = sorted((r for r in recs if "score" in r), key=lambda r: -r["score"])
@@ -484,7 +492,7 @@ def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = 
         wr = csv.writer(f)
         wr.writerow(["path", "score", "verdict", *comps, "error", "path_b64"])
         for r in ok:
-            wr.writerow([r["path"], f"{r['score']:.6f}", "anomalous" if r["score"] >= threshold else "normal",
+            wr.writerow([r["path"], f"{r['score']:.6f}", _verdict(r["score"], threshold, margin),
                          *[f"{r['components'].get(c, float('nan')):.6f}" for c in comps], "", r.get("path_b64", "")])
         for r in bad:
             wr.writerow([r["path"], "", "error", *[""] * len(comps), names.display(r.get("error", "")),
@@ -492,7 +500,7 @@ def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = 
     n_anom = sum(r["score"] >= threshold for r in ok)
     rows = []
     for k, r in enumerate(ok):
-        verdict = "anomalous" if r["score"] >= threshold else "normal"
+        verdict = _verdict(r["score"], threshold, margin)
         img = _thumb(input_dir / record_name(r))
         ov = _thumb(out / r["overlay"]) if r.get("overlay") else ""
         top = max(r["components"].items(), key=lambda kv: kv[1])[0] if r["components"] else ""
@@ -508,11 +516,12 @@ def write_outputs(out_dir, input_dir, threshold: float, threshold_source: str = 
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; }}
-tr.anomalous td.v {{ color: #b00; font-weight: bold; }} tr.normal td.v {{ color: #070; }}
+tr.NG td.v {{ color: #b00; font-weight: bold; }} tr.OK td.v {{ color: #070; }} tr.uncertain td.v {{ color: #a60; }}
 tr.error td.v {{ color: #a60; }} img {{ max-height: 120px; }}
 </style></head><body>
 <h1>Batch inspection</h1>
-<p>{len(ok)} images scored, <b>{n_anom}</b> anomalous at threshold {threshold:.4f} ({html.escape(threshold_source)}),
+<p>{len(ok)} images scored, <b>{n_anom}</b> at or above threshold {threshold:.4f} ({html.escape(threshold_source)};
+verdict "uncertain" within {margin:.4g} of it),
 {len(bad)} unreadable. Input: {html.escape(names.display(str(input_dir)))}. Most anomalous first; heatmap colours are scaled per image.</p>
 <table><thead><tr><th>#</th><th>image</th><th>score</th><th>verdict</th><th>top component</th><th>image</th>
 <th>aggregate map</th></tr></thead><tbody>

@@ -2,7 +2,8 @@
 
     python -m storage list   [--data-dir D]
     python -m storage export [--data-dir D] --project NAME --out FOLDER [--mvtec-strict]
-    python -m storage import [--data-dir D] --folder F --project NAME [--class-name C]
+    python -m storage import [--data-dir D] --folder F --project NAME [--class-name C]   (MVTec layout, or
+                             OK/ + NG/<type>/ folders: labelled queries)
     python -m storage backup [--data-dir D] --out FOLDER_OR_FILE.db
     python -m storage check  [--data-dir D] [--deep]
     python -m storage recover [--data-dir D] --out NEW_FOLDER
@@ -43,8 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--mvtec-strict", action="store_true",
                     help="write only normal shots and anomalous shots with a mask (what anomalib's MVTecAD "
                          "reader accepts); query images and unmasked anomalous shots are skipped")
-    sp = cmd("import", "read an MVTec-AD-layout folder into a new project")
-    sp.add_argument("--folder", required=True, help="folder holding train/, test/, ground_truth/")
+    sp = cmd("import", "read an MVTec-AD-layout folder (or a labelled OK/ + NG/<type>/ folder) into a new project")
+    sp.add_argument("--folder", required=True, help="folder holding train/, test/, ground_truth/; or OK/ and "
+                                                    "NG/<type>/ (or good/ and <type>/): labelled queries")
     sp.add_argument("--project", required=True, help="name of the new project")
     sp.add_argument("--class-name", default=None, help="object class (default: from the manifest, else 'object')")
     sp = cmd("backup", "copy a consistent snapshot (safe while the studio runs)")
@@ -87,6 +89,8 @@ def _run(args) -> int:
             s = export_project(store, args.project, args.out, mvtec_strict=args.mvtec_strict)
             print(f"Exported {s.normal} normal, {s.anomalous} anomalous ({s.masks} with masks) and {s.query} query "
                   f"images ({len(s.defect_types)} defect types) to {display(str(s.folder))}.")
+            if s.decisions:
+                print(f"  decisions of {s.decisions} images in decisions.csv and decisions.json")
             for line in s.skipped:
                 print(f"  skipped: {display(line)}")
         elif args.cmd == "import":
@@ -96,6 +100,8 @@ def _run(args) -> int:
             print(f"Imported project '{display(args.project)}' (id {s.project_id}): {s.normal} normal, {s.anomalous} "
                   f"anomalous ({s.masks} with masks), {s.query} query; defect types: "
                   f"{display(', '.join(s.defect_types)) or 'none'}.")
+            if s.labels:
+                print("  review labels: " + ", ".join(f"{v} {k}" for k, v in sorted(s.labels.items())))
             for line in s.notes:
                 print(f"  note: {display(line)}")
         elif args.cmd == "backup":

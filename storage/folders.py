@@ -9,6 +9,11 @@ Layout written by `export_project` (what anomalib's MVTecAD and Folder datamodul
                                              is still to be drawn)
     <out>/fsad_project.json                  manifest: project and class name, the defect types in
                                              order, each file's role, original filename and label
+    <out>/decisions.csv, decisions.json      per image with a verdict or a review label: path, score,
+                                             verdict, threshold, label, reviewer, defect type, time
+
+A query a reviewer labelled NG goes to test/<its defect type>/ (with its mask in ground_truth/ when
+it has one), a query labelled OK or not labelled to test/good/; the manifest keeps role and label.
 
 Folder names are derived from defect-type names by `safe_component` (letters, digits, `._-`; no
 separators, no leading dots, never `good`, unique case-insensitively), and every path is checked
@@ -21,7 +26,11 @@ filenames. Mask history is not exported. anomalib's MVTecAD reader needs a mask 
 `test/<type>` image and reads `test/good` as labelled-normal test data; `mvtec_strict=True` writes
 only normal shots and masked anomalous shots for it, listing the rest as skipped.
 
-`import_folder` reads such a folder (with or without a manifest): train/good -> normal,
+`import_folder` also reads a labelled folder, OK/ + NG/<type>/ (or good/ + <type>/) without train/
+or test/ (`fsad_core.labelled_folder`): every image becomes a query with a review label OK or NG
+(reviewer "import") and NG images get their defect type.
+
+`import_folder` reads an MVTec-layout folder (with or without a manifest): train/good -> normal,
 test/good -> query, test/<type> -> anomalous with defect type <type> and the mask
 `ground_truth/<type>/<stem>_mask.*` (or `<stem>.*`) when there is one (else its mask is pending).
 It validates every file before the project is created and inserts everything in one transaction.
@@ -64,6 +73,7 @@ class ExportSummary:
     skipped: tuple[str, ...] = ()  # human-readable reasons, one per image left out (mvtec_strict only)
     query: int = 0  # query images, in test/good
     masks: int = 0  # ground-truth files written (anomalous images with a non-empty mask)
+    decisions: int = 0  # rows of decisions.csv / decisions.json (images with a verdict or a review label)
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class ImportSummary:
     masks: int
     defect_types: tuple[str, ...]
     notes: tuple[str, ...] = field(default=())
+    labels: dict = field(default_factory=dict)  # review labels imported: {"OK": n, "NG": n}
 
 
 def safe_component(name: str, used: set[str], fallback: str = "defect") -> str:
@@ -182,6 +193,8 @@ def _remove_stale_export_tmp(parent: Path) -> int:
 
 def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) -> ExportSummary:
     rows = store.list_images(proj["id"])
+    labels = {r["id"]: r for r in store.labelled_images(proj["id"])}
+    path_of: dict[int, str] = {}
     used = {"good"}  # test/good holds the query images: no defect type may take it
     folder_of: dict[str | None, str] = {}
     for name in store.defect_types(proj["id"]):
@@ -197,11 +210,12 @@ def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) ->
             why = "a query image" if r["role"] == "query" else "an anomalous image without a mask"
             skipped.append(f"{label} (#{r['id']}): {why} (left out by --mvtec-strict)")
             continue
+        review = labels.get(r["id"])
         if r["role"] == "normal":
             rel_dir = "train/good"
-        elif r["role"] == "query":
-            rel_dir = "test/good"  # import reads test/good back as query images
-        else:
+        elif r["role"] == "query" and (review is None or review["label"] == "OK"):
+            rel_dir = "test/good"  # import reads test/good back as query images (the manifest keeps the label)
+        else:  # anomalous shots, and queries a reviewer labelled NG: test/<defect type>
             dt = r["defect_type"]
             if dt not in folder_of:  # unlabelled anomalous shots
                 folder_of[dt] = safe_component("defect", used)
@@ -209,6 +223,7 @@ def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) ->
         k = counters.get(rel_dir, 0)
         counters[rel_dir] = k + 1
         rel = f"{rel_dir}/{k:03d}.png"
+        path_of[r["id"]] = rel
         # the blob already is a lossless RGB PNG of exactly these pixels: copy its bytes
         blob = store.blobs.path(r["sha256"])
         try:
@@ -221,7 +236,10 @@ def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) ->
                  "mask": None, "sha256": r["sha256"], "validation_only": bool(r.get("validation_only"))}
         if r.get("filename_b64"):  # a name that is not UTF-8: its exact bytes (filename is the escaped form)
             entry["filename_b64"] = r["filename_b64"]
-        if has_mask and r["role"] == "anomalous":
+        if review is not None:
+            entry["label"] = {k: review[k] for k in ("label", "reviewer", "defect_type", "use")}
+            entry["label"]["created_at"] = review["labelled_at"]
+        if has_mask and (r["role"] == "anomalous" or rel_dir != "test/good" and r["role"] == "query"):
             mask_rel = f"ground_truth/{rel_dir.split('/', 1)[1]}/{k:03d}_mask.png"
             write_atomic(_inside(out, mask_rel), mask_png_for_export(mask))
             entry["mask"] = mask_rel
@@ -240,9 +258,31 @@ def _write_export(store: Store, proj: dict, out: Path, *, mvtec_strict: bool) ->
         "images": entries, "skipped": skipped,
     }
     write_atomic(_inside(out, MANIFEST), json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8"))
+    n["decisions"] = _write_decisions(store, proj, out, path_of)
     return ExportSummary(folder=out, normal=n["normal"], anomalous=n["anomalous"],
                          defect_types={k: v for k, v in folder_of.items() if k is not None},
-                         skipped=tuple(skipped), query=n["query"], masks=n["masks"])
+                         skipped=tuple(skipped), query=n["query"], masks=n["masks"], decisions=n["decisions"])
+
+
+DECISIONS_CSV = "decisions.csv"
+DECISIONS_JSON = "decisions.json"
+
+
+def _write_decisions(store: Store, proj: dict, out: Path, path_of: dict[int, str]) -> int:
+    """decisions.csv / decisions.json next to the images: per image with a verdict or a review label,
+    its exported path, score, verdict, threshold, reviewer label, reviewer, defect type. Nothing is
+    written when there is no decision."""
+    from .decisions import decisions_csv
+
+    decided = store.decisions(proj["id"])
+    if not decided:
+        return 0
+    for d in decided:
+        d["path"] = path_of.get(d["image_id"])  # None: left out (--mvtec-strict)
+    write_atomic(_inside(out, DECISIONS_CSV), decisions_csv(decided).encode("utf-8"))
+    write_atomic(_inside(out, DECISIONS_JSON), json.dumps(
+        {"project": proj["name"], "decisions": decided}, ensure_ascii=False, indent=1).encode("utf-8"))
+    return len(decided)
 
 
 # --- import --------------------------------------------------------------------------------------
@@ -255,6 +295,7 @@ class _Item:
     mask_path: Path | None
     mask_png: bytes | None = None  # a mask carried in the manifest (normal / query images)
     validation_only: bool = False  # a normal shot for weight tuning only (no memory holds it)
+    label: dict | None = None  # a review label: {label, reviewer, defect_type, created_at, use}
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -277,23 +318,23 @@ def _find_mask(root: Path, type_dir: str, stem: str) -> Path | None:
 def _manifest_list(mf: Path, manifest: dict, key: str, item_type: type | None = None) -> list:
     value = manifest.get(key, [])
     if not isinstance(value, list):
-        raise StoreError(f"{mf}: field {key!r} must be a list, got {type(value).__name__}.")
+        raise StoreError(f"{display(str(mf))}: field {key!r} must be a list, got {type(value).__name__}.")
     if item_type is not None:
         for k, v in enumerate(value):
             if not isinstance(v, item_type):
-                raise StoreError(f"{mf}: field {key}[{k}] must be text, got {type(v).__name__}.")
+                raise StoreError(f"{display(str(mf))}: field {key}[{k}] must be text, got {type(v).__name__}.")
     return value
 
 
 def _manifest_item(root: Path, mf: Path, k: int, e) -> _Item:
     """One `images[k]` entry of a manifest, every field checked; a bad one is a StoreError naming it."""
-    where = f"{mf}: images[{k}]"
+    where = f"{display(str(mf))}: images[{k}]"
     if not isinstance(e, dict):
         raise StoreError(f"{where} must be an object with path, role, ..., got {type(e).__name__}.")
 
     def text(field: str, required: bool = False) -> str | None:
         v = e.get(field)
-        if v is None and not required:
+        if (v is None or v == "") and not required:
             return None
         if not isinstance(v, str) or not v:
             got = "nothing" if v is None else f"{type(v).__name__} {str(v)[:60]!r}"
@@ -319,8 +360,11 @@ def _manifest_item(root: Path, mf: Path, k: int, e) -> _Item:
     validation_only = e.get("validation_only", False)
     if not isinstance(validation_only, bool):
         raise StoreError(f"{where}.validation_only must be true or false, got {str(validation_only)[:60]!r}.")
+    review = e.get("label")
+    if review is not None and not isinstance(review, dict):
+        raise StoreError(f"{where}.label must be an object (label, reviewer, defect_type, created_at, use) or null.")
     return _Item(_inside(root, path), role, filename, defect_type, _inside(root, mask) if mask else None, mask_png,
-                 validation_only and role == "normal")
+                 validation_only and role == "normal", review)
 
 
 def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
@@ -340,8 +384,13 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
                 raise StoreError(f"{mf}: field {key!r} must be text, got {type(manifest[key]).__name__}.")
         return items, [], manifest
     if not (root / "train").is_dir() and not (root / "test").is_dir():
+        from fsad_core.labelled_folder import LAYOUT_HELP, is_labelled_folder
+
+        if is_labelled_folder(root):
+            return _scan_labelled(root)
         raise StoreError(f"{root} has neither train/ nor test/; point --folder at one MVTec-layout category "
-                         "(the folder that holds train/, test/ and ground_truth/).")
+                         "(the folder that holds train/, test/ and ground_truth/), or at a labelled folder: "
+                         f"{LAYOUT_HELP}.")
     items, notes = [], []
     # one rule for links, as for manifest paths: whatever resolves outside the folder is refused
     inside = lambda p: _inside(root, os.path.relpath(p, root))  # noqa: E731
@@ -367,6 +416,20 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
     if not items:
         raise StoreError(f"No images found under {root}/train/good or {root}/test/*.")
     return items, notes, {}
+
+
+def _scan_labelled(root: Path) -> tuple[list[_Item], list[str], dict]:
+    """OK/ + NG/<type>/ (or good/ + <type>/): every image a query with a review label ("import")."""
+    from fsad_core.labelled_folder import read_labelled_folder
+
+    try:
+        lf = read_labelled_folder(root)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    items = [_Item(p, "query", p.name, None, None, label={"label": "OK", "reviewer": "import"}) for p in lf.ok]
+    items += [_Item(p, "query", p.name, t, None, label={"label": "NG", "reviewer": "import", "defect_type": t})
+              for p, t in lf.ng]
+    return items, list(lf.notes), {}
 
 
 def import_folder(store: Store, folder: str | os.PathLike, project: str,
@@ -435,6 +498,7 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
             type_ids = {t: store._defect_type_id(pid, t, create=True) for t in type_order}
             counts = {"normal": 0, "anomalous": 0, "query": 0}
             n_masks = 0
+            n_labels: dict[str, int] = {}
             for it, sha, w, h, mask_png, area in prepared:
                 store._ensure_blob(sha, None, None, w, h)
                 dt_id = type_ids.get(it.defect_type) if it.defect_type is not None else None
@@ -448,11 +512,29 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
                     db["masks"].insert({"image_id": iid, "png": mask_png, "width": w, "height": h, "area": area,
                                         "defect_type_id": dt_id, "created_at": now()})
                     n_masks += 1
+                if it.label is not None:
+                    _insert_label(store, iid, it.label)
+                    n_labels[it.label.get("label")] = n_labels.get(it.label.get("label"), 0) + 1
     except BaseException:
         _forget_blobs(store, created)
         raise
     return ImportSummary(project_id=pid, normal=counts["normal"], anomalous=counts["anomalous"],
-                         query=counts["query"], masks=n_masks, defect_types=tuple(type_order), notes=tuple(notes))
+                         query=counts["query"], masks=n_masks, defect_types=tuple(type_order), notes=tuple(notes),
+                         labels=n_labels)
+
+
+def _insert_label(store: Store, iid: int, label: dict) -> None:
+    """Inside the import's transaction: a review label read from a labelled folder or a manifest."""
+    from .decisions import LABELS
+
+    value = label.get("label")
+    if value not in LABELS:
+        raise StoreError(f"a review label must be OK or NG, got {value!r} in the manifest")
+    store.db["review_labels"].insert({
+        "image_id": iid, "label": value, "reviewer": label.get("reviewer"),
+        "defect_type": label.get("defect_type") if value == "NG" else None,
+        "score": label.get("score"), "verdict": label.get("verdict"), "threshold": label.get("threshold"),
+        "use": label.get("use"), "created_at": label.get("created_at") or now()})
 
 
 def _forget_blobs(store: Store, shas: list[str]) -> None:

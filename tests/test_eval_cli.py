@@ -55,7 +55,10 @@ def test_eval_cli_single_run(data, tmp_path):
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 6
-    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", *comps, "path_b64"]
+    assert list(rows[0]) == ["path", "label", "defect_type", "aggregate", "verdict", *comps, "path_b64"]
+    d = m["decision"]  # --threshold auto: the shots-only calibration inspect uses, and its rates here
+    assert d["calibration"]["mode"] == "heuristic" and set(d["test"]) >= {"false_alarm_rate", "miss_rate", "tp"}
+    assert {r["verdict"] for r in rows} <= {"OK", "NG", "uncertain"}
     assert {r["defect_type"] for r in rows if r["label"] == "0"} == {"good"}
     assert all(not r["path"].startswith("/") for r in rows)  # relative to --data
     # the aggregate column is the weighted mean of the component columns (eq. 2 weights)
@@ -64,6 +67,51 @@ def test_eval_cli_single_run(data, tmp_path):
     expect = sum(w[c] * float(r[c]) for c in comps) / sum(w[c] for c in comps)
     assert float(r["aggregate"]) == pytest.approx(expect, rel=1e-5)
     assert (out / "roc.png").stat().st_size > 1000 and (out / "table.md").is_file()
+
+
+def test_eval_without_masks_writes_image_metrics_only(data, tmp_path, capsys):
+    """An MVTec-layout folder without ground_truth/ (image labels only): image metrics, no pixel
+    metrics, a note; anomalous shots then need masks, and the error says so."""
+    from fsad_core.__main__ import main
+
+    root = tmp_path / "nomask"
+    shutil.copytree(data / "brick", root / "brick")
+    shutil.rmtree(root / "brick" / "ground_truth")
+    out = tmp_path / "ev"
+    def args(data_root, out_dir, j):
+        return ["eval", "--data", str(data_root), "--category", "brick", "--normal-shots", "1", "--seed", "0",
+                "--out", str(out_dir), "--profile", "tiny", "--precision", "fp32", "--scales", "1",
+                "--threshold", "none", "--anomalous-shots", str(j)]
+
+    assert main(args(root, out, 1)) == 2
+    err = capsys.readouterr().err
+    assert "needs its mask" in err and "--anomalous-shots 0" in err and not out.exists()
+    assert main(args(root, out, 0)) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 <= m["aggregate"]["image_auroc"] <= 1 and 0 <= m["aggregate"]["image_ap"] <= 1
+    assert all(m["aggregate"][k] is None for k in ("pixel_auroc", "pixel_f1_max", "pro"))
+    assert any("pixel metrics skipped" in n for n in m["notes"]["ground_truth"])
+    assert m["n_test"] == [3, 4] and "decision" in m and m["decision"] is None
+    assert "pixel metrics skipped" in capsys.readouterr().out
+    # some masks missing: pixel metrics on the images whose ground truth is known
+    part = tmp_path / "part"
+    shutil.copytree(data / "brick", part / "brick")
+    victim = sorted((part / "brick" / "ground_truth").rglob("*_mask.png"))[0]
+    victim.unlink()
+    split = load_split(part, "brick")
+    assert sum(s.label and s.mask_path is None for s in split.test) == 1 and split.notes
+    assert main(args(part, tmp_path / "ev2", 1)) == 0
+    m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
+    assert m2["aggregate"]["pixel_auroc"] is not None and any("known ground truth" in n for n in m2["notes"]["ground_truth"])
+    # held-out good images: a conformal threshold, measured on the rest of the test set
+    assert main(args(root, tmp_path / "ev3", 0) + ["--calibration-normal", "2"]) == 0
+    m3 = json.loads((tmp_path / "ev3" / "metrics.json").read_text())
+    d = m3["decision"]
+    assert d["calibration"]["mode"] == "conformal" and d["calibration"]["n_ok"] == 2 and len(d["held_out"]) == 2
+    rows = list(csv.DictReader((tmp_path / "ev3" / "scores.csv").read_text().splitlines()))
+    assert m3["n_test"] == [1, 4] and not set(d["held_out"]) & {r["path"] for r in rows}
+    assert main(args(root, tmp_path / "ev4", 0) + ["--calibration-normal", "3"]) == 2
+    assert "at least one must stay" in capsys.readouterr().err
 
 
 def test_eval_cli_seeds_categories_table_and_tuned(data, tmp_path):

@@ -193,12 +193,14 @@ def test_uploads_are_files_checked_before_decoding(ctx, tmp_path):
     bomb = _bomb_png(tmp_path / "bomb.png")  # 169 MP claimed by a 100-byte file
     assert query.preprocess(FileData(path=str(bomb), orig_name="bomb.png")) == str(bomb)  # not opened by Gradio
     pid = events.open_project(ctx, "p", "x")["pid"]
-    with pytest.raises(gr.Error, match="169 MP, over the 64 MP limit.*not decoded"):
-        events.add_query(ctx, pid, str(bomb))
+    # refused with our message (a toast and the status line; issue 13: a refusal never locks the panel)
+    with pytest.warns(UserWarning, match="169 MP, over the 64 MP limit.*not decoded"):
+        out = events.add_query(ctx, pid, str(bomb))
+    assert "169 MP, over the 64 MP limit" in out["inspect_status"] and out["query_iid"] is None
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
     assert by_id["paste-image"].preprocess(FileData(path=str(corrupt))) == str(corrupt)
-    with pytest.raises(gr.Error, match="not a readable image"):
+    with pytest.warns(UserWarning, match="not a readable image"):
         events.add_pasted(ctx, pid, str(corrupt), "query")
     assert ctx.store.list_images(pid) == []
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from fsad_core import synth
+from fsad_core.calibration import verdict
 from fsad_core.inspect_batch import list_images, overlay_name, read_results, run_batch
 
 
@@ -48,13 +49,15 @@ def test_batch_outputs_and_verdicts(tiny_engine, project, folder, tmp_path):
     out = tmp_path / "out"
     s = run_batch(engine, folder, out, threshold="auto", images=images)
     assert (s.n_images, s.n_scored, s.n_resumed, s.n_failed) == (6, 6, 0, 0)
-    assert s.threshold_source == "validation F1-max" and np.isfinite(s.threshold)
+    assert s.threshold_source == "heuristic: validation F1-max" and np.isfinite(s.threshold)
     rows = _rows(out / "scores.csv")
     assert len(rows) == 6 and {r["path"] for r in rows} == {p.relative_to(folder).as_posix() for p in list_images(folder)}
     scores = [float(r["score"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
-    assert all((r["verdict"] == "anomalous") == (float(r["score"]) >= s.threshold) for r in rows)
-    assert sum(r["verdict"] == "anomalous" for r in rows) == s.n_anomalous
+    margin = json.loads((out / "run.json").read_text())["margin"]
+    assert all(r["verdict"] == verdict(float(r["score"]), s.threshold, margin) for r in rows)
+    assert all(r["verdict"] in ("NG", "uncertain") for r in rows if float(r["score"]) >= s.threshold + margin)
+    assert sum(float(r["score"]) >= s.threshold for r in rows) == s.n_anomalous
     assert "normal@16" in rows[0] and "zero_shot" in rows[0]
     assert len(list((out / "overlays").glob("*.png"))) == 6
     html = (out / "report.html").read_text()
@@ -115,7 +118,7 @@ def test_auto_threshold_with_normal_shots_only(tiny_engine, project, folder, tmp
     engine, images = _engine(tiny_engine, project, anomalous=False)
     s = run_batch(engine, folder, tmp_path / "o", images=images, overlays=False,
                   files=list_images(folder)[:2])
-    assert s.threshold_source == "normal copies max"
+    assert s.threshold_source == "heuristic: normal copies max"
     meta = json.loads((tmp_path / "o" / "run.json").read_text())
     assert meta["threshold"] == s.threshold
 
@@ -160,6 +163,16 @@ def test_inspect_cli_with_stored_project(project, folder, tmp_path, capsys):
     assert meta["signature"]["class_name"] == "brick" and len(meta["signature"]["shots"]) == 3
     assert main(args[:2] + ["nope"] + args[3:]) == 2
     assert "no project named 'nope'" in capsys.readouterr().err
+    # --threshold auto: the project's review labels (an OK query), then its saved threshold for these weights
+    ok = store.add_image(pid, project.normals[2], role="query")
+    store.save_label(ok, "OK", reviewer="ana")
+    auto = args[:-2] + ["auto", "--no-overlays", "--restart"]
+    assert main(auto) == 0
+    assert "conformal: 1 OK images" in capsys.readouterr().out
+    paper = {"text": 1.0, "normal@16": 1.0, "anomalous@16": 1.0}  # the paper preset over these components
+    store.save_threshold(pid, paper, {"mode": "manual", "threshold": 0.123, "margin": 0.0, "n": 0, "text": "typed"})
+    assert main(auto) == 0
+    assert "threshold 0.1230 (manual)" in capsys.readouterr().out
 
 
 # -- output inside the input, anomalous-only shots, weights checked first ---------------------------
@@ -334,3 +347,27 @@ def test_inspect_project_without_data_creates_nothing(project, folder, tmp_path,
     assert main(base + ["--data-dir", str(empty)]) == 2
     assert "no studio data" in capsys.readouterr().err
     assert list(empty.iterdir()) == []  # no database, no blob folder
+
+
+def test_inspect_cli_threshold_auto_on_a_calibration_folder(project, folder, tmp_path, capsys):
+    """--calibration OK/ + NG/<type>/: the labelled calibration (few OK images), recorded in run.json."""
+    from fsad_core.__main__ import main
+
+    cal = tmp_path / "cal"
+    (cal / "OK").mkdir(parents=True)
+    (cal / "NG" / "scratch").mkdir(parents=True)
+    for i, img in enumerate(project.normals[1:]):
+        Image.fromarray(img).save(cal / "OK" / f"ok{i}.png")
+    Image.fromarray(project.anomalous[1][0]).save(cal / "NG" / "scratch" / "a.png")
+    n0 = tmp_path / "n0.png"
+    Image.fromarray(project.normals[0]).save(n0)
+    args = ["inspect", "--normal", str(n0), "--input", str(folder), "--out", str(tmp_path / "o"), "--calibration",
+            str(cal), "--profile", "tiny", "--precision", "fp32", "--scales", "1", "--no-overlays"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "labelled: 2 OK + 1 NG images" in captured.out and "F1-max threshold on 2 OK and 1 NG" in captured.err
+    meta = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert meta["calibration"]["mode"] == "labelled" and meta["calibration"]["n"] == 3
+    assert main(["inspect", "--normal", str(n0), "--input", str(folder), "--out", str(tmp_path / "p"),
+                 "--calibration", str(cal), "--threshold", "0.5", "--profile", "tiny"]) == 2
+    assert "--calibration is for --threshold auto" in capsys.readouterr().err

@@ -92,6 +92,25 @@ def test_m003_embeddings_cache():
     assert "embeddings_lru" in {i.name for i in db["embeddings"].indexes}
 
 
+def test_m005_decisions_thresholds_review_labels():
+    db = db_at(4)
+    fill_v1(db)
+    migrate(db, target=5)
+    assert user_version(db) == 5 and {"thresholds", "verdicts", "review_labels"} <= set(db.table_names())
+    check_v1_data(db)
+    db["thresholds"].insert({"project_id": 1, "weights_key": "default", "threshold": 0.5, "margin": 0.01,
+                             "mode": "conformal", "calibration": "{}", "created_at": TS})
+    db["verdicts"].insert({"image_id": 1, "score": 0.7, "verdict": "NG", "threshold": 0.5, "created_at": TS})
+    db["review_labels"].insert({"image_id": 1, "label": "OK", "reviewer": "ana", "created_at": TS})
+    with pytest.raises(sqlite3.IntegrityError):  # labels are OK or NG
+        db.execute("INSERT INTO review_labels (image_id, label, created_at) VALUES (1, 'maybe', ?)", [TS])
+    with pytest.raises(sqlite3.IntegrityError):  # verdicts are OK, NG or uncertain
+        db.execute("INSERT OR REPLACE INTO verdicts (image_id, score, verdict, created_at) VALUES (1, 1, 'bad', ?)", [TS])
+    db.execute("DELETE FROM projects WHERE id = 1")  # cascades through images
+    assert [db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("thresholds", "verdicts", "review_labels")] \
+        == [0, 0, 0]
+
+
 def test_every_migration_has_a_test():
     tested = {name[len("test_"):] for name in globals() if name.startswith("test_m0")}
     assert tested == {m.__name__ for m in MIGRATIONS}

@@ -293,8 +293,11 @@ def test_errors_are_readable(ctx):
     pid = events.open_project(ctx, "e", "x")["pid"]
     with pytest.raises(gr.Error, match="query"):
         list(events.score(ctx, pid, None, None, None, 0.5, 0.5))
-    with pytest.raises(gr.Error, match="not a readable image"):
-        events.add_query(ctx, pid, b"not an image")
+    # a refused query file: a readable message, and nothing selected (the next Score cannot
+    # quietly score the previous query instead)
+    bad = events.add_query(ctx, pid, b"not an image")
+    assert "not a readable image" in bad["inspect_status"]
+    assert bad["query_iid"] is None and bad["query_image"] is None
 
 
 def test_sample_project_and_compare(ctx):
@@ -407,3 +410,109 @@ def test_personalize_settings_reach_the_personalizer(ctx, tmp_path):
     assert by_id["pool-size"].value == 30
     assert {"personalize-preset", "personalize-seed", "personalize-train-steps", "personalize-restart",
             "pool-eta", "personalize-settings"} <= set(by_id)
+
+
+# --- a workflow that never traps the user (issue 13) -------------------------------------------------
+def test_query_names_and_duplicates(ctx, tmp_path):
+    pid = events.open_project(ctx, "names", "fabric")["pid"]
+    path = png(tmp_path, "bolt_017", texture(True, seed=11))
+    first = events.add_query(ctx, pid, path)
+    again = events.add_query(ctx, pid, path)  # the same pixels again: reused, not duplicated
+    assert first["query_iid"] == again["query_iid"] and "Already in the project" in again["inspect_status"]
+    rows = ctx.store.list_images(pid, role="query")
+    assert len(rows) == 1 and rows[0]["filename"] == "bolt_017.png"
+    assert "bolt_017.png" in first["query_pick"]["choices"][0][0]
+    run_score_iid(ctx, pid, first["query_iid"])
+    labels = [c[0] for c in events.compare_choices(ctx, pid)["cmp_query_a"]["choices"]]
+    assert labels == ["#%d bolt_017.png" % first["query_iid"]]
+
+
+def run_score_iid(ctx, pid, iid, preset=None):
+    return list(events.score(ctx, pid, None, iid, events.initial_weights(), 0.5, 0.5, preset))
+
+
+def test_preset_label_is_honest(ctx, tmp_path):
+    from ui import session
+
+    pid, _ = project_with_shots(ctx, tmp_path)
+    sha = run_score(ctx, pid, texture(True, seed=5))[-1]["query_sha"]
+    names = list(ctx.get_result(pid, sha).result.components)
+    # one-to-normal needs personal and pool, which a plain result lacks: it says so
+    out = events.apply_preset(ctx, pid, sha, "one-to-normal", 0.5, 0.0)
+    assert "`personal`" in out["inspect_status"] and "`pool`" in out["inspect_status"]
+    assert session.missing_components({"personal": 1.0, "pool": 0.0, "text": 1.0}, ["text"]) == ["personal"]
+    assert events.apply_preset(ctx, pid, sha, "paper", 0.5, 0.0)["inspect_status"] == ""
+    assert events.apply_preset(ctx, pid, sha, session.CUSTOM, 0.5, 0.0) == {}
+    # saving a preset keeps the "only X" entries (they vanished before)
+    saved = events.save_preset(ctx, pid, "mine", events.initial_weights(), sha)
+    assert "only zero_shot" in saved["preset"]["choices"] and "saved: mine" in saved["preset"]["choices"]
+    assert set(f"only {n}" for n in names) <= set(saved["preset"]["choices"])
+    # undoing a tuning puts back the label that was there before
+    undone = events.undo_tune(ctx, pid, sha, events.initial_weights(), 0.5, 0.5, "equal")
+    assert undone["preset"] == "equal"
+
+
+def test_remove_and_undo(ctx, tmp_path):
+    from ui import session
+
+    pid, iid = project_with_shots(ctx, tmp_path)
+    engine = ctx.engine(pid)
+    assert sorted(s.kind for s in engine.shots) == ["anomalous", "normal", "normal"]
+    out = session.remove(ctx, pid, iid)
+    assert out["removed_pick"]["value"] == iid and "0/0 anomalous" in out["project_status"]
+    assert sorted(s.kind for s in engine.shots) == ["normal", "normal"]
+    back = session.restore(ctx, pid, out["removed_pick"]["value"])
+    assert "Restored" in back["removed_status"] and "1/1 anomalous" in back["project_status"]
+    assert sorted(s.kind for s in engine.shots) == ["anomalous", "normal", "normal"]
+    assert np.asarray(ctx.store.get_mask(iid)).any()  # mask and defect type came back with it
+    assert back["removed_pick"]["choices"] == []
+
+
+def test_reload_restores_the_inspect_session_from_cached_encodings(tmp_path, tiny_backbone, encoder_calls):
+    from ui import session
+
+    store = storage.Store(tmp_path / "data")
+    ctx = StudioContext(store, profile="tiny", backbone=tiny_backbone, data_dir=tmp_path / "data")
+    pid, _ = project_with_shots(ctx, tmp_path)
+    q = events.add_query(ctx, pid, png(tmp_path, "q7", texture(True, seed=7)))["query_iid"]
+    weights = dict(events.initial_weights(), text=0.9)
+    outs = list(events.score(ctx, pid, None, q, weights, 0.5, 0.5, "paper"))
+    ctx.store.embeddings.flush()
+    # a fresh process on the same store (a studio restart), then a page reload
+    fresh = StudioContext(store, profile="tiny", backbone=tiny_backbone, data_dir=tmp_path / "data")
+    before = dict(encoder_calls)
+    out = session.restore_inspect(fresh, pid)
+    assert encoder_calls == before  # shots and query came from the stored encodings
+    assert out["query_iid"] == q and out["query_sha"] == outs[-1]["query_sha"]
+    assert len(out["heatmaps"]) >= 10 and "q7.png" in out["inspect_status"]
+    assert out["weight:text"]["value"] == 0.9 and out["preset"]["value"] == "paper"
+    # sliders moved after that Score: the reload shows them, labelled "custom"
+    moved = dict(weights, **{"normal@16": 0.55})
+    assert session.slider_moved(fresh, pid, out["query_sha"], moved, 0.5, 0.5)["preset"] == "custom"
+    later = session.restore_inspect(StudioContext(store, profile="tiny", backbone=tiny_backbone), pid)
+    assert later["weight:normal@16"]["value"] == 0.55 and later["preset"]["value"] == "custom"
+    assert "session:last" not in " ".join(later["preset"]["choices"])
+    # personal / pool computed for that query are kept with the project and come back
+    from fsad_core.results import ScoreMap
+
+    result = fresh.get_result(pid, out["query_sha"]).result
+    h, w = result.size_hw
+    session.save_personal(fresh, pid, out["query_sha"], {"personal": ScoreMap(np.ones((h, w), np.float32), 0.25)})
+    again = StudioContext(store, profile="tiny", backbone=tiny_backbone, data_dir=tmp_path / "data")
+    out = session.restore_inspect(again, pid)
+    assert out["weight:personal"]["visible"] and any("personal" in c for _, c in out["heatmaps"])
+
+
+def test_batch_runs_are_listed_and_downloadable(ctx, tmp_path):
+    bt = pytest.importorskip("ui.batch_tab")
+    pid, _ = project_with_shots(ctx, tmp_path)
+    files = [png(tmp_path, "part_a", texture(True, seed=21)), png(tmp_path, "part_b", texture(seed=22))]
+    outs = list(bt.run(ctx, pid, files, False, events.initial_weights(), 0.5))
+    run_id = outs[-1]["batch_history"]["value"]
+    # a reload: the saved run is listed, its ranking and files come back from the store
+    listed = bt.history(ctx, pid)["batch_history"]["choices"]
+    assert listed[0][1] == run_id and "2 images" in listed[0][0]
+    shown = bt.show_run(ctx, pid, run_id)
+    assert {r[1] for r in shown["batch_table"]} == {"part_a.png", "part_b.png"}
+    csv_path, html_path = shown["batch_download"]
+    assert "part_a.png" in open(csv_path).read() and "<table>" in open(html_path).read()

@@ -90,6 +90,7 @@ class StudioContext:
         self.mask_drafts: LRU = LRU(32)  # image id -> bool HxW mask being edited (before Save shot)
         self.personalizers: dict[int, Any] = {}
         self.tuned: dict[int, Any] = {}
+        self.session_labels: dict[int, str] = {}  # project id -> the preset label of the sliders as last set
 
     # --- engines -------------------------------------------------------------------------------
     def new_engine(self):

@@ -24,6 +24,7 @@ import numpy as np
 
 from fsad_core.aggregate import PRESET_NAMES, STABLE_NAMES, WeightSet, combine, missing_required, preset as preset_set
 from fsad_core.images import ImageError, sha256_of_array, to_rgb_array
+from fsad_core.names import display
 
 from . import render
 from .context import LRU, StudioContext
@@ -126,7 +127,10 @@ def _read_upload(item) -> tuple[np.ndarray, str | None]:
         return to_rgb_array(item), None
     path = getattr(item, "name", None) if not isinstance(item, (str, Path, bytes)) else item
     if isinstance(path, (str, Path)):
-        return to_rgb_array(path), Path(path).name
+        try:
+            return to_rgb_array(path), Path(path).name
+        except ImageError as exc:  # name the upload as the user knows it, not by Gradio's temp path
+            raise ImageError(str(exc).replace(display(str(path)), display(Path(path).name))) from None
     return to_rgb_array(item), None
 
 
@@ -183,12 +187,12 @@ def user_presets(ctx: StudioContext, pid: int) -> list[str]:
 
 def preset_choices(ctx: StudioContext, pid: int | None, names: Iterable[str] = ()) -> list[str]:
     out = list(BUILTIN_PRESETS)
-    out += [f"only {n}" for n in names]
+    out += [f"only {n}" for n in _ordered_names(dict.fromkeys(names))]
     if pid is not None:
         out += [f"saved: {n}" for n in user_presets(ctx, pid)]
         if ctx.tuned.get(pid) is not None or _load_weights(ctx, pid, "tuned") is not None:
             out.append("tuned")
-    return out
+    return out + ["custom"]  # the label once a slider is moved by hand
 
 
 def _load_weights(ctx: StudioContext, pid: int, name: str) -> dict | None:
@@ -474,6 +478,7 @@ def add_anomalous(ctx: StudioContext, pid, files) -> dict:
     out = {
         "anomalous_upload": None,
         "anomalous_gallery": _anomalous_gallery(ctx, pid, rows),
+        "project_status": project_view(ctx, pid)["project_status"],
         "anom_pick": gr.update(choices=[(_label(r), int(r["id"])) for r in rows], value=last),
     }
     out.update(_anomalous_view(ctx, pid, last))
@@ -627,12 +632,16 @@ def commit_strokes(ctx: StudioContext, iid, editor, op: str) -> dict:
     strokes = render.editor_mask(editor, img.shape[:2])
     draft = _draft(ctx, int(iid), img)
     if op == "clear":
-        return _set_draft(ctx, int(iid), img, np.zeros_like(draft), "Mask cleared.")
-    if not strokes.any():
-        raise gr.Error("Paint over the part to change with the brush first, then press this button.")
-    mask = draft | strokes if op == "add" else draft & ~strokes
-    return _set_draft(ctx, int(iid), img, mask, "Strokes added to the mask." if op == "add" else
-                      "Strokes removed from the mask.")
+        mask = np.zeros_like(draft)
+        out = _set_draft(ctx, int(iid), img, mask, "Mask cleared.")
+    else:
+        if not strokes.any():
+            raise gr.Error("Paint over the part to change with the brush first, then press this button.")
+        mask = draft | strokes if op == "add" else draft & ~strokes
+        out = _set_draft(ctx, int(iid), img, mask, "Strokes added to the mask." if op == "add" else
+                         "Strokes removed from the mask.")
+    # the SAM pane shows the same mask (a cleared mask clears it there too)
+    return out | {"sam_view": render.click_view(render.tint_mask(img, mask) if mask.any() else img)}
 
 
 @friendly
@@ -695,9 +704,25 @@ def add_query(ctx: StudioContext, pid, img) -> dict:
     pid = _need_project(pid)
     if img is None:
         return {}
-    rgb, fname = _read_upload(img)
-    iid = int(ctx.store.add_image(pid, rgb, role="query", filename=fname))
-    return {"query_pick": gr.update(choices=_query_choices(ctx, pid), value=iid), "query_iid": iid}
+    try:
+        rgb, fname = _read_upload(img)
+    except ImageError as exc:
+        # refused: clear the picture and the selection, so the next Score cannot quietly use the
+        # previous query instead
+        msg = f"Not added: {exc}"
+        gr.Warning(msg, title="Cannot read that file")
+        return {"query_image": None, "query_iid": None, "query_pick": gr.update(value=None),
+                "inspect_status": msg}
+    sha = sha256_of_array(rgb)
+    same = next((r for r in _images(ctx, pid, "query") if r.get("sha256") == sha), None)
+    if same is not None:  # the same pixels again: reuse the stored query, no duplicate
+        iid = int(same["id"])
+        status = f"Already in the project as {_label(same)}; using it."
+    else:
+        iid = int(ctx.store.add_image(pid, rgb, role="query", filename=fname))
+        status = ""
+    return {"query_pick": gr.update(choices=_query_choices(ctx, pid), value=iid), "query_iid": iid,
+            "inspect_status": status}
 
 
 @friendly
@@ -743,7 +768,9 @@ def _panels(ctx: StudioContext, result, img: np.ndarray, opacity: float) -> list
     out = []
     for name in _ordered_names(result.components):
         sm = result.components[name]
-        out.append((render.heat_panel(img, sm.map, opacity), f"{name} · {float(sm.score):.4f}"))
+        lo, hi = render.value_range(np.asarray(sm.map))
+        out.append((render.with_colorbar(render.heat_panel(img, sm.map, opacity), lo, hi),
+                    f"{name} · {float(sm.score):.4f}"))
     return out
 
 
@@ -782,7 +809,9 @@ def _aggregate(result, wset: WeightSet, img: np.ndarray, opacity: float, thresho
     if not any(v > 0 and k in comps for k, v in wset.weights.items()):
         return small.copy(), "— every weight is 0 on this result's components: raise at least one"
     agg = combine(comps, wset, maps=maps)
-    return render.aggregate_panel(small, agg.map, opacity, threshold), f"{agg.score:.4f}"
+    lo, hi = render.value_range(agg.map)
+    panel = render.aggregate_panel(small, agg.map, opacity, threshold, score_units=True)  # issue 14: score units
+    return render.with_colorbar(panel, lo, hi), f"{agg.score:.4f}"
 
 
 def _effective_weights(weights: Mapping[str, float] | None, names: Iterable[str]) -> dict[str, float] | None:
@@ -799,7 +828,8 @@ def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str,
     pid = _need_project(pid)
     if query_image is None and query_iid is None:
         raise gr.Error("Drop a query image (or pick one of the project's) first.")
-    img = to_rgb_array(query_image) if query_image is not None else ctx.store.read_image(int(query_iid))
+    # what the query box shows first (an upload, read through the checked reader); else the picked query
+    img = _read_upload(query_image)[0] if query_image is not None else ctx.store.read_image(int(query_iid))
     pe = ctx.project_engine(pid, progress)
     if not pe.engine.shots:
         gr.Warning("This project has no shots yet: only the zero-shot (text) components can be computed. "
@@ -820,26 +850,33 @@ def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str,
                "aggregate_score": text, "inspect_status": status, "query_sha": sha}
     if result is None:
         return
-    ctx.put_result(pid, sha, result, image_id=int(query_iid) if query_iid is not None else None)
+    from .session import attach_personal
+
+    with_personal = attach_personal(ctx, pid, sha, result)  # computed earlier for this query: still there
+    ctx.put_result(pid, sha, with_personal, image_id=int(query_iid) if query_iid is not None else None)
     seconds = time.perf_counter() - t0
-    wset = studio_weight_set(preset, weights, result.components)
+    wset = studio_weight_set(preset, weights, with_personal.components)
     try:
-        agg_score = float(result.aggregate(wset).score)
+        agg_score = float(with_personal.aggregate(wset).score)
     except ValueError:  # every weight on a component of this result is 0 (the panel says so)
         agg_score = None
     try:
         ctx.store.save_run(pid, "inspect", {
             "query_image_id": int(query_iid) if query_iid is not None else None, "query_sha256": sha,
-            "weights": {k: v for k, v in (weights or {}).items() if k in result.components},
-            "weight_set": wset.to_dict(),
-            "profile": ctx.profile,
+            "weights": {k: v for k, v in (weights or {}).items() if k in with_personal.components},
+            "weight_set": wset.to_dict(), "preset": preset or None, "profile": ctx.profile,
         }, {"scores": result.scores(), "aggregate": agg_score, "seconds": round(seconds, 3)})
     except Exception as exc:  # a run log must never lose the result on screen
         log.warning("could not save the run: %s", exc)
-    names = list(result.components)
-    yield {"query_sha": sha, "inspect_status": f"Scored {len(names)} components in {seconds:.1f} s.",
-           "preset": gr.update(choices=preset_choices(ctx, pid, names)),
-           **slider_updates(weights, visible=names)}
+    names = list(with_personal.components)
+    final = {"query_sha": sha, "inspect_status": f"Scored {len(names)} components in {seconds:.1f} s.",
+             "preset": gr.update(choices=preset_choices(ctx, pid, names)),
+             **slider_updates(weights, visible=names)}
+    if with_personal is not result:
+        panel, text = _aggregate(with_personal, wset, img, opacity, threshold)
+        final.update({"heatmaps": _panels(ctx, with_personal, img, opacity), "aggregate_map": panel,
+                      "aggregate_score": text})
+    yield final
 
 
 @friendly
@@ -893,8 +930,11 @@ def preset_weights(ctx: StudioContext, pid, preset: str, names: Iterable[str]) -
 
 @friendly
 def apply_preset(ctx: StudioContext, pid, sha, preset: str, opacity: float, threshold: float) -> dict:
-    """Move every slider to a preset and re-aggregate."""
-    if not preset:
+    """Move every slider to a preset and re-aggregate; say so when the result lacks components the
+    preset needs (e.g. `one-to-normal` before Personalize computed `personal`)."""
+    from .session import CUSTOM, preset_note, remember_weights
+
+    if not preset or preset == CUSTOM:
         return {}
     cached = ctx.get_result(pid, sha)
     names = list(cached.result.components) if cached is not None else list(WEIGHT_NAMES)
@@ -902,23 +942,24 @@ def apply_preset(ctx: StudioContext, pid, sha, preset: str, opacity: float, thre
     full = {n: w.get(n, 0.0) for n in WEIGHT_NAMES}
     out = slider_updates(full)
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold, preset))
-    if preset in PRESET_BUILDERS_NAMES and cached is not None:
-        lost = missing_required(preset_set(preset, names), names)
-        if lost:
-            gr.Warning(f"The {preset} preset needs {', '.join(lost)}, which this result lacks: "
-                       "personalize the query in the Personalize tab first.")
+    note = preset_note(ctx, pid, preset, names) if cached is not None else ""
+    remember_weights(ctx, pid, full, preset)
+    if note:
+        gr.Warning(note.replace("**", "").replace("`", ""), title="Preset incomplete")
+    out["inspect_status"] = note
     return out
 
 
 @friendly
-def save_preset(ctx: StudioContext, pid, name: str, weights: Mapping[str, float]) -> dict:
+def save_preset(ctx: StudioContext, pid, name: str, weights: Mapping[str, float], sha: str | None = None) -> dict:
     pid = _need_project(pid)
     name = (name or "").strip()
     if not name:
         raise gr.Error("Type a name for the preset first.")
     ctx.store.save_weights(pid, USER_PRESET_PREFIX + name, {k: float(v) for k, v in weights.items()})
     gr.Info(f"Saved preset {name!r}.")
-    cached_names = []
+    cached = ctx.get_result(pid, sha)
+    cached_names = list(cached.result.components) if cached is not None else []  # keep the "only X" entries
     return {"preset": gr.update(choices=preset_choices(ctx, pid, cached_names), value=f"saved: {name}"),
             "preset_name": ""}
 
@@ -948,7 +989,7 @@ def normal_selected(ctx: StudioContext, pid, index) -> dict:
 # --- auto-tune (issue 5) -------------------------------------------------------------------------
 @friendly
 def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float,
-         progress: Callable = _no_progress) -> dict:
+         preset: str | None = None, progress: Callable = _no_progress) -> dict:
     """Monte-Carlo weight search on augmented shots; moves the sliders (undo restores them)."""
     pid = _need_project(pid)
     from fsad_core.tuning import tune_weights
@@ -985,10 +1026,14 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
     chart = pd.DataFrame({"component": list(res.component_auroc),
                           "AUROC": [float(v) for v in res.component_auroc.values()]})
     full = {n: tuned.get(n, 0.0) for n in WEIGHT_NAMES}
+    from .session import remember_weights
+
+    remember_weights(ctx, pid, full, "tuned")
     out = slider_updates(full)
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
     out.update({
         "tune_chart": gr.update(value=chart, visible=True), "undo_weights": dict(weights),
+        "undo_preset": preset or "custom",
         "tune_status": (f"Validation AUROC: default weights {res.auroc_default:.3f} → tuned {res.auroc_tuned:.3f}. "
                         "Sliders moved to the tuned weights (Undo restores yours). "
                         f"Ran: {record['protocol']} protocol, {record['m_total']} augmented images "
@@ -1000,13 +1045,19 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
 
 
 @friendly
-def undo_tune(ctx: StudioContext, pid, sha, undo: Mapping[str, float] | None, opacity: float, threshold: float) -> dict:
+def undo_tune(ctx: StudioContext, pid, sha, undo: Mapping[str, float] | None, opacity: float, threshold: float,
+              undo_preset: str | None = None) -> dict:
+    """Sliders (and the preset label) back to what they were before Auto-tune."""
     if not undo:
         raise gr.Error("Nothing to undo.")
     full = {n: float(undo.get(n, 0.0)) for n in WEIGHT_NAMES}
     out = slider_updates(full)
     out.update(reaggregate(ctx, pid, sha, full, opacity, threshold))
-    out.update({"undo_weights": None, "tune_status": "Restored the weights from before tuning."})
+    out.update({"undo_weights": None, "tune_status": "Restored the weights from before tuning.",
+                "preset": undo_preset or "custom"})
+    from .session import remember_weights
+
+    remember_weights(ctx, pid, full, undo_preset or "custom")
     return out
 
 
@@ -1020,7 +1071,10 @@ def compare_choices(ctx: StudioContext, pid) -> dict:
     for sha, cached in items:
         label = f"{sha[:8]}"
         if cached.image_id is not None:
-            label = f"#{cached.image_id} ({sha[:8]})"
+            try:
+                label = _label(dict(ctx.store.get_image(cached.image_id)))
+            except (KeyError, ValueError):  # removed since: the hash still names it
+                label = f"#{cached.image_id} ({sha[:8]})"
         queries.append((label, sha))
     comps = ["aggregate"]
     if items:

@@ -279,6 +279,12 @@ def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, 
             ctx.personalizers[key] = pool_arg
     extra = personal_components(engine.backbone, img, res.chosen, pool_arg)
     result = cached.result.with_components(extra)
+    try:  # kept with the project: a later Score or a reload of this query still has them
+        from .session import save_personal
+
+        save_personal(ctx, pid, sha, extra)
+    except OSError as exc:
+        events.log.warning("could not keep the personal maps: %s", exc)
     ctx.put_result(pid, sha, result, image_id=cached.image_id)
     personal = extra["personal"]
     diff = render.colorize(render.normalise(res.difference), "inferno")

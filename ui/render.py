@@ -169,17 +169,23 @@ def heat_panel(img: np.ndarray, values: np.ndarray, opacity: float, max_side: in
 
 
 def aggregate_panel(img: np.ndarray, values: np.ndarray, opacity: float, threshold: float | None,
-                    max_side: int = AGGREGATE_SIDE, cmap: str = "turbo") -> np.ndarray:
-    """The aggregate view: overlay plus the contour of {map >= threshold}, threshold in [0, 1] of
-    the map's display range (None, <= 0 or >= 1 draws no contour). The longer side is the query's,
-    clamped to [MIN_AGGREGATE_SIDE, max_side]."""
+                    max_side: int = AGGREGATE_SIDE, cmap: str = "turbo", score_units: bool = False) -> np.ndarray:
+    """The aggregate view: overlay plus the contour of {map >= threshold}. score_units=True (the
+    studio's Inspect tab): `threshold` is a map value, so the same number draws the same contour on
+    every image (None or <= 0 draws none); else a fraction in (0, 1) of this map's display range.
+    The longer side is the query's, clamped to [MIN_AGGREGATE_SIDE, max_side]."""
     side = min(max_side, max(MIN_AGGREGATE_SIDE, max(img.shape[:2])))
     hw = fit_size(img.shape[:2], side)
     small = resize_image(img, hw)
-    unit = normalise(resize_map(values, hw), value_range(values))
+    resized = resize_map(values, hw)
+    unit = normalise(resized, value_range(values))
     out = overlay(small, unit, opacity, cmap)
-    if threshold is not None and 0.0 < threshold < 1.0:
-        out = draw_contour(out, unit >= threshold, thickness=max(1, round(max(hw) / 200)))
+    thickness = max(1, round(max(hw) / 200))
+    if score_units:
+        if threshold is not None and threshold > 0 and np.isfinite(threshold):
+            out = draw_contour(out, resized >= threshold, thickness=thickness)
+    elif threshold is not None and 0.0 < threshold < 1.0:
+        out = draw_contour(out, unit >= threshold, thickness=thickness)
     return out
 
 
@@ -246,3 +252,24 @@ class PngCache:
 
 
 png_file = PngCache()
+
+
+def with_colorbar(panel: np.ndarray, lo: float, hi: float, cmap: str = "turbo") -> np.ndarray:
+    """The panel with a colour bar underneath, labelled at both ends in the map's own units
+    (each panel is coloured over its own range: the labels say what blue and red mean)."""
+    from PIL import ImageDraw, ImageFont
+
+    h, w = panel.shape[:2]
+    bar_h, text_h = 8, 13
+    out = np.full((h + bar_h + text_h + 2, w, 3), 255, np.uint8)
+    out[:h] = panel
+    out[h + 1:h + 1 + bar_h] = colormap_lut(cmap)[np.linspace(0, 255, w).astype(np.uint8)][None]
+    img = Image.fromarray(out)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    y = h + bar_h + 1
+    left, right = f"{lo:.3g}", f"{hi:.3g}"
+    draw.text((2, y), left, fill=(40, 40, 40), font=font)
+    tw = draw.textlength(right, font=font)
+    draw.text((max(2, w - tw - 2), y), right, fill=(40, 40, 40), font=font)
+    return np.asarray(img)

@@ -8,12 +8,13 @@ uses ``format="png"`` (Gradio's default WebP is lossy: see NOTES.md).
 """
 import inspect
 import logging
+from pathlib import Path
 from typing import Callable, Sequence
 
 import gradio as gr
 import numpy as np
 
-from . import events, render
+from . import events, render, session
 from .context import StudioContext
 
 log = logging.getLogger("fsad.ui")
@@ -37,9 +38,15 @@ HELP_SHOTS = (
 )
 HELP_INSPECT = (
     "Drop a query (or pick one of the project's) and press **Score**: patch-level maps appear first, then "
-    "each window scale. Weight sliders re-aggregate instantly from cached maps; the threshold draws the "
-    "binarised aggregate as a contour (fraction of the map's range)."
+    "each window scale. Weight sliders re-aggregate instantly from cached maps. The threshold is in score units: "
+    "the badge says OK / NG (uncertain near it) for the aggregate score, and the contour encloses the map at or "
+    "above it, the same value on every image; **Calibrate** sets it (docs/decisions.md).\n\n"
+    "Components live on different scales (memory scores sit near 0 or 1, text scores in between): each panel "
+    "is coloured over its own range, blue = its lowest, red = its highest value (the bar under it gives both "
+    "in score units), and its caption gives its image score — see [docs/engine.md]({engine_doc}) for what "
+    "each component measures."
 )
+DOCS = Path(__file__).resolve().parents[1] / "docs"  # served read-only, for the help links
 
 
 def _to_browser(value):
@@ -54,6 +61,16 @@ def _to_browser(value):
     if isinstance(value, list) and value and isinstance(value[0], tuple) and isinstance(value[0][0], np.ndarray):
         return [(_to_browser(img), caption) for img, caption in value]
     return value
+
+
+def user_error(handler_name: str, exc: gr.Error) -> None:
+    """A handler refused its input: one readable toast, one log line, and every output unchanged.
+
+    Re-raising would put Gradio's red "Error" badge on *every* output of the event (until each is
+    dismissed) and drop what the user had in them, e.g. strokes painted in the mask editor.
+    """
+    log.info("user error in %s: %s", handler_name, exc.message)
+    gr.Warning(exc.message, title="Cannot do that")
 
 
 def _pack(res: dict | None, outs: Sequence[str]):
@@ -120,15 +137,25 @@ class Studio:
                 kwargs["progress"] = lambda frac, desc="": prog(frac, desc=desc)
             return vals, kwargs
 
+        name = getattr(handler, "__name__", "handler")
         if is_gen:
             def call(*args):
                 vals, kwargs = prepare(args)
-                for res in handler(ctx, *vals, **kwargs):
-                    yield _pack(res, outs)
+                try:
+                    for res in handler(ctx, *vals, **kwargs):
+                        yield _pack(res, outs)
+                except gr.Error as exc:
+                    user_error(name, exc)
+                    yield _pack({}, outs)
         else:
             def call(*args):
                 vals, kwargs = prepare(args)
-                return _pack(handler(ctx, *vals, **kwargs), outs)
+                try:
+                    res = handler(ctx, *vals, **kwargs)
+                except gr.Error as exc:
+                    user_error(name, exc)
+                    res = {}
+                return _pack(res, outs)
 
         params = [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_in)]
         annotations = {}
@@ -152,6 +179,7 @@ class Studio:
     # --- layout ----------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
         ctx = self.ctx
+        gr.set_static_paths([DOCS])
         with gr.Blocks(title="fsad-studio", delete_cache=DELETE_CACHE) as demo:
             self.add("pid", gr.State(None))
             self.add("last_pid", gr.BrowserState(None, storage_key="fsad-studio-last-project"))
@@ -160,6 +188,7 @@ class Studio:
             self.add("query_sha", gr.State(None))
             self.add("query_iid", gr.State(None))
             self.add("undo_weights", gr.State(None))
+            self.add("undo_preset", gr.State(None))
             self.add("normal_sel", gr.State(None))
             self.add("anom_sel", gr.State(None))
 
@@ -188,6 +217,8 @@ class Studio:
                     self._personalize_tab()
                 with gr.Tab("Batch", elem_id="batch-tab"):
                     self._batch_tab()
+                with gr.Tab("Review", elem_id="review-tab"):
+                    self._optional("review_tab", "build")
                 with gr.Tab("Models", elem_id="models-tab"):
                     self._models_tab()
             self._wire_all(demo, compare_tab)
@@ -219,6 +250,11 @@ class Studio:
                 with gr.Row():
                     self.add("anom_pick", gr.Dropdown(label="Editing", choices=[], elem_id="anomalous-pick", scale=3))
                     self.add("anom_remove", gr.Button("Remove", size="sm", elem_id="anomalous-remove", scale=1))
+                with gr.Row(equal_height=True):  # removal is soft in the store: undo it here
+                    self.add("removed_pick", gr.Dropdown(label="Recently removed", choices=[], elem_id="removed-pick",
+                                                         scale=3))
+                    self.add("image_restore", gr.Button("Undo remove", size="sm", elem_id="image-restore", scale=1))
+                self.add("removed_status", gr.Markdown("", elem_id="removed-status"))
         with gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown("### Click on the defect (Segment-Anything)")
@@ -266,7 +302,7 @@ class Studio:
                     self.add("paste_add", gr.Button("Add pasted image", elem_id="paste-add"))
 
     def _inspect_tab(self):
-        gr.Markdown(HELP_INSPECT)
+        gr.Markdown(HELP_INSPECT.format(engine_doc=f"/gradio_api/file={DOCS / 'engine.md'}"), elem_id="inspect-help")
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 self.add("query_image", UploadedImage(label="Query image (drop or paste)", type="filepath",
@@ -274,18 +310,21 @@ class Studio:
                                                       elem_id="query-upload", height=260))
                 self.add("query_pick", gr.Dropdown(label="…or pick one of the project's queries", choices=[],
                                                    elem_id="query-pick"))
-                self.add("score_btn", gr.Button("Score", variant="primary", elem_id="score-button"))
+                with gr.Row():
+                    self.add("score_btn", gr.Button("Score", variant="primary", elem_id="score-button", scale=3))
+                    self.add("query_remove", gr.Button("Remove query", size="sm", elem_id="query-remove", scale=1))
                 self.add("inspect_status", gr.Markdown("", elem_id="inspect-status"))
                 self.add("opacity", gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity"))
-                self.add("threshold", gr.Slider(0, 1, value=0.5, step=0.01, label="Threshold (contour; 0 = off)",
-                                                elem_id="threshold"))
+                self.add("threshold", gr.Slider(0, 1, value=0.5, step=0.001, elem_id="threshold",
+                                                label="Threshold, aggregate score units (verdict and contour; 0 = off)"))
             with gr.Column(scale=2, min_width=360):
                 self.add("aggregate_map", gr.Image(label="Aggregate map", type="numpy", format="png",
                                                    interactive=False, elem_id="aggregate-map", height=440))
                 self.add("aggregate_score", gr.Textbox(label="Aggregate image score", interactive=False,
                                                        elem_id="aggregate-score"))
+                self._optional("decisions", "build_inspect")  # verdict badge, Calibrate, threshold view
             with gr.Column(scale=1, min_width=280):
-                self.add("preset", gr.Dropdown(label="Weight preset", choices=list(events.BUILTIN_PRESETS),
+                self.add("preset", gr.Dropdown(label="Weight preset", choices=events.preset_choices(self.ctx, None),
                                                value="paper", elem_id="preset"))
                 with gr.Group():
                     initial = events.initial_weights()
@@ -339,6 +378,17 @@ class Studio:
             return
         batch_tab.build(self)
 
+    def _optional(self, module: str, fn: str) -> None:
+        """Build a part that lives in its own module (ui/<module>.py: `fn(studio)`)."""
+        import importlib
+
+        try:
+            mod = importlib.import_module(f"{__package__}.{module}")
+        except ImportError as exc:
+            gr.Markdown(f"Not available in this installation ({exc}).")
+            return
+        getattr(mod, fn)(self)
+
     def _models_tab(self):
         ctx = self.ctx
         from fsad_core.models import registry
@@ -371,12 +421,20 @@ class Studio:
         sliders = [f"weight:{n}" for n in events.WEIGHT_NAMES]
         project_outs = list(self.PROJECT_OUTS) + sliders
 
-        self.wire(demo.load, events.on_load, ["last_pid"], project_outs + ["banner"])
-        self.wire([C["project_open"].click, C["project_name"].submit], events.open_project,
-                  ["project_name", "class_name"], project_outs)
-        self.wire(C["project_list"].input, events.select_project, ["project_list"], project_outs)
+        restore_outs = ["query_pick", "query_image", "query_iid", "query_sha", "heatmaps", "aggregate_map",
+                        "aggregate_score", "inspect_status", "preset"] + sliders
+        opened = [
+            self.wire(demo.load, events.on_load, ["last_pid"], project_outs + ["banner"]),
+            self.wire([C["project_open"].click, C["project_name"].submit], events.open_project,
+                      ["project_name", "class_name"], project_outs),
+            self.wire(C["project_list"].input, events.select_project, ["project_list"], project_outs),
+            self.wire(C["sample"].click, events.load_sample, [], project_outs, progress=True),
+        ]
+        self.opened_events = opened  # optional tabs chain their own refresh to these
+        for dep in opened:  # a project (re)opened: its removed images, then its last inspection
+            dep.then(*self._then(session.removed_view, ["pid"], ["removed_pick", "removed_status"])).then(
+                *self._then(session.restore_inspect, ["pid", "opacity", "threshold"], restore_outs))
         self.wire(C["class_name"].submit, events.set_class_name, ["pid", "class_name"], ["project_status"])
-        self.wire(C["sample"].click, events.load_sample, [], project_outs, progress=True)
 
         # shots
         self.wire(C["normal_upload"].upload, events.add_normals, ["pid", "normal_upload"],
@@ -385,21 +443,25 @@ class Studio:
                   select=True)
         self.wire(C["normal_validation"].input, events.set_validation_only, ["pid", "normal_sel", "normal_validation"],
                   ["normal_gallery", "project_status"])
+        removed_outs = ["normal_gallery", "anomalous_gallery", "anom_pick", "project_status", "query_pick",
+                        "removed_pick", "removed_status"]
         self.wire(C["normal_remove"].click,
-                  lambda ctx, pid, sel: events.remove_image(ctx, pid, events.gallery_image_id(ctx, pid, "normal", sel)),
-                  ["pid", "normal_sel"], ["normal_gallery", "anomalous_gallery", "anom_pick", "project_status"])
+                  lambda ctx, pid, sel: session.remove(ctx, pid, events.gallery_image_id(ctx, pid, "normal", sel)),
+                  ["pid", "normal_sel"], removed_outs)
+        self.wire(C["image_restore"].click, session.restore, ["pid", "removed_pick"], removed_outs)
         anom_view = ["anom_id", "anom_pick", "editor", "sam_view", "sam_proposals", "sam_prompts", "sam_status",
                      "defect_type"]
         self.wire(C["anomalous_upload"].upload, events.add_anomalous, ["pid", "anomalous_upload"],
-                  ["anomalous_upload", "anomalous_gallery"] + anom_view)
+                  ["anomalous_upload", "anomalous_gallery", "project_status"] + anom_view)
         self.wire(C["anom_pick"].input, events.pick_anomalous, ["pid", "anom_pick"], anom_view)
         self.wire(C["anomalous_gallery"].select,
                   lambda ctx, pid, index: events.pick_anomalous(
                       ctx, pid, events.gallery_image_id(ctx, pid, "anomalous", index)),
                   ["pid"], anom_view, select=True)
-        self.wire(C["anom_remove"].click, events.remove_image, ["pid", "anom_id"],
-                  ["normal_gallery", "anomalous_gallery", "anom_pick", "project_status"]).then(
-            lambda: (None, None, None, []), outputs=[C["anom_id"], C["editor"], C["sam_view"], C["sam_proposals"]])
+        self.wire(C["anom_remove"].click,
+                  lambda ctx, pid, iid: session.remove(ctx, pid, iid) | {"anom_id": None, "editor": None,
+                                                                       "sam_view": None, "sam_proposals": []},
+                  ["pid", "anom_id"], removed_outs + ["anom_id", "editor", "sam_view", "sam_proposals"])
         sam_outs = ["sam_view", "sam_proposals", "sam_prompts", "sam_status"]
         self.wire(C["sam_view"].select, events.sam_click, ["pid", "anom_id", "sam_prompts", "sam_mode"], sam_outs,
                   select=True, progress=True, concurrency_id="models")
@@ -407,39 +469,47 @@ class Studio:
         for key, op in (("sam_replace", "replace"), ("sam_add", "add"), ("sam_subtract", "subtract")):
             self.wire(C[key].click, lambda ctx, iid, prompts, editor, _op=op: events.sam_apply(
                 ctx, iid, prompts, editor, _op), ["anom_id", "sam_prompts", "editor"],
-                ["editor", "sam_status", "mask_status"])
+                ["editor", "sam_status", "mask_status"], show_progress="hidden")
         for key, op in (("strokes_add", "add"), ("strokes_remove", "remove"), ("mask_clear", "clear")):
             self.wire(C[key].click, lambda ctx, iid, editor, _op=op: events.commit_strokes(ctx, iid, editor, _op),
-                      ["anom_id", "editor"], ["editor", "mask_status"])
+                      ["anom_id", "editor"], ["editor", "mask_status", "sam_view"], show_progress="hidden")
         self.wire(C["sam_clear"].click, events.sam_reset, ["anom_id", "sam_prompts"], sam_outs)
         self.wire(C["save"].click, events.save_shot, ["pid", "anom_id", "editor", "defect_type"],
                   ["editor", "mask_status", "anomalous_gallery", "anom_pick", "defect_type", "sam_view",
-                   "project_status"])
+                   "project_status"], show_progress="hidden")
         self.wire(C["paste_add"].click, events.add_pasted, ["pid", "paste", "paste_role"],
                   ["paste", "normal_gallery", "project_status", "anomalous_gallery", "query_pick", "query_iid"]
                   + anom_view)
 
         # inspect
-        self.wire(C["query_image"].upload, events.add_query, ["pid", "query_image"], ["query_pick", "query_iid"])
+        self.wire(C["query_image"].upload, events.add_query, ["pid", "query_image"],
+                  ["query_pick", "query_iid", "query_image", "inspect_status"])
         self.wire(C["query_image"].clear, lambda ctx: {"query_iid": None}, [], ["query_iid"])
+        self.wire(C["query_remove"].click,
+                  lambda ctx, pid, iid: session.remove(ctx, pid, iid) | {"query_iid": None, "query_image": None},
+                  ["pid", "query_iid"], removed_outs + ["query_iid", "query_image"])
         self.wire(C["query_pick"].input, events.pick_query, ["pid", "query_pick"], ["query_image", "query_iid"])
         score_outs = ["heatmaps", "aggregate_map", "aggregate_score", "inspect_status", "query_sha", "preset"] + sliders
         scored = self.wire(C["score_btn"].click, events.score,
                            ["pid", "query_image", "query_iid", WEIGHTS, "opacity", "threshold", "preset"], score_outs,
                            progress=True, concurrency_id="models")
         agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold", "preset"]
-        self.wire([C[s].input for s in sliders] + [C["threshold"].input], events.reaggregate, agg_ins,
-                  ["aggregate_map", "aggregate_score"], fast=True)
+        self.wire([C[s].input for s in sliders],  # a slider moved by hand: no preset gives these weights
+                  session.slider_moved, agg_ins, ["aggregate_map", "aggregate_score", "preset", "inspect_status"],
+                  fast=True)
+        self.wire(C["threshold"].input, events.reaggregate, agg_ins, ["aggregate_map", "aggregate_score"], fast=True)
         self.wire(C["opacity"].input, events.rerender, agg_ins, ["heatmaps", "aggregate_map", "aggregate_score"],
                   fast=True)
         self.wire(C["preset"].input, events.apply_preset, ["pid", "query_sha", "preset", "opacity", "threshold"],
-                  sliders + ["aggregate_map", "aggregate_score"], fast=True)
-        self.wire(C["preset_save"].click, events.save_preset, ["pid", "preset_name", WEIGHTS], ["preset", "preset_name"])
-        self.wire(C["tune_btn"].click, events.tune, ["pid", "query_sha", WEIGHTS, "opacity", "threshold"],
-                  sliders + ["aggregate_map", "aggregate_score", "tune_chart", "undo_weights", "tune_status",
-                             "preset"], progress=True, concurrency_id="models")
-        self.wire(C["tune_undo"].click, events.undo_tune, ["pid", "query_sha", "undo_weights", "opacity", "threshold"],
-                  sliders + ["aggregate_map", "aggregate_score", "undo_weights", "tune_status"])
+                  sliders + ["aggregate_map", "aggregate_score", "inspect_status"], fast=True)
+        self.wire(C["preset_save"].click, events.save_preset, ["pid", "preset_name", WEIGHTS, "query_sha"],
+                  ["preset", "preset_name"])
+        self.wire(C["tune_btn"].click, events.tune, ["pid", "query_sha", WEIGHTS, "opacity", "threshold", "preset"],
+                  sliders + ["aggregate_map", "aggregate_score", "tune_chart", "undo_weights", "undo_preset",
+                             "tune_status", "preset"], progress=True, concurrency_id="models")
+        self.wire(C["tune_undo"].click, events.undo_tune,
+                  ["pid", "query_sha", "undo_weights", "opacity", "threshold", "undo_preset"],
+                  sliders + ["aggregate_map", "aggregate_score", "undo_weights", "tune_status", "preset"])
 
         # compare
         cmp_sel = ["cmp_query_a", "cmp_query_b", "cmp_comp_a", "cmp_comp_b"]
@@ -462,7 +532,12 @@ class Studio:
         ctx = self.ctx
 
         def call(*args):
-            return _pack(handler(ctx, *_unpack(args, ins)), outs)
+            try:
+                res = handler(ctx, *_unpack(args, ins))
+            except gr.Error as exc:
+                user_error(getattr(handler, "__name__", "handler"), exc)
+                res = {}
+            return _pack(res, outs)
 
         return call, self.comps(ins), self.comps(outs)
 
@@ -481,7 +556,10 @@ DELETE_CACHE = (900, 7200)
 def launch_kwargs(max_upload_mb: float = MAX_UPLOAD_MB) -> dict:
     """Arguments for `demo.launch`: the look (Gradio 6 moved css/theme to launch) and the server's
     limits (`max_file_size`: larger uploads are refused by the server before a handler runs)."""
-    return {"css": CSS, "theme": gr.themes.Soft(), "max_file_size": int(max_upload_mb * 1_000_000)}
+    from . import decisions, review_tab
+
+    return {"css": CSS + decisions.CSS, "theme": gr.themes.Soft(),
+            "head": review_tab.SHORTCUTS_JS + UNSAVED_STROKES_JS, "max_file_size": int(max_upload_mb * 1_000_000)}
 
 
 class UploadedImage(gr.Image):
@@ -498,6 +576,11 @@ class UploadedImage(gr.Image):
     def get_block_name(self) -> str:
         return "image"
 
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        # Gradio rebuilds a session's component from its class id on a property update: keep gr.Image's
+        return gr.Image.get_component_class_id()
+
     def preprocess(self, payload):
         if payload is None:
             return None
@@ -512,3 +595,23 @@ class UploadedImage(gr.Image):
                 fh.write(data)
             return path
         return None if payload.path is None else str(payload.path)
+
+
+#: Strokes painted in the mask editor live only in the browser until Add / Remove strokes, a SAM
+#: operation or Save shot sends them: leaving the page before that asks first.
+UNSAVED_STROKES_JS = """<script>
+(() => {
+  const COMMIT = "#strokes-add, #strokes-remove, #mask-clear, #save-shot, #sam-replace, #sam-add, #sam-subtract";
+  window.fsadPendingStrokes = false;
+  document.addEventListener("pointerup", (e) => {
+    if (e.target.closest && e.target.closest("#mask-editor canvas")) window.fsadPendingStrokes = true;
+  }, true);
+  document.addEventListener("click", (e) => {
+    if (e.target.closest && e.target.closest(COMMIT)) window.fsadPendingStrokes = false;
+  }, true);
+  window.addEventListener("beforeunload", (e) => {
+    if (window.fsadPendingStrokes) { e.preventDefault(); e.returnValue = ""; }
+  });
+})();
+</script>"""
+

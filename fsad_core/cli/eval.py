@@ -29,6 +29,14 @@ def register(sub) -> None:
     p.add_argument("--tune-m", type=int, default=None, help="augmented copies per source instead of --tune-m-total")
     p.add_argument("--tune-samples", type=int, default=100, help="random weight vectors for --weights tuned")
     p.add_argument("--tune-distribution", default="uniform", choices=("uniform", "normal", "student-t"))
+    p.add_argument("--threshold", default="auto",
+                   help="auto (the shots-only calibration that `inspect --threshold auto` uses) | a number | none: "
+                        "metrics.json's decision block gives its false-alarm and miss rates on the test images")
+    p.add_argument("--calibration-normal", type=int, default=0, metavar="N",
+                   help="hold N good test images out of the test set and set a conformal threshold on them "
+                        "(false alarms <= --alpha at --confidence); the decision block measures it on the rest")
+    p.add_argument("--alpha", type=float, default=0.1, help="false-alarm rate to bound (with --calibration-normal)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence of that bound")
     p.add_argument("--pixel-size", type=int, default=256, help="longer side of maps/masks for pixel metrics")
     p.add_argument("--layout", default="auto", choices=("auto", "mvtec", "visa"))
     p.add_argument("--pool-dir", default=None, metavar="DIR",
@@ -65,6 +73,18 @@ def run(args) -> int:
     except ValueError:
         raise ValueError(f"--seed must be integers, got {args.seed}") from None
     check_output_dir(args.out, "--out")
+    if args.calibration_normal < 0:
+        raise ValueError("--calibration-normal must be >= 0")
+    from fsad_core.calibration import check_alpha, check_confidence
+
+    check_alpha(args.alpha)
+    check_confidence(args.confidence)
+    threshold = {"auto": "auto", "none": None}.get(str(args.threshold).lower(), args.threshold)
+    if threshold not in ("auto", None):
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            raise ValueError(f"--threshold must be auto, none or a number, got {args.threshold!r}") from None
     check_personalize_args(args)
     config = config_from_args(args)
     valid = engine_component_names(config, extra_component_names(args))
@@ -133,7 +153,9 @@ def run(args) -> int:
             got = evaluate_category(root, cat, engine, args.normal_shots, args.anomalous_shots, seed=seed,
                                     max_test=args.max_test, weights=weights, pixel_size=args.pixel_size,
                                     layout=args.layout, tune_kwargs={**tune_kwargs, "seed": seed},
-                                    progress=progress, validation_normal=args.validation_normal)
+                                    progress=progress, validation_normal=args.validation_normal,
+                                    threshold=threshold, calibration_normal=args.calibration_normal,
+                                    alpha=args.alpha, confidence=args.confidence)
             bar.close()
             for label, run_ in zip(labels, got):
                 base = out if single else out / cat / f"seed{seed}"
@@ -143,6 +165,13 @@ def run(args) -> int:
                 print(f"{display(cat)} seed {seed}{' ' + label if several else ''}: image AUROC {fmt(m['image_auroc'])}, "
                       f"pixel AUROC {fmt(m['pixel_auroc'])}, PRO {fmt(m['pro'])} "
                       f"({run_.n_test[0]} good + {run_.n_test[1]} defective, {run_.seconds['per_image']:.2f} s/img)")
+                if run_.decision is not None:
+                    t = run_.decision["test"]
+                    print(f"  threshold {run_.decision['calibration']['threshold']:.4f} "
+                          f"({run_.decision['calibration']['mode']}): false alarms {fmt(t['false_alarm_rate'])} %, "
+                          f"misses {fmt(t['miss_rate'])} % on the test images")
+                for note in run_.notes.get("ground_truth", []):
+                    print(f"  note: {note}")
                 runs.append(run_)
     note = "tiny profile: random weights" if engine.config.profile == "tiny" else engine.backbone.model_id
     title = (f"{args.normal_shots} normal + {args.anomalous_shots} anomalous shots"

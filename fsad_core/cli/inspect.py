@@ -27,8 +27,15 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (may lie inside --input: it is then skipped as input)")
     p.add_argument("--threshold", default="auto",
-                   help="aggregate score at or above which an image is 'anomalous'; 'auto' = F1-max on augmented "
-                        "shots (needs a normal shot)")
+                   help="aggregate score at or above which an image is NG; 'auto' = calibrated (fsad_core.calibration): "
+                        "on --calibration images if given (conformal on OK images, F1-max with NG images too), else "
+                        "the project's saved threshold for these weights (--project), else its review labels, else "
+                        "the shots-only heuristic on augmented shots (needs a normal shot)")
+    p.add_argument("--calibration", default=None, metavar="FOLDER",
+                   help="held-out images for --threshold auto: OK/ + NG/<type>/ (or good/ + <type>/), or a flat "
+                        "folder of good parts (all OK)")
+    p.add_argument("--alpha", type=float, default=0.1, help="false-alarm rate to bound (conformal; default 0.1)")
+    p.add_argument("--confidence", type=float, default=0.95, help="confidence of that bound (default 0.95)")
     p.add_argument("--weights", default=None,
                    help="a preset (paper = posWinCLIP+ eq. 2, the default; winclip+; equal; one-to-normal; "
                         "april-gan) or name=w,... Checked before the run")
@@ -154,7 +161,22 @@ def run(args) -> int:
     else:
         normal, anomalous = _file_shots(args)
         class_name = None
-    if threshold == "auto" and not args.project and not normal:
+    calib = None
+    if args.calibration is not None:
+        if threshold != "auto":
+            raise ValueError("--calibration is for --threshold auto; drop one of them")
+        from fsad_core.calibration import check_alpha, check_confidence
+        from fsad_core.labelled_folder import read_labelled_folder
+
+        check_alpha(args.alpha)
+        check_confidence(args.confidence)
+        calib = read_labelled_folder(args.calibration, flat_ok=True)
+        for note in calib.notes:
+            print(f"note: {args.calibration}: {note}", file=sys.stderr)
+        if not calib.ok:
+            raise ValueError(f"--calibration {args.calibration!r} holds no OK image: a threshold needs good parts "
+                             "(OK/ or good/)")
+    if threshold == "auto" and calib is None and not args.project and not normal:
         raise ValueError("--threshold auto is calibrated on augmented copies of the normal shots and there are "
                          "none: give a threshold (--threshold T, an aggregate score such as 0.5) or a normal shot")
 
@@ -179,6 +201,12 @@ def run(args) -> int:
         images = _shots_from_project(store, pid, args.project, engine)
     else:
         images = _add_files(engine, normal, anomalous)
+    if threshold == "auto" and calib is not None:
+        threshold = _calibrate_on_folder(engine, calib, weights, args)
+    elif threshold == "auto" and args.project:
+        threshold = _project_calibration(store, pid, engine, weights, images, args) or "auto"
+    if not isinstance(threshold, (str, float)):
+        print(f"threshold: {threshold.text}", file=sys.stderr)
     bar = tqdm(total=len(files), desc="inspect", unit="img", file=sys.stderr)
 
     def progress(done, total, path):
@@ -194,3 +222,32 @@ def run(args) -> int:
           f"{s.n_anomalous} anomalous at threshold {s.threshold:.4f} ({s.threshold_source})")
     print(f"wrote {display(s.csv_path)} and {display(s.html_path)}")
     return 0
+
+
+def _calibrate_on_folder(engine, calib, weights, args):
+    """A Calibration from a labelled (or flat, all-OK) folder of held-out images."""
+    from fsad_core.calibration import calibrate_engine
+    from fsad_core.images import to_rgb_array
+
+    ok = [to_rgb_array(p) for p in calib.ok]
+    ng = [to_rgb_array(p) for p, _ in calib.ng]
+    return calibrate_engine(engine, ok, ng, weights=weights, alpha=args.alpha, confidence=args.confidence)
+
+
+def _project_calibration(store, pid, engine, weights, images, args):
+    """--project and --threshold auto: the project's saved threshold for these weights, else one
+    calibrated on its review labels (OK / NG queries), else None (the shots-only heuristic)."""
+    get = getattr(store, "get_threshold", None)
+    if get is None:  # a storage without decisions (older schema): the heuristic
+        return None
+    from fsad_core.calibration import Calibration, calibrate_engine
+
+    rec = get(pid, weights)
+    if rec is not None:
+        return Calibration.from_dict(rec["calibration"])
+    ok, ng = [], []
+    for row in store.labelled_images(pid, role="query"):  # shots are in the memory: not held out
+        (ok if row["label"] == "OK" else ng).append(store.read_image(row["id"]))
+    if not ok:
+        return None
+    return calibrate_engine(engine, ok, ng, weights=weights, alpha=args.alpha, confidence=args.confidence)
