@@ -31,7 +31,7 @@ STABLE_NAMES: tuple[str, ...] = (
     "text", "zero_shot",
     "normal@16", "normal@32", "normal@48", "normal@112",
     "anomalous@16", "anomalous@32", "anomalous@48", "anomalous@112",
-    "adapter", "adapter_memory", "patchcore", "personal", "pool",
+    "adapter", "adapter_memory", "adapter_text", "patchcore", "personal", "pool",
 )
 #: components that are one number per image (their map is a constant): left out of aggregate maps
 NON_SPATIAL = frozenset({"text"})
@@ -315,5 +315,8 @@ def combine(components: Mapping[str, ScoreMap], weights, rule: str | None = None
     return ScoreMap(map=acc, score=score, grid=grid)
 
 
-#: the plain weights of each preset over every stable name (kept for callers that want a dict)
-PRESETS: dict[str, dict[str, float]] = {k: dict(f(STABLE_NAMES).weights) for k, f in PRESET_BUILDERS.items()}
+#: the plain weights of each preset over every stable name (kept for callers that want a dict), as for a
+#: run without an APRIL-GAN adapter: `adapter_text` is a stable name (it has a slider) but one-to-normal's
+#: S_text falls back to zero_shot here; `preset(name, names)` picks adapter_text when a result has it.
+PRESETS: dict[str, dict[str, float]] = {k: dict(f([n for n in STABLE_NAMES if n != "adapter_text"]).weights)
+                                        for k, f in PRESET_BUILDERS.items()}

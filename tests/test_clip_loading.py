@@ -109,7 +109,7 @@ def test_local_checkpoint_model_id_identifies_the_file(tmp_path):
 def test_tiny_config_is_written_once_to_a_stable_place(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     for _ in range(3):  # three "processes"
-        monkeypatch.setattr(clip, "_TINY_REGISTERED", False)
+        monkeypatch.setattr(clip, "_TINY_REGISTERED", set())
         assert clip._register_tiny_config() == "fsad-tiny-clip"
     uid = os.getuid() if hasattr(os, "getuid") else None
     folders = sorted(p.name for p in tmp_path.iterdir())

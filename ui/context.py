@@ -133,6 +133,9 @@ class StudioContext:
         for i, row in enumerate(rows):
             progress(i / max(1, len(rows)), f"Encoding shot {i + 1}/{len(rows)}")
             self._add_to_engine(pe, row)
+        from .adapters_panel import attach_saved_adapter  # the project's trained adapter, if any
+
+        attach_saved_adapter(self, pid, pe.engine)
         pe.version += 1
 
     def _add_to_engine(self, pe: ProjectEngine, row: dict) -> str | None:

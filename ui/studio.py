@@ -407,6 +407,9 @@ class Studio:
                                                elem_id="model-pick", scale=3))
             self.add("model_download", gr.Button("Download", elem_id="model-download", scale=1))
         self.add("models_status", gr.Markdown("", elem_id="models-status"))
+        from . import adapters_panel  # APRIL-GAN adapters: train / status / checkpoints
+
+        adapters_panel.build(self)
 
     # --- wiring ----------------------------------------------------------------------------------
     PROJECT_OUTS = ("pid", "last_pid", "project_list", "project_name", "class_name", "project_status",

@@ -115,7 +115,9 @@ def add_personalize_args(p) -> None:
 
 def extra_component_names(args) -> list[str]:
     """Component names the optional scorers of a command line add."""
-    return ["personal", "pool"] if getattr(args, "personalize", None) else []
+    from fsad_core.cli.adapter_args import adapter_component_names
+
+    return (["personal", "pool"] if getattr(args, "personalize", None) else []) + adapter_component_names(args)
 
 
 def check_personalize_args(args) -> None:
@@ -146,3 +148,6 @@ def attach_scorers(engine, args) -> None:
         p = Personalizer(PersonalizeConfig(**kw))
         engine.add_scorer(OneToNormalScorer(engine, p, lora_dir=args.lora,
                                             progress=lambda msg: print(f"one-to-normal: {msg}", file=sys.stderr)))
+    from fsad_core.cli.adapter_args import attach_adapter
+
+    attach_adapter(engine, args)  # --adapter CKPT: adapter, adapter_memory, adapter_text

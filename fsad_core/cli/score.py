@@ -36,6 +36,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--scales", default="1,2,3,7", help="window scales in patches (16 px each)")
     p.add_argument("--cache-dir", default=None)
+    from fsad_core.cli.adapter_args import add_adapter_argument
+
+    add_adapter_argument(p)  # --adapter CKPT (APRIL-GAN adapter components)
 
 
 def config_from_args(args):

@@ -35,7 +35,7 @@ from .precision import autocast, precision_name, resolve_device, resolve_precisi
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _TINY_LOCK = threading.Lock()
-_TINY_REGISTERED = False
+_TINY_REGISTERED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -103,19 +103,19 @@ def _tiny_config_dir() -> Path:
         return Path(tempfile.mkdtemp(prefix="fsad-tiny-clip-"))
 
 
-def _register_tiny_config() -> str:
-    """Make the tiny CLIP config known to open_clip (once per process).
+def _register_tiny_config(spec: "registry.ModelSpec | None" = None) -> str:
+    """Make a tiny CLIP config known to open_clip (once per process and name); default: the tiny
+    profile's CLIP (`spec` names another builtin tiny config, e.g. the adapters' 4-block one).
 
     open_clip only reads configs from files, so the JSON is written once to a stable per-user folder
     (`_tiny_config_dir`), atomically (temp file + rename) and only when its content differs: every
     process shares the same file instead of leaving a new temp folder behind.
     """
-    global _TINY_REGISTERED
     import open_clip
 
-    spec = registry.get("clip", profile="tiny")
+    spec = spec or registry.get("clip", profile="tiny")
     with _TINY_LOCK:
-        if not _TINY_REGISTERED:
+        if spec.name not in _TINY_REGISTERED:
             text = json.dumps(spec.extra["config"], indent=1, sort_keys=True)
             folder = _tiny_config_dir()
             path = folder / f"{spec.name}.json"
@@ -133,7 +133,7 @@ def _register_tiny_config() -> str:
                     Path(tmp).unlink(missing_ok=True)
                     raise
             open_clip.add_model_config(path)  # a single file, not the whole folder
-            _TINY_REGISTERED = True
+            _TINY_REGISTERED.add(spec.name)
     return spec.name
 
 

@@ -101,6 +101,23 @@ register(ModelSpec(
     }},
 ))
 
+# APRIL-GAN adapters (fsad_core/adapters): the paper's backbone, ViT-L/14 at 336 px (run at 518 px with
+# interpolated positional embeddings), and a 4-block tiny config (stages need a depth divisible by 4).
+register(ModelSpec(
+    kind="clip", name="ViT-L-14-336", tag="openai", profile="standard",
+    source="hf-hub:timm/vit_large_patch14_clip_336.openai", size_bytes=1_710_000_000,
+    description="OpenAI CLIP ViT-L/14 at 336 px — the APRIL-GAN adapters' backbone (24 blocks = 4 stages of 6).",
+))
+register(ModelSpec(
+    kind="clip", name="fsad-tiny-clip-s4", tag="random", profile="tiny", source="builtin",
+    description="4-block, width-64 ViT for the adapters' 4 stages, patch 16 (" + TINY_NOTE + ").",
+    extra={"config": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 240, "layers": 4, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }},
+))
+
 # --- Segment-Anything (mask assistant) -----------------------------------------------------------
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 register(ModelSpec(
