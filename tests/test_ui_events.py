@@ -516,3 +516,33 @@ def test_batch_runs_are_listed_and_downloadable(ctx, tmp_path):
     assert {r[1] for r in shown["batch_table"]} == {"part_a.png", "part_b.png"}
     csv_path, html_path = shown["batch_download"]
     assert "part_a.png" in open(csv_path).read() and "<table>" in open(html_path).read()
+
+
+def test_training_and_pool_progress_only_move_forward():
+    """Honest state: one bar over prior images and steps (no jump back), a time left that never grows,
+    and a pool ETA shown only once it is measured on two images."""
+    from types import SimpleNamespace
+
+    from ui import personalize_tab as pt
+
+    seen = []
+    p = SimpleNamespace(phase=("prior images", 0, 4))
+    cb = pt._train_progress(lambda f, t: seen.append((f, t)), p)
+    for i in range(4):
+        p.phase = ("prior images", i, 4)
+        cb(0, 10, 100 - i)
+    p.phase = ("prior images", 4, 4)
+    cb(0, 10, 90)
+    for step, eta in zip(range(1, 11), (95, 80, 85, 60, 50, 40, 30, 20, 10, 0)):
+        p.phase = ("train", step, 10)
+        cb(step, 10, eta)
+    fracs = [f for f, _ in seen]
+    assert fracs == sorted(fracs) and fracs[-1] == 1.0
+    assert "step 10/10" in seen[-1][1]
+    etas = [float(t.split("about ")[1].split(" ")[0].rstrip("s")) for _, t in seen if "about" in t and "min" not in t]
+    assert etas == sorted(etas, reverse=True)
+    pool = []
+    pcb = pt._eta_progress(lambda f, t: pool.append(t), "Pool")
+    pcb(1, 5, 40.0)
+    pcb(2, 5, 30.0)
+    assert "measuring" in pool[0] and "about" in pool[1]

@@ -98,24 +98,58 @@ def _fmt_s(seconds: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+class _Monotonic:
+    """Progress that only moves forward: the bar's fraction never decreases and the time left never
+    grows (a noisy per-step estimate is clamped to the last one shown)."""
+
+    def __init__(self):
+        self.frac = 0.0
+        self.eta: float | None = None
+
+    def __call__(self, frac: float, eta: float | None) -> tuple[float, float | None]:
+        self.frac = max(self.frac, min(1.0, float(frac)))
+        if eta is not None:
+            self.eta = float(eta) if self.eta is None else min(self.eta, float(eta))
+        return self.frac, self.eta
+
+
 def _eta_progress(progress: Callable, what: str) -> Callable:
+    """Pool generation's progress: the time left is shown once two images have been timed (measured,
+    not guessed from a single sample) and never grows."""
+    mono = _Monotonic()
+
     def cb(step, total, eta=None):
-        text = f"{what}: {step}/{total}" + (f", about {_fmt_s(eta)} left" if eta is not None else "")
-        progress(step / max(1, total), text)
+        frac, eta = mono(step / max(1, total), eta if step >= 2 else None)
+        text = f"{what}: {step}/{total}" + (f", about {_fmt_s(eta)} left" if eta is not None else
+                                             (", measuring the time per image…" if step < total else ""))
+        progress(frac, text)
     return cb
 
 
 def _train_progress(progress: Callable, p: Personalizer) -> Callable:
-    """Training's progress text: which phase (prior images i/n, then steps) and the time left."""
+    """Training's progress text: which phase (prior images i/n, then steps) and the time left. One
+    bar over both phases (prior images then optimizer steps), so it never jumps back."""
+    mono = _Monotonic()
+
     def cb(step, total, eta=None):
         what, i, n = p.phase
-        left = f", about {_fmt_s(eta)} left" if eta is not None else ""
+        prior = n if what == "prior images" else getattr(cb, "n_prior", 0)
+        if what == "prior images":
+            cb.n_prior = n
+        units = max(1, prior + int(total))
         if what == "prior images" and i < n:
-            progress(i / max(1, n), f"Generating prior images {i + 1}/{n} (class-prior images from the base model){left}")
+            frac, eta = mono(i / units, eta)
+            left = f", about {_fmt_s(eta)} left" if eta is not None else ""
+            progress(frac, f"Generating prior images {i + 1}/{n} (class-prior images from the base model){left}")
         elif what == "prior images":
-            progress(1.0, f"Generated {n} prior images; encoding the shots{left}")
+            frac, eta = mono(n / units, eta)
+            left = f", about {_fmt_s(eta)} left" if eta is not None else ""
+            progress(frac, f"Generated {n} prior images; encoding the shots{left}")
         else:
-            progress(step / max(1, total), f"Training: step {step}/{total}{left}")
+            frac, eta = mono((prior + step) / units, eta)
+            left = f", about {_fmt_s(eta)} left" if eta is not None else ""
+            progress(frac, f"Training: step {step}/{total}{left}")
+    cb.n_prior = 0
     return cb
 
 
