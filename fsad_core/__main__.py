@@ -1,4 +1,4 @@
-"""`python -m fsad_core <command>`: score, eval, inspect, synth, models.
+"""`python -m fsad_core <command>`: score, eval, inspect, classify, synth, models.
 
 Each command lives in `fsad_core/cli/<name>.py` with `register(subparsers)` (adds its parser and
 sets `func`) and keeps its heavy imports inside the function it runs, so `--help` is instant.
@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("score", "eval", "inspect", "synth", "models")
+COMMANDS = ("score", "eval", "inspect", "classify", "synth", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

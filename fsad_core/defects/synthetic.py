@@ -121,9 +121,9 @@ def perlin(h: int, w: int, res: int, rng: np.random.Generator) -> np.ndarray:
 
 def foreground_mask(rgb: np.ndarray, method: str = "floodfill", tolerance: int = 12) -> np.ndarray:
     """bool (H, W), True on the object. floodfill: everything reachable from the border through
-    similar colours is background; GrabCut: initialised with a 5 %-margin rectangle. A result under
-    5 % or over 98 % of the image (textures, busy backgrounds) means "no separable background": the
-    whole image is the foreground."""
+    similar colours is background; GrabCut: initialised with a 5 %-margin rectangle. A fill that
+    reaches less than half of the border, or a result under 5 % or over 98 % of the image (textures,
+    busy backgrounds), means "no separable background": the whole image is the foreground."""
     h, w = rgb.shape[:2]
     if method == "grabcut":
         mask = np.zeros((h, w), np.uint8)
@@ -147,6 +147,9 @@ def foreground_mask(rgb: np.ndarray, method: str = "floodfill", tolerance: int =
             if ff[y + 1, x + 1] == 0:
                 cv2.floodFill(img, ff, (x, y), (0, 0, 0), tol, tol, flags)
         fg = ff[1:-1, 1:-1] == 0
+        border_bg = np.concatenate([~fg[0], ~fg[-1], ~fg[:, 0], ~fg[:, -1]]).mean()
+        if border_bg < 0.5:  # most of the border is not one uniform background: a texture, not an object
+            return np.ones((h, w), bool)
     else:
         raise ValueError(f"foreground method must be floodfill or grabcut, got {method!r}")
     frac = fg.mean()

@@ -33,7 +33,7 @@ BACKBONES = ("resnet50", "wide_resnet50_2")
 class TinyCNN(torch.nn.Module):
     """A 3-stage random CNN with ResNet's strides (layer2: 8, layer3: 16) and few channels (tests only)."""
 
-    def __init__(self, c2: int = 16, c3: int = 24):
+    def __init__(self, c2: int = 32, c3: int = 64):
         super().__init__()
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, 2, 1),
                                         torch.nn.ReLU())
@@ -155,7 +155,7 @@ class PatchFeatureExtractor:
         return (self.image_size // 8, self.image_size // 8)
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
         x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
                           antialias=True)
         return (x - self._mean) / self._std
@@ -176,8 +176,8 @@ class PatchFeatureExtractor:
 def build_extractor(profile: str = "standard", backbone: str = "resnet50", image_size: int | None = None,
                     cache_dir: str | None = None, weights: str | Path | None = None,
                     random_weights: bool = False) -> PatchFeatureExtractor:
-    """The extractor for a profile: ResNet-50 at 256 px, 1024-d (standard); TinyCNN at 128 px, 32-d (tiny)."""
+    """The extractor for a profile: ResNet-50 at 256 px, 1024-d (standard); TinyCNN at 128 px, 64-d (tiny)."""
     cnn, model_id = build_cnn(backbone, profile, cache_dir, weights, random_weights)
     if profile == "tiny":
-        return PatchFeatureExtractor(cnn, model_id, image_size or 128, pretrain_dim=32, target_dim=32)
+        return PatchFeatureExtractor(cnn, model_id, image_size or 128, pretrain_dim=64, target_dim=64)
     return PatchFeatureExtractor(cnn, model_id, image_size or 256)
