@@ -279,6 +279,9 @@ class Studio:
                                                    interactive=False, elem_id="aggregate-map", height=440))
                 self.add("aggregate_score", gr.Textbox(label="Aggregate image score", interactive=False,
                                                        elem_id="aggregate-score"))
+                from . import defects_panel  # defect-type prediction and training (issue 16)
+
+                defects_panel.build(self)
             with gr.Column(scale=1, min_width=280):
                 self.add("preset", gr.Dropdown(label="Weight preset", choices=list(events.BUILTIN_PRESETS),
                                                value="paper", elem_id="preset"))
@@ -417,6 +420,7 @@ class Studio:
         scored = self.wire(C["score_btn"].click, events.score,
                            ["pid", "query_image", "query_iid", WEIGHTS, "opacity", "threshold"], score_outs,
                            progress=True, concurrency_id="models")
+        self.scored_event = scored  # extra wiring chains on it (ui/defects_panel.py)
         agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold"]
         self.wire([C[s].input for s in sliders] + [C["threshold"].input], events.reaggregate, agg_ins,
                   ["aggregate_map", "aggregate_score"], fast=True)

@@ -185,3 +185,61 @@ def classify(engine, query: ImageInput, mask=None, threshold: float | None = Non
     probs = model.predict(scorer.residual_map(rgb, region, sha256_of_array(rgb)))
     best = max(probs, key=probs.get)
     return DefectPrediction(best, probs, region)
+
+
+def current_model(engine) -> DefectTypeModel | None:
+    """The engine's trained model if it still matches the shots, masks and memory, else None (never trains)."""
+    model = getattr(engine, "defect_classifier", None)
+    if not isinstance(model, DefectTypeModel):
+        return None
+    scorer = engine.scorer("patchcore")
+    if scorer is None:
+        return None
+    scorer.prepare(engine.context())
+    try:
+        by_type = support_shots(engine.context())
+    except ValueError:
+        return None
+    a = model.train_args
+    key = _model_key(scorer, by_type, model.kind, f"{a.get('pretrained')}|{a.get('textures_dir')}|{a.get('seed')}")
+    return model if key == model.key else None
+
+
+def save_type_model(model: DefectTypeModel, path) -> None:
+    """The fine-tuned classifier and what it was trained on (types, settings, fingerprint)."""
+    from .pretrain import save_classifier
+
+    args = {k: v for k, v in model.train_args.items() if k != "pretrain_kwargs"}
+    args["textures_dir"] = None if args.get("textures_dir") is None else str(args["textures_dir"])
+    save_classifier(model.classifier, path, {"types": model.types, "key": model.key, "kind": model.kind,
+                                             "train_args": args,
+                                             "pretrain_kwargs": model.train_args.get("pretrain_kwargs")})
+
+
+def load_type_model(engine, path) -> DefectTypeModel | None:
+    """A saved model for this engine when it was trained on the same shots, masks and settings (the
+    support residuals are recomputed; no training), else None."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        return None
+    clf, meta = load_classifier(path)
+    scorer = _patchcore(engine)
+    try:
+        by_type = support_shots(engine.context())
+    except ValueError:
+        return None
+    a = dict(meta.get("train_args") or {})
+    kind = meta.get("kind", "contrastive")
+    key = _model_key(scorer, by_type, kind, f"{a.get('pretrained')}|{a.get('textures_dir')}|{a.get('seed')}")
+    if key != meta.get("key") or list(by_type) != meta.get("types"):
+        return None
+    maps, ys = [], []
+    for y, t in enumerate(by_type):
+        for s in by_type[t]:
+            maps.append(scorer.residual_map(s.rgb, s.mask, s.id))
+            ys.append(y)
+    a["pretrain_kwargs"] = meta.get("pretrain_kwargs")
+    model = DefectTypeModel(kind, list(by_type), clf, torch.stack(maps), torch.tensor(ys), key, None, None, a)
+    engine.defect_classifier = model
+    return model
