@@ -21,7 +21,7 @@ import torch
 from ..images import ImageInput, sha256_of_array, to_mask_array, to_rgb_array
 from .classifiers import KINDS, ContrastiveClassifier, FewShotClassifier
 from .episodes import finetune_passes
-from .pretrain import Progress, TrainLog, finetune, load_classifier, pretrain
+from .pretrain import Progress, TrainLog, _check_cancel, finetune, load_classifier, pretrain
 from .synthetic import builtin_textures, load_textures
 
 
@@ -120,10 +120,15 @@ def train_type_classifier(engine, kind: str = "contrastive", pretrained: str = "
         return current
     types = list(by_type)
     maps, ys = [], []
+    n_support = sum(len(v) for v in by_type.values())
     for y, t in enumerate(types):
         for s in by_type[t]:
+            _check_cancel(cancel)
             maps.append(scorer.residual_map(s.rgb, s.mask, s.id))
             ys.append(y)
+            if progress:
+                progress("support residuals", len(maps), n_support)
+    _check_cancel(cancel)
     support, support_y = torch.stack(maps), torch.tensor(ys)
     net_kind = "relation" if kind == "relation" else "contrastive"
     plog = None
