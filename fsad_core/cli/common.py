@@ -12,7 +12,7 @@ NOT_COMPUTED = {
     "personal": "One-to-Normal personalization (the studio's Personalize tab)",
     "pool": "One-to-Normal personalization (the studio's Personalize tab)",
     "adapter": "a reserved name, not implemented",
-    "patchcore": "a reserved name, not implemented",
+    "patchcore": "the PatchCoreScorer (Python API and `classify`; score/eval/inspect do not add it yet)",
 }
 
 
