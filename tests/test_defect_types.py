@@ -203,3 +203,22 @@ def test_classify_cli(tmp_path, capsys):
     rc = main(["classify", "--shots", str(shots), "--query", str(q), "--profile", "tiny", "--json", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "error:" in err and "at least 2" in err and "Traceback" not in err
+
+
+def test_eval_type_shots_writes_accuracy_table_and_confusion(tmp_path):
+    from fsad_core.__main__ import main
+    from fsad_core.synth import make_dataset
+
+    make_dataset(tmp_path / "d", categories=("brick",), n_train=1, n_test_good=0, n_test_defect=6, size=96,
+                 defect_types=("scratch", "hole"))
+    out = tmp_path / "runs"
+    rc = main(["eval", "--data", str(tmp_path / "d"), "--category", "brick", "--type-shots", "1", "--seed", "1,2",
+               "--type-classifier", "prototype", "--type-pretrained", "none", "--profile", "tiny", "--scales", "1,2,3",
+               "--out", str(out)])
+    assert rc == 0
+    data = json.loads((out / "defect_types.json").read_text())
+    assert set(data["categories"]["brick"]["seeds"]) == {"1", "2"}
+    run = data["runs"][0]
+    assert run["types"] == ["hole", "scratch"] and sum(map(sum, run["confusion"])) == 4  # 2 queries per type
+    assert 0.0 <= data["mean"] <= 1.0 and (out / "defect_types_confusion.png").stat().st_size > 1000
+    assert "| **mean** |" in (out / "defect_types.md").read_text()

@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--type-shots", type=int, default=None, metavar="K",
                    help="evaluate defect-type classification with K painted shots per type (seeds default to 1-5)")
     p.add_argument("--type-classifier", default="contrastive", choices=("contrastive", "relation", "prototype"))
+    p.add_argument("--type-pretrained", default="auto", metavar="auto|none|FILE", help="see `classify --pretrained`")
     add_model_args(p)
     p.set_defaults(func=run)
 

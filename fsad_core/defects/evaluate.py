@@ -128,7 +128,8 @@ def plot_confusion(runs: Sequence[TypeRun], path) -> Path:
         ax.set_title(f"{cat} ({100 * acc:.1f} %)")
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8)
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=9,
+                        color="white" if m[i, j] > m.max() / 2 else "black")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,7 @@ def run_eval_args(args) -> int:
         for seed in seeds:
             r = evaluate_types_category(root, cat, engine, args.type_shots, seed, args.type_classifier,
                                         normal_shots=max(1, args.normal_shots), max_queries=args.max_test,
-                                        layout=args.layout)
+                                        pretrained=args.type_pretrained, layout=args.layout)
             print(f"{cat} seed {seed}: defect-type accuracy {100 * r.accuracy:.1f} % ({int(r.confusion.sum())} "
                   f"queries, {len(r.types)} types)", file=sys.stderr)
             runs.append(r)
