@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,10 +65,18 @@ def main() -> None:
     out["feature_s_per_image"] = out["memory_s"] / len(shots)
 
     textures = builtin_textures()
+    marks: dict = {}
+
+    def progress(stage, done, total):
+        if stage == "synthetic anomalies" and done == total:
+            marks["synthetic_done"] = time.perf_counter()
+
     t = time.perf_counter()
     clf, log = pretrain(scorer, normals, textures, "contrastive", n_per_class=args.per_class, max_iters=args.iters,
-                        target_acc=2.0, use_cache=False)
+                        target_acc=2.0, use_cache=False, progress=progress)
     out["pretrain_s"] = time.perf_counter() - t
+    out["pretrain_synthetic_set_s"] = marks["synthetic_done"] - t
+    out["pretrain_s_per_episode"] = (time.perf_counter() - marks["synthetic_done"]) / max(1, log.iterations)
     out["pretrain_iterations"] = log.iterations
     out["pretrain_pseudo_classes"] = len(textures)
     out["pretrain_synthetic_images"] = len(textures) * args.per_class
@@ -80,6 +89,7 @@ def main() -> None:
     out["finetune_s"] = time.perf_counter() - t
     out["finetune_passes"] = passes
     out["finetune_episodes"] = flog.iterations
+    out["finetune_s_per_episode"] = out["finetune_s"] / max(1, flog.iterations)
 
     model = DefectTypeModel("contrastive", list(types), ft, support, torch.from_numpy(support_y))
     q_img, q_mask = add_defect(normal_image("brick", rng, args.size), types[0], rng)
@@ -89,6 +99,7 @@ def main() -> None:
     t = time.perf_counter()
     scorer.score(Query(q_img, "q2", q_img.shape[:2]))
     out["patchcore_score_s"] = time.perf_counter() - t
+    out["load_average_1min_at_end"] = os.getloadavg()[0]  # other work on the machine inflates every time
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
