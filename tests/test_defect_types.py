@@ -222,3 +222,31 @@ def test_eval_type_shots_writes_accuracy_table_and_confusion(tmp_path):
     assert run["types"] == ["hole", "scratch"] and sum(map(sum, run["confusion"])) == 4  # 2 queries per type
     assert 0.0 <= data["mean"] <= 1.0 and (out / "defect_types_confusion.png").stat().st_size > 1000
     assert "| **mean** |" in (out / "defect_types.md").read_text()
+
+
+def test_texture_folder_one_class_per_subfolder(tmp_path):
+    from PIL import Image
+
+    from fsad_core.defects.synthetic import load_textures
+
+    rng = np.random.default_rng(0)
+    for cls in ("banded", "dotted"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.jpg")
+    tex = load_textures(tmp_path, per_class=2)
+    assert sorted(tex) == ["banded", "dotted"] and len(tex["banded"]) == 2 and tex["banded"][0].shape == (40, 50, 3)
+    from fsad_core.defects.pretrain import synthetic_set
+    from fsad_core.scorers.base import ScorerContext, ShotData
+    from fsad_core.scorers.patchcore import PatchCoreScorer
+
+    base = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    sc = PatchCoreScorer(profile="tiny")
+    sc.prepare(ScorerContext((ShotData("b", "normal", base),), "x", 1))
+    maps, labels = synthetic_set(sc, [base], tex, 2)
+    assert maps.shape[0] == 4 and labels.tolist() == [0, 0, 1, 1]
+    (tmp_path / "dotted" / "0.jpg").unlink()
+    for f in (tmp_path / "dotted").iterdir():
+        f.unlink()
+    with pytest.raises(ValueError, match="at least 2"):
+        load_textures(tmp_path)

@@ -105,9 +105,11 @@ def predict(ctx: StudioContext, pid, query_sha) -> dict:
 def predicted_type(ctx: StudioContext, pid, img) -> str:
     """The predicted type of an image for the Batch report, '' without a trained classifier."""
     try:
-        if _model(ctx, pid) is None:
-            return ""
-        return ctx.engine(pid).classify_defect(img).type
+        pe = ctx.project_engine(pid)
+        with pe.lock:
+            if _model(ctx, pid) is None:
+                return ""
+            return pe.engine.classify_defect(img).type
     except (ValueError, OSError):
         return ""
 

@@ -48,9 +48,10 @@ def _check_cancel(cancel: Callable[[], bool] | None) -> None:
         raise Cancelled("training cancelled")
 
 
-def synthetic_set(scorer, base_images: Sequence[np.ndarray], textures: Mapping[str, np.ndarray], n_per_class: int,
+def synthetic_set(scorer, base_images: Sequence[np.ndarray], textures: Mapping[str, object], n_per_class: int,
                   seed: int = 0, progress: Progress | None = None, cancel=None) -> tuple[torch.Tensor, np.ndarray]:
-    """Residual maps (N, D, h, w) of synthetic anomalies and their pseudo-class labels (N,)."""
+    """Residual maps (N, D, h, w) of synthetic anomalies and their pseudo-class labels (N,). A texture
+    is an image or a list of images of one class (one drawn per synthetic anomaly)."""
     if not base_images:
         raise ValueError("pretraining needs at least one base image (a shot)")
     rng = np.random.default_rng([seed, 31])
@@ -61,7 +62,8 @@ def synthetic_set(scorer, base_images: Sequence[np.ndarray], textures: Mapping[s
         for j in range(n_per_class):
             _check_cancel(cancel)
             b = int(rng.integers(len(base_images)))
-            img, m = synthetic_anomaly(base_images[b], tex, rng, foreground=fgs[b])
+            t = tex[int(rng.integers(len(tex)))] if isinstance(tex, (list, tuple)) else tex  # a class's images
+            img, m = synthetic_anomaly(base_images[b], t, rng, foreground=fgs[b])
             maps.append(scorer.residual_map(img, m))
             labels.append(ci)
             if progress:

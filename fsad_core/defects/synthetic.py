@@ -71,25 +71,25 @@ def builtin_textures() -> dict[str, np.ndarray]:
     return out
 
 
-def load_textures(folder) -> dict[str, np.ndarray]:
-    """Textures from a folder: one pseudo-class per sub-folder (its first image... all images as
-    alternatives are not needed: the first is used) or per image file at the top level."""
+def load_textures(folder, per_class: int = 8) -> dict[str, list[np.ndarray]]:
+    """Textures from a folder: one pseudo-class per sub-folder (up to `per_class` of its images, e.g.
+    DTD's `images/<class>/`), or one per image file at the top level. {name: [uint8 (H, W, 3), ...]}."""
     from ..images import to_rgb_array
 
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"textures folder {str(root)!r} does not exist")
     exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-    out = {}
+    out: dict[str, list[np.ndarray]] = {}
     for p in sorted(root.iterdir()):
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in exts)
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in exts)[:per_class]
             if files:
-                out[p.name] = to_rgb_array(files[0])
+                out[p.name] = [to_rgb_array(f) for f in files]
         elif p.suffix.lower() in exts:
-            out[p.stem] = to_rgb_array(p)
+            out[p.stem] = [to_rgb_array(p)]
     if len(out) < 2:
-        raise ValueError(f"{str(root)!r} holds {len(out)} texture(s); pretraining needs at least 2 "
+        raise ValueError(f"{str(root)!r} holds {len(out)} texture class(es); pretraining needs at least 2 "
                          "(one image per file or one sub-folder per texture class, as DTD's images/)")
     return out
 

@@ -67,9 +67,10 @@ def build_cnn(name: str = "resnet50", profile: str = "standard", cache_dir: str 
     from ..models import registry
 
     if profile == "tiny":
-        torch.manual_seed(0)
         spec = registry.get("cnn", profile="tiny")
-        return TinyCNN().eval(), spec.id
+        with torch.random.fork_rng():  # the same random weights every time, the caller's RNG untouched
+            torch.manual_seed(0)
+            return TinyCNN().eval(), spec.id
     if name not in BACKBONES:
         raise ValueError(f"unknown PatchCore backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     import torchvision
