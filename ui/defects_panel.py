@@ -12,7 +12,6 @@ from typing import Callable
 
 import gradio as gr
 
-from . import events
 from .context import StudioContext
 
 CLASSIFIERS = ("contrastive", "relation", "prototype")
@@ -137,4 +136,4 @@ def build(studio) -> None:
     studio.extra_wiring = getattr(studio, "extra_wiring", []) + [wiring]
 
 
-__all__ = ["build", "train", "cancel_training", "predict", "predicted_type", "model_path", "events"]
+__all__ = ["build", "train", "cancel_training", "predict", "predicted_type", "model_path"]
