@@ -1,4 +1,4 @@
-"""`python -m fsad_core <command>`: score, eval, inspect, synth, models, bundle, serve, adapters.
+"""`python -m fsad_core <command>`: score, eval, inspect, classify, synth, models, bundle, serve, adapters.
 
 Each command lives in `fsad_core/cli/<name>.py` with `register(subparsers)` (adds its parser and
 sets `func`) and keeps its heavy imports inside the function it runs, so `--help` is instant.
@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("score", "eval", "inspect", "synth", "models", "bundle", "serve", "adapters")
+COMMANDS = ("score", "eval", "inspect", "classify", "synth", "models", "bundle", "serve", "adapters")
 
 
 def build_parser() -> argparse.ArgumentParser:

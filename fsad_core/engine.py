@@ -88,6 +88,7 @@ class Engine:
         self._pool: dict[str, Features] = {}  # generated normal images (One-to-Normal pool)
         self._shot_pixels: dict[str, np.ndarray] = {}  # kept for tuning's augmentations
         self.last_tuning = None  # the latest TuningResult (fsad_core.tuning)
+        self.defect_classifier = None  # the latest DefectTypeModel (fsad_core.defects.api)
         self._cache: OrderedDict[str, Features] = OrderedDict()  # query features, LRU by bytes
         self._version = 0  # bumped on every change of shots, masks, roles, pool or class name
         self._winclip = WinClipScorer(self)
@@ -431,6 +432,22 @@ class Engine:
                     comps[name] = sm
             if extra:
                 yield Result(dict(comps), q.size_hw, q.sha256, complete=True, default_weights=self.default_weights)
+
+    # -- defect types (issue 16) --------------------------------------------------------------------
+    def classify_defect(self, query: ImageInput, mask=None, threshold: float | None = None,
+                        classifier: str | None = None, **train_kwargs):
+        """The defect type of `query`'s anomalous region -> DefectPrediction(type, probabilities,
+        region_mask). Uses the `patchcore` scorer (added with defaults when absent) and a classifier
+        trained on the anomalous shots (>= 2 defect types); see `fsad_core.defects.api.classify`."""
+        from .defects.api import classify
+
+        return classify(self, query, mask=mask, threshold=threshold, kind=classifier, **train_kwargs)
+
+    def train_defect_classifier(self, classifier: str = "contrastive", **kwargs):
+        """Train (or reuse) the defect-type model; see `fsad_core.defects.api.train_type_classifier`."""
+        from .defects.api import train_type_classifier
+
+        return train_type_classifier(self, classifier, **kwargs)
 
     # -- tuning (issue 5) ---------------------------------------------------------------------------
     def tune_weights(self, **kwargs):

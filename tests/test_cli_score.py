@@ -153,3 +153,14 @@ def test_score_rejects_unknown_weight_names_with_the_valid_list(files, tmp_path,
     assert main(base + ["--weights", "equal"]) == 0
     w = json.loads((tmp_path / "o.json").read_text())["aggregate"]["weights"]
     assert w["text"] == pytest.approx(0.25) and "normal@112" not in w  # 4 components present, renormalised
+
+
+def test_score_patchcore_flag_adds_the_component(files, tmp_path):
+    """`--patchcore` plugs PatchCoreScorer into the engine: the component is computed and weighable."""
+    out = tmp_path / "pc.json"
+    rc = main(["score", "--normal", str(files["normal"]), "--query", str(files["query"]), "--class-name", "x",
+               "--profile", "tiny", "--precision", "fp32", "--scales", "1", "--patchcore",
+               "--weights", "patchcore=1,text=1", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert "patchcore" in data["components"] and data["aggregate"]["weights"] == {"patchcore": 0.5, "text": 0.5}

@@ -19,7 +19,7 @@ from fsad_core.images import ImageError
 from . import events, render
 from .context import StudioContext
 
-COLUMNS = ["rank", "image", "aggregate score", "top component", "top component score"]
+COLUMNS = ["rank", "image", "aggregate score", "top component", "top component score", "predicted type"]
 
 
 def _no_progress(frac: float, desc: str = "") -> None:
@@ -59,18 +59,22 @@ def run(ctx: StudioContext, pid, files, use_queries: bool, weights, opacity: flo
         except ValueError:
             agg = result.aggregate()
         top = max(result.components.items(), key=lambda kv: float(kv[1].score))
+        from . import defects_panel
+
         rows.append({"image": name, "image_id": iid, "score": float(agg.score), "top": top[0],
                      "top_score": float(top[1].score),
-                     "panel": render.heat_panel(img, agg.map, opacity)})
+                     "panel": render.heat_panel(img, agg.map, opacity),
+                     "type": defects_panel.predicted_type(ctx, pid, img)})
         rows.sort(key=lambda r: -r["score"])
-        table = [[k + 1, r["image"], round(r["score"], 4), r["top"], round(r["top_score"], 4)] for k, r in enumerate(rows)]
+        table = [[k + 1, r["image"], round(r["score"], 4), r["top"], round(r["top_score"], 4), r["type"]]
+                 for k, r in enumerate(rows)]
         panels = [(r["panel"], f"{k + 1}. {r['image']} · {r['score']:.4f}") for k, r in enumerate(rows)]
         yield {"batch_table": table, "batch_gallery": panels,
                "batch_status": f"{i + 1}/{len(items)} scored ({time.perf_counter() - t0:.1f} s)"}
     try:
         run_id = ctx.store.save_run(
             pid, "batch", {"n": len(items), "weights": dict(weights), "profile": ctx.profile},
-            {"ranking": [{k: r[k] for k in ("image", "image_id", "score", "top", "top_score")} for r in rows]})
+            {"ranking": [{k: r[k] for k in ("image", "image_id", "score", "top", "top_score", "type")} for r in rows]})
     except Exception as exc:  # the ranking on screen matters more than its log
         events.log.warning("could not save the batch run: %s", exc)
         return

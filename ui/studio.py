@@ -324,6 +324,9 @@ class Studio:
                 self.add("aggregate_score", gr.Textbox(label="Aggregate image score", interactive=False,
                                                        elem_id="aggregate-score"))
                 self._optional("decisions", "build_inspect")  # verdict badge, Calibrate, threshold view
+                from . import defects_panel  # defect-type prediction and training (issue 16)
+
+                defects_panel.build(self)
             with gr.Column(scale=1, min_width=280):
                 self.add("preset", gr.Dropdown(label="Weight preset", choices=events.preset_choices(self.ctx, None),
                                                value="paper", elem_id="preset"))
@@ -494,6 +497,7 @@ class Studio:
         scored = self.wire(C["score_btn"].click, events.score,
                            ["pid", "query_image", "query_iid", WEIGHTS, "opacity", "threshold", "preset"], score_outs,
                            progress=True, concurrency_id="models")
+        self.scored_event = scored  # extra wiring chains on it (ui/defects_panel.py)
         agg_ins = ["pid", "query_sha", WEIGHTS, "opacity", "threshold", "preset"]
         self.wire([C[s].input for s in sliders],  # a slider moved by hand: no preset gives these weights
                   session.slider_moved, agg_ins, ["aggregate_map", "aggregate_score", "preset", "inspect_status"],

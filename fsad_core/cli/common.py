@@ -111,13 +111,17 @@ def add_personalize_args(p) -> None:
     g.add_argument("--lora", default=None, metavar="DIR", help="a trained customized model (LoRA folder) to use as is")
     g.add_argument("--pool-size", type=int, default=None, metavar="N",
                    help="generated images in the anomaly-free pool (default: the preset's)")
+    p.add_argument("--patchcore", action="store_true",
+                   help="add the patchcore component (PatchCore: ImageNet CNN features, coreset memory; ResNet-50 "
+                        "weights from the model registry, a tiny random CNN on --profile tiny)")
 
 
 def extra_component_names(args) -> list[str]:
     """Component names the optional scorers of a command line add."""
     from fsad_core.cli.adapter_args import adapter_component_names
 
-    return (["personal", "pool"] if getattr(args, "personalize", None) else []) + adapter_component_names(args)
+    return ((["personal", "pool"] if getattr(args, "personalize", None) else []) + adapter_component_names(args)
+            + (["patchcore"] if getattr(args, "patchcore", False) else []))
 
 
 def check_personalize_args(args) -> None:
@@ -151,3 +155,7 @@ def attach_scorers(engine, args) -> None:
     from fsad_core.cli.adapter_args import attach_adapter
 
     attach_adapter(engine, args)  # --adapter CKPT: adapter, adapter_memory, adapter_text
+    if getattr(args, "patchcore", False):
+        from fsad_core.scorers.patchcore import PatchCoreScorer
+
+        engine.add_scorer(PatchCoreScorer.for_engine(engine))

@@ -43,6 +43,11 @@ def register(sub) -> None:
                    help="generated anomaly-free images (One-to-Normal pool; DIR/<category>/ or DIR itself)")
     p.add_argument("--pool-in-memory", action="store_true",
                    help="add the --pool-dir images to the normal memory of the WinCLIP components")
+    # defect-type accuracy (issue 16; fsad_core/defects/evaluate.py): replaces the anomaly metrics when given
+    p.add_argument("--type-shots", type=int, default=None, metavar="K",
+                   help="evaluate defect-type classification with K painted shots per type (seeds default to 1-5)")
+    p.add_argument("--type-classifier", default="contrastive", choices=("contrastive", "relation", "prototype"))
+    p.add_argument("--type-pretrained", default="auto", metavar="auto|none|FILE", help="see `classify --pretrained`")
     add_model_args(p)
     from fsad_core.cli.common import add_personalize_args
 
@@ -55,6 +60,10 @@ def _split(values) -> list[str]:
 
 
 def run(args) -> int:
+    if getattr(args, "type_shots", None) is not None:
+        from fsad_core.defects.evaluate import run_eval_args
+
+        return run_eval_args(args)
     import sys
     from pathlib import Path
 

@@ -185,6 +185,27 @@ register(ModelSpec(
 ))
 
 
+# --- ImageNet CNNs (PatchCore features for defect-type classification, fsad_core/patchcore) ----------
+# torchvision's own files; torchvision publishes the first 8 hex digits of each file's sha256 in its
+# name (what torch.hub's check_hash verifies), so those prefixes are checked after download.
+_TV_URL = "https://download.pytorch.org/models/"
+register(ModelSpec(
+    kind="cnn", name="resnet50", tag="IMAGENET1K_V1", profile="standard", source=_TV_URL + "resnet50-0676ba61.pth",
+    size_bytes=102_530_333, filename="resnet50-0676ba61.pth", extra={"sha256_prefix": "0676ba61"},
+    description="torchvision ResNet-50 (ImageNet-1k v1): the defect-type paper's PatchCore backbone.",
+))
+register(ModelSpec(
+    kind="cnn", name="wide_resnet50_2", tag="IMAGENET1K_V1", profile="standard",
+    source=_TV_URL + "wide_resnet50_2-95faca4d.pth", size_bytes=132_082_029, filename="wide_resnet50_2-95faca4d.pth",
+    extra={"sha256_prefix": "95faca4d"},
+    description="torchvision Wide-ResNet-50-2 (ImageNet-1k v1): PatchCore's own backbone.",
+))
+register(ModelSpec(
+    kind="cnn", name="fsad-tiny-cnn", tag="random", profile="tiny", source="builtin",
+    description="3-stage CNN with ResNet's strides 8/16 at layers 2/3 (" + TINY_NOTE + ").",
+))
+
+
 def specs(kind: str | None = None, profile: str | None = None) -> list[ModelSpec]:
     return [s for s in _SPECS if (kind is None or s.kind == kind) and (profile is None or s.profile == profile)]
 
@@ -330,13 +351,16 @@ def load_failed(spec: ModelSpec, exc: Exception, cache: str | os.PathLike | None
 
 
 def _verify(path: Path, sha256: str | None) -> None:
+    """Check the file's sha256: the full hex digest, or a published prefix of it (>= 8 hex digits, as
+    torchvision's file names carry)."""
     if not sha256:
         return
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    if h.hexdigest() != sha256.lower():
+    want = sha256.lower()
+    if len(want) < 8 or not h.hexdigest().startswith(want):
         raise ModelUnavailableError(f"checksum mismatch for {path.name}: expected sha256 {sha256[:16]}…, "
                                     f"got {h.hexdigest()[:16]}… (a truncated or corrupted download; run the pull again)")
 
@@ -399,7 +423,8 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool
         raise unavailable(spec, f"no network connection to {host} (offline?)", cache=cache)
     try:
         if spec.filename:
-            return download_url(spec.source, cache_dir(cache) / spec.kind / spec.filename, spec.sha256, progress)
+            return download_url(spec.source, cache_dir(cache) / spec.kind / spec.filename,
+                                spec.sha256 or spec.extra.get("sha256_prefix"), progress)
         repo = _hf_repo(spec)
         if repo and spec.kind == "clip":
             import open_clip
