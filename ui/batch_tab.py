@@ -95,7 +95,7 @@ def history_choices(ctx: StudioContext, pid: int) -> list[tuple[str, int]]:
 
 def _table(ranking: list[dict]) -> list[list]:
     return [[k + 1, r.get("image"), round(float(r.get("score", 0.0)), 4), r.get("top"),
-             round(float(r["top_score"]), 4) if r.get("top_score") is not None else None]
+             round(float(r["top_score"]), 4) if r.get("top_score") is not None else None, r.get("type")]
             for k, r in enumerate(ranking)]
 
 
