@@ -20,7 +20,7 @@ Groups renormalise over what a result has: with no anomalous shot, `paper` gives
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 
 def register(sub) -> None:
@@ -80,7 +79,7 @@ def run_export(args) -> int:
     from pathlib import Path
 
     from fsad_core.cli.common import check_output_file, engine_component_names, weights_from_arg
-    from fsad_core.cli.inspect import _add_files, _file_shots, _open_project
+    from fsad_core.cli.inspect import _add_files, shot_source
     from fsad_core.cli.score import config_from_args
 
     sources = [n for n, on in (("--project", args.project), ("--shots", args.shots),
@@ -106,19 +105,7 @@ def run_export(args) -> int:
     if margin < 0:
         raise ValueError("--margin must be >= 0")
     config = config_from_args(args)
-    store = pid = None
-    if args.project:
-        store, pid, class_name = _open_project(args)
-    elif args.shots:
-        from fsad_core.inspect_batch import read_shot_folder
-
-        folder = read_shot_folder(args.shots)
-        for note in folder.ignored:
-            print(f"note: {args.shots}: {note}", file=sys.stderr)
-        class_name, normal, anomalous = folder.class_name, list(folder.normal), list(folder.anomalous)
-    else:
-        normal, anomalous = _file_shots(args)
-        class_name = None
+    store, pid, class_name, normal, anomalous = shot_source(args)
     weights = _stored_weights(store, pid, args.weights)
     if weights is None:
         weights = weights_from_arg(args.weights, engine_component_names(config), "bundle export")

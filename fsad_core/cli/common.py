@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 # How to get a component that a run does not compute, for error messages.
 HOW_TO_GET = {

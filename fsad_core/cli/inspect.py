@@ -85,20 +85,63 @@ def _open_project(args):
 
 
 def _shots_from_project(store, pid, name: str, engine) -> dict:
-    images = {}
-    for role in ("normal", "anomalous"):
-        for row in store.list_images(pid, role=role):
-            rgb = store.read_image(row["id"])
-            if role == "normal":
-                images[engine.add_shot(rgb, kind="normal")] = rgb
-            else:
-                mask = store.get_mask(row["id"])
-                if mask is None or not mask.any():
-                    continue  # an anomalous image without a painted mask cannot be a shot yet
-                images[engine.add_shot(rgb, kind="anomalous", mask=mask, defect_type=row.get("defect_type"))] = rgb
+    """The project's shots into `engine` as the studio adds them (validation-only normals stay out of
+    the memories; anomalous images once their mask is painted)."""
+    from fsad_core.cli.bundle import project_shots
+
+    images = project_shots(store, pid, engine)
     if not images:
         raise ValueError(f"project {name!r} has no shots: add normal (and annotated anomalous) images first")
     return images
+
+
+def shot_source(args):
+    """(store, project id, class name, normal files, anomalous files) from --project, --shots or the
+    file flags; store and project id are None unless --project, the file lists empty with it."""
+    import sys
+
+    from fsad_core.names import display
+
+    store = pid = class_name = None
+    normal: list = []
+    anomalous: list = []
+    if args.project:
+        store, pid, class_name = _open_project(args)
+    elif args.shots:
+        from fsad_core.inspect_batch import read_shot_folder
+
+        folder = read_shot_folder(args.shots)
+        for note in folder.ignored:
+            print(f"note: {display(args.shots)}: {display(note)}", file=sys.stderr)
+        class_name, normal, anomalous = folder.class_name, list(folder.normal), list(folder.anomalous)
+    else:
+        normal, anomalous = _file_shots(args)
+    return store, pid, class_name, normal, anomalous
+
+
+def parse_threshold(text):
+    """--threshold: None or 'auto' as given, else a number (a readable error otherwise)."""
+    if text in (None, "auto"):
+        return text
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--threshold must be a number or 'auto', got {text!r}") from None
+
+
+def check_input_output(args):
+    """--input must be a folder and --out a folder path that is not the input; returns --out's Path."""
+    from pathlib import Path
+
+    from fsad_core.cli.common import check_output_dir
+
+    if not Path(args.input).is_dir():
+        raise FileNotFoundError(f"input folder {args.input!r} does not exist")
+    out = check_output_dir(args.out, "--out")
+    if out.resolve() == Path(args.input).resolve():
+        raise ValueError("--out is the --input folder: write the outputs to another folder "
+                         "(a sub-folder of --input is fine; it is skipped)")
+    return out
 
 
 def _add_files(engine, normal, anomalous) -> dict:
@@ -130,9 +173,8 @@ def _file_shots(args) -> tuple[list, list]:
 
 def run(args) -> int:
     import sys
-    from pathlib import Path
 
-    from fsad_core.cli.common import (attach_scorers, check_output_dir, check_personalize_args, engine_component_names,
+    from fsad_core.cli.common import (attach_scorers, check_personalize_args, engine_component_names,
                                       extra_component_names, weights_from_arg)
     from fsad_core.names import display
     from fsad_core.cli.score import config_from_args
@@ -147,37 +189,15 @@ def run(args) -> int:
         from fsad_core.cli.inspect_ray import run_bundle
 
         return run_bundle(args)
-    threshold = args.threshold or "auto"
-    if threshold != "auto":
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            raise ValueError(f"--threshold must be a number or 'auto', got {args.threshold!r}") from None
-    if not Path(args.input).is_dir():
-        raise FileNotFoundError(f"input folder {args.input!r} does not exist")
-    out = check_output_dir(args.out, "--out")
-    if out.resolve() == Path(args.input).resolve():
-        raise ValueError("--out is the --input folder: write the outputs to another folder "
-                         "(a sub-folder of --input is fine; it is skipped)")
+    threshold = parse_threshold(args.threshold or "auto")
+    out = check_input_output(args)
     check_personalize_args(args)
     from fsad_core.inspect_batch import check_output_folder
 
     check_output_folder(args.input, out, restart=args.restart, force=args.force)  # before any model loads
     config = config_from_args(args)
     weights = weights_from_arg(args.weights, engine_component_names(config, extra_component_names(args)), "inspect")
-    if args.project:
-        store, pid, class_name = _open_project(args)
-    elif args.shots:
-        from fsad_core.inspect_batch import read_shot_folder
-
-        folder = read_shot_folder(args.shots)
-        for note in folder.ignored:
-            print(f"note: {display(args.shots)}: {display(note)}", file=sys.stderr)
-        class_name = folder.class_name
-        normal, anomalous = list(folder.normal), list(folder.anomalous)
-    else:
-        normal, anomalous = _file_shots(args)
-        class_name = None
+    store, pid, class_name, normal, anomalous = shot_source(args)
     calib = None
     if args.calibration is not None:
         if threshold != "auto":

@@ -10,23 +10,12 @@ from pathlib import Path
 def _engine_from_shots(args):
     """--ray without --bundle: the engine `inspect` would build from --project/--shots/files."""
     from fsad_core.cli.bundle import project_shots
-    from fsad_core.cli.inspect import _add_files, _file_shots, _open_project
+    from fsad_core.cli.inspect import _add_files, shot_source
     from fsad_core.cli.score import config_from_args
     from fsad_core.engine import Engine
 
     config = config_from_args(args)
-    if args.project:
-        store, pid, class_name = _open_project(args)
-    elif args.shots:
-        from fsad_core.inspect_batch import read_shot_folder
-
-        folder = read_shot_folder(args.shots)
-        for note in folder.ignored:
-            print(f"note: {args.shots}: {note}", file=sys.stderr)
-        class_name, normal, anomalous = folder.class_name, list(folder.normal), list(folder.anomalous)
-    else:
-        normal, anomalous = _file_shots(args)
-        class_name = None
+    store, pid, class_name, normal, anomalous = shot_source(args)
     engine = Engine(config)
     engine.set_class_name(args.class_name or class_name or "object")
     if args.project:
@@ -38,7 +27,7 @@ def _engine_from_shots(args):
 
 
 def run_bundle(args) -> int:
-    from fsad_core.cli.common import check_output_dir, weights_from_arg
+    from fsad_core.cli.common import weights_from_arg
     from fsad_core.inspect_batch import list_images
 
     if getattr(args, "personalize", None):
@@ -50,18 +39,10 @@ def run_bundle(args) -> int:
         from fsad_core.ray_batch import _require_ray
 
         _require_ray()
-    threshold = args.threshold
-    if threshold not in (None, "auto"):
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            raise ValueError(f"--threshold must be a number or 'auto', got {args.threshold!r}") from None
-    if not Path(args.input).is_dir():
-        raise FileNotFoundError(f"input folder {args.input!r} does not exist")
-    out = check_output_dir(args.out, "--out")
-    if out.resolve() == Path(args.input).resolve():
-        raise ValueError("--out is the --input folder: write the outputs to another folder "
-                         "(a sub-folder of --input is fine; it is skipped)")
+    from fsad_core.cli.inspect import check_input_output, parse_threshold
+
+    threshold = parse_threshold(args.threshold)
+    out = check_input_output(args)
     if args.bundle:
         from fsad_core.bundle import read_manifest
 
