@@ -354,6 +354,31 @@ def check_output_folder(input_dir, out_dir, *, restart: bool = False, force: boo
     return "new"
 
 
+def score_record(engine, path: Path, rel: str, weights, overlays: bool) -> tuple[dict, bytes]:
+    """One image -> (the record `run_batch` writes for it, the overlay PNG bytes or b"")."""
+    from PIL import Image
+
+    from .images import ImageError, to_rgb_array
+    from .overlay import overlay
+
+    rec: dict = names.record(rel)  # the escaped name, plus its exact bytes when it needed escaping
+    png = b""
+    try:
+        rgb = to_rgb_array(path)
+        result = engine.score(rgb)
+        agg = result.aggregate(weights)
+        rec.update(score=float(agg.score), size=list(result.size_hw),
+                   components={k: float(v.score) for k, v in result.components.items()})
+        if overlays:
+            buf = io.BytesIO()
+            Image.fromarray(overlay(rgb, agg.map)).save(buf, format="PNG")
+            png = buf.getvalue()
+            rec["overlay"] = f"overlays/{overlay_name(rel)}"
+    except (ImageError, OSError) as exc:  # an unreadable image: recorded, retried on the next run
+        rec = {**names.record(rel), "error": names.display(str(exc))}
+    return rec, png
+
+
 def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = None,
               threshold: "float | str | Calibration" = "auto", overlays: bool = True, restart: bool = False,
               images: Mapping[str, object] | None = None, files: Sequence[Path] | None = None,
@@ -366,9 +391,6 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
     progress(done, total, path) after each image (path in its escaped display form). `force`: write
     into a non-empty folder that holds no earlier run (see `check_output_folder`). Returns a BatchSummary.
     """
-    from .images import ImageError, to_rgb_array
-    from .overlay import overlay
-
     t0 = time.perf_counter()
     input_dir, out = Path(input_dir), Path(out_dir)
     state = check_output_folder(input_dir, out, restart=restart, force=force)
@@ -421,23 +443,11 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
             if rel in done:
                 n_resumed += 1
             else:
-                rec: dict = names.record(rel)
-                try:
-                    rgb = to_rgb_array(p)
-                    result = engine.score(rgb)
-                    agg = result.aggregate(weights)
-                    rec.update(score=float(agg.score), size=list(result.size_hw),
-                               components={k: float(v.score) for k, v in result.components.items()})
-                    if overlays:
-                        name = f"overlays/{overlay_name(rel)}"
-                        from PIL import Image
-
-                        Image.fromarray(overlay(rgb, agg.map)).save(out / name)
-                        rec["overlay"] = name
-                    n_scored += 1
-                except (ImageError, OSError) as exc:  # an unreadable image: record it and go on
-                    rec["error"] = names.display(str(exc))
-                    n_failed += 1
+                rec, png = score_record(engine, p, rel, weights, overlays)
+                if rec.get("overlay"):
+                    (out / rec["overlay"]).write_bytes(png)
+                n_failed += "error" in rec
+                n_scored += "error" not in rec
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 os.fsync(log.fileno())

@@ -15,7 +15,6 @@ the same path on every node (see docs/scaling.md). Ray is optional: `pip install
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -26,7 +25,7 @@ from typing import Callable, Sequence
 from . import names
 from .fileio import write_atomic
 from .inspect_batch import (BatchSummary, _inside, _signature, check_batch_weights, check_output_folder,
-                            list_images, overlay_name, read_results, record_name, write_outputs)
+                            list_images, read_results, record_name, score_record, write_outputs)
 
 #: environment variables the driver passes on to the workers (offline hub, weights cache, bf16 override)
 WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FSAD_CACHE_DIR", "FSAD_CPU_BF16", "FSAD_PROFILE")
@@ -47,31 +46,6 @@ def _require_ray():
     import ray
 
     return ray
-
-
-def score_record(engine, path: Path, rel: str, weights, overlays: bool) -> tuple[dict, bytes]:
-    """One image -> (the record `run_batch` writes for it, the overlay PNG bytes or b"")."""
-    from PIL import Image
-
-    from .images import ImageError, to_rgb_array
-    from .overlay import overlay
-
-    rec: dict = names.record(rel)  # the escaped name, plus its exact bytes when it needed escaping
-    png = b""
-    try:
-        rgb = to_rgb_array(path)
-        result = engine.score(rgb)
-        agg = result.aggregate(weights)
-        rec.update(score=float(agg.score), size=list(result.size_hw),
-                   components={k: float(v.score) for k, v in result.components.items()})
-        if overlays:
-            buf = io.BytesIO()
-            Image.fromarray(overlay(rgb, agg.map)).save(buf, format="PNG")
-            png = buf.getvalue()
-            rec["overlay"] = f"overlays/{overlay_name(rel)}"
-    except (ImageError, OSError) as exc:  # an unreadable image: recorded, retried on the next run
-        rec = {**names.record(rel), "error": names.display(str(exc))}
-    return rec, png
 
 
 class BundleScorer:

@@ -332,8 +332,11 @@ def test_never_trapped(studio, browser, tmp_path):
     Path(paths["bad"]).write_bytes(b"\x89PNG but not really an image")
     try:
         page.goto(url)
-        page.wait_for_function("() => { const e = document.querySelector('#project-status');"
-                               " return e && e.innerText.trim().length > 0; }")  # the page load has run
+        # the page load reopens the newest project (the tour's sample, when it ran first): wait until it
+        # has, or it overwrites the name typed below (the placeholder status is there from the start)
+        needle = "profile" if ctx.store.list_projects() else "No project yet"
+        page.wait_for_function("(t) => { const e = document.querySelector('#project-status');"
+                               " return e && e.innerText.includes(t); }", arg=needle, timeout=60_000)
         page.fill("#project-name textarea, #project-name input", "never-trapped")
         page.fill("#class-name textarea, #class-name input", "fabric")
         page.click("#project-open")

@@ -79,7 +79,7 @@ def run_export(args) -> int:
     from pathlib import Path
 
     from fsad_core.cli.common import check_output_file, engine_component_names, weights_from_arg
-    from fsad_core.cli.inspect import _add_files, shot_source
+    from fsad_core.cli.inspect import add_source_shots, shot_source
     from fsad_core.cli.score import config_from_args
 
     sources = [n for n, on in (("--project", args.project), ("--shots", args.shots),
@@ -118,11 +118,7 @@ def run_export(args) -> int:
 
     engine = Engine(config)
     engine.set_class_name(args.class_name or class_name or "object")
-    if args.project:
-        if not project_shots(store, pid, engine):
-            raise ValueError(f"project {args.project!r} has no shots: add normal (and annotated anomalous) images first")
-    else:
-        _add_files(engine, normal, anomalous)
+    add_source_shots(engine, args, store, pid, normal, anomalous)
     if thr_arg == "auto":
         from fsad_core.inspect_batch import auto_threshold
 

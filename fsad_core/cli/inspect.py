@@ -95,6 +95,13 @@ def _shots_from_project(store, pid, name: str, engine) -> dict:
     return images
 
 
+def add_source_shots(engine, args, store, pid, normal, anomalous) -> dict:
+    """The shots `shot_source` found, into `engine`; returns {shot id: pixels}."""
+    if args.project:
+        return _shots_from_project(store, pid, args.project, engine)
+    return _add_files(engine, normal, anomalous)
+
+
 def shot_source(args):
     """(store, project id, class name, normal files, anomalous files) from --project, --shots or the
     file flags; store and project id are None unless --project, the file lists empty with it."""
@@ -234,10 +241,7 @@ def run(args) -> int:
     engine = Engine(config)
     attach_scorers(engine, args)
     engine.set_class_name(args.class_name or class_name or "object")
-    if args.project:
-        images = _shots_from_project(store, pid, args.project, engine)
-    else:
-        images = _add_files(engine, normal, anomalous)
+    images = add_source_shots(engine, args, store, pid, normal, anomalous)
     if threshold == "auto" and calib is not None:
         threshold = _calibrate_on_folder(engine, calib, weights, args)
     elif threshold == "auto" and args.project:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 def _engine_from_shots(args):
     """--ray without --bundle: the engine `inspect` would build from --project/--shots/files."""
-    from fsad_core.cli.bundle import project_shots
-    from fsad_core.cli.inspect import _add_files, shot_source
+    from fsad_core.cli.inspect import add_source_shots, shot_source
     from fsad_core.cli.score import config_from_args
     from fsad_core.engine import Engine
 
@@ -18,11 +17,7 @@ def _engine_from_shots(args):
     store, pid, class_name, normal, anomalous = shot_source(args)
     engine = Engine(config)
     engine.set_class_name(args.class_name or class_name or "object")
-    if args.project:
-        if not project_shots(store, pid, engine):
-            raise ValueError(f"project {args.project!r} has no shots: add normal (and annotated anomalous) images first")
-    else:
-        _add_files(engine, normal, anomalous)
+    add_source_shots(engine, args, store, pid, normal, anomalous)
     return engine
 
 
