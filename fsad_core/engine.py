@@ -423,15 +423,15 @@ class Engine:
             last = i == len(steps) - 1 and not extra
             if i < len(steps) - 1 or last:
                 yield Result(dict(comps), q.size_hw, q.sha256, complete=last, default_weights=self.default_weights)
-        if extra or steps:
-            for s in extra:
-                for name, sm in s.score(q).items():
-                    if sm.map.shape != tuple(q.size_hw):
-                        raise ValueError(f"scorer {s.name!r}: component {name!r} map is {sm.map.shape}, "
-                                         f"expected {tuple(q.size_hw)}")
-                    comps[name] = sm
-            if extra:
-                yield Result(dict(comps), q.size_hw, q.sha256, complete=True, default_weights=self.default_weights)
+        if not extra:
+            return
+        for s in extra:
+            for name, sm in s.score(q).items():
+                if sm.map.shape != tuple(q.size_hw):
+                    raise ValueError(f"scorer {s.name!r}: component {name!r} map is {sm.map.shape}, "
+                                     f"expected {tuple(q.size_hw)}")
+                comps[name] = sm
+        yield Result(dict(comps), q.size_hw, q.sha256, complete=True, default_weights=self.default_weights)
 
     # -- defect types (issue 16) --------------------------------------------------------------------
     def classify_defect(self, query: ImageInput, mask=None, threshold: float | None = None,

@@ -263,8 +263,7 @@ def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[
     total, done = sum(counts), 0
     for s, n_copies in zip(sources, counts):
         copies = augment_shot(rgbs[s.id], s.mask if s.kind == "anomalous" else None, n_copies, rng)
-        in_memory = any(x.id == s.id for x in tmp.shots)
-        leave = in_memory and loo[s.kind]
+        leave = loo[s.kind] and getattr(s, "role", "memory") == "memory"  # validation shots are in no memory
         if leave:
             tmp.remove_shot(s.id)  # cheap: memories rebuild from cached encodings
         try:

@@ -17,7 +17,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import gradio as gr
 import numpy as np
@@ -233,15 +233,12 @@ def studio_weight_set(preset: str | None, weights: Mapping[str, float] | None, n
     if weights is None:
         return preset_set("paper", names)
     w = {k: float(v or 0.0) for k, v in weights.items()}
-    if preset in PRESET_BUILDERS_NAMES:
+    if preset in PRESET_NAMES:
         ps = preset_set(preset, names)
         shown = {n: round(float(ps.weights.get(n, 0.0)), 4) for n in names}
         if all(abs(shown[n] - round(w.get(n, 0.0), 4)) < 5e-5 for n in names):
             return ps
     return WeightSet(w, name="custom")
-
-
-PRESET_BUILDERS_NAMES = frozenset(PRESET_NAMES)
 
 
 def weights_from_values(values: Sequence[float]) -> dict[str, float]:
@@ -908,7 +905,7 @@ def rerender(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity
 def preset_weights(ctx: StudioContext, pid, preset: str, names: Iterable[str]) -> dict[str, float]:
     """The weights a preset name stands for, over the given component names."""
     names = list(names) or list(WEIGHT_NAMES)
-    if preset in PRESET_BUILDERS_NAMES:
+    if preset in PRESET_NAMES:
         w = preset_set(preset, names).weights
         return {n: float(w.get(n, 0.0)) for n in names}
     if preset.startswith("only "):

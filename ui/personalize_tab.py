@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable
 
 import gradio as gr
-import numpy as np
 
 from fsad_core.personalize import (
     PRESETS, PersonalizeConfig, Personalizer, load_pool, model_id, pool_info, save_pool, training_state,
@@ -130,12 +129,13 @@ def _train_progress(progress: Callable, p: Personalizer) -> Callable:
     """Training's progress text: which phase (prior images i/n, then steps) and the time left. One
     bar over both phases (prior images then optimizer steps), so it never jumps back."""
     mono = _Monotonic()
+    seen_prior = {"n": 0}  # prior images of this run (the phase reports them only while generating)
 
     def cb(step, total, eta=None):
         what, i, n = p.phase
-        prior = n if what == "prior images" else getattr(cb, "n_prior", 0)
         if what == "prior images":
-            cb.n_prior = n
+            seen_prior["n"] = n
+        prior = seen_prior["n"]
         units = max(1, prior + int(total))
         if what == "prior images" and i < n:
             frac, eta = mono(i / units, eta)
@@ -149,7 +149,6 @@ def _train_progress(progress: Callable, p: Personalizer) -> Callable:
             frac, eta = mono((prior + step) / units, eta)
             left = f", about {_fmt_s(eta)} left" if eta is not None else ""
             progress(frac, f"Training: step {step}/{total}{left}")
-    cb.n_prior = 0
     return cb
 
 

@@ -15,7 +15,6 @@ HOW_TO_GET = {
     "adapter_text": "add --adapter CKPT (APRIL-GAN)",
     "patchcore": "add --patchcore (PatchCore)",
 }
-NOT_COMPUTED = HOW_TO_GET  # kept for older imports
 
 
 def _os_error_text(exc: OSError) -> str:
