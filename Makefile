@@ -18,13 +18,19 @@ $(VENV)/bin/python:
 SAM2 = SAM2_BUILD_CUDA=0 $(PY) -m pip install -q --no-build-isolation "sam2==1.1.0" \
 	|| echo "warning: sam2 did not install; the mask assistant will use SAM vit_b"
 
-$(APP_STAMP): requirements.txt | $(VENV)/bin/python
+# The package itself is installed editable (pyproject.toml): `fsad`, `fsad-storage` and `fsad-studio`
+# commands, and imports that work from any directory without sys.path edits.
+INSTALL_SELF = $(PY) -m pip install -q --no-deps -e .
+
+$(APP_STAMP): requirements.txt pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -r requirements.txt
+	$(INSTALL_SELF)
 	$(SAM2)
 	touch $@
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt | $(VENV)/bin/python
+$(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -r requirements-dev.txt
+	$(INSTALL_SELF)
 	$(SAM2)
 	touch $(APP_STAMP) $@
 

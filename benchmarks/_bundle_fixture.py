@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def texture(seed: int, size: int = 256) -> np.ndarray:

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
@@ -67,8 +66,8 @@ def main() -> None:
     textures = builtin_textures()
     marks: dict = {}
 
-    def progress(stage, done, total):
-        if stage == "synthetic anomalies" and done == total:
+    def progress(fraction, message):  # the synthetic set is the first half of pretrain's bar
+        if fraction >= 0.5 and "synthetic_done" not in marks:
             marks["synthetic_done"] = time.perf_counter()
 
     t = time.perf_counter()

@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bundle_fixture import make_bundle, texture  # noqa: E402
 
 
@@ -51,7 +50,7 @@ def main(argv=None) -> int:
     def timed(label, fn):
         stamps, stats = [], {}
         t = time.perf_counter()
-        s = fn(lambda done, total, path: stamps.append(time.perf_counter()), stats)
+        s = fn(lambda fraction, message: stamps.append(time.perf_counter()), stats)
         wall = time.perf_counter() - t
         if stats.get("busy_s"):  # Ray: images / the busiest actor's scoring time
             busy = max(stats["busy_s"].values())

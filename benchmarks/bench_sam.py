@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
 def _image(h: int = 768, w: int = 1024) -> np.ndarray:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bundle_fixture import make_bundle, texture  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,12 +26,13 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from .metrics import METRIC_NAMES, evaluate_all
 from .names import display, raw_b64
+from .progress import Progress, steps
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VISA_SPLIT = Path("split_csv") / "1cls.csv"
@@ -278,7 +279,7 @@ def weights_label(mode, index: int = 0) -> str:
 def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomalous_shots: int = 1, seed: int = 0,
                       max_test: int | None = None, weights="default",
                       pixel_size: int = 256, layout: str = "auto", tune_kwargs: Mapping | None = None,
-                      progress: Callable[[int, int], None] | None = None, validation_normal: int = 0,
+                      progress: Progress | None = None, validation_normal: int = 0,
                       threshold: str | float | None = None, calibration_normal: int = 0, alpha: float = 0.1,
                       confidence: float = 0.95):
     """Run the protocol for one category and seed on `engine` (its shots are replaced).
@@ -287,7 +288,7 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     "name=w,..." | a {component: weight} mapping | a WeightSet — or a list of these: every weight set
     is evaluated on the same scores (one encoding per image) and a list of EvalRuns is returned.
     validation_normal: extra normal images drawn from train/good as validation-only shots (weight
-    tuning validates on them; no memory holds them). progress(done, total) is called per test image.
+    tuning validates on them; no memory holds them). progress(fraction, message) is called per test image.
     threshold: None | "auto" (the shots-only calibration `inspect --threshold auto` uses) | a number:
     each run's `decision` then holds it and its false-alarm / miss rates on the test images.
     calibration_normal=n > 0: n good test images (seeded) are held out of the test set and the
@@ -372,8 +373,7 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
                                                                         for n in names}})
         masks.append(None if gt is None else _resize_for_pixels(gt, pixel_size, nearest=True))
         labels.append(s.label)
-        if progress is not None:
-            progress(i + 1, total)
+        steps(progress, i + 1, total, "test images scored")
     t_score = time.perf_counter()
     gt_notes = list(split.notes)
     known = [i for i, m in enumerate(masks) if m is not None]  # images whose ground truth is known

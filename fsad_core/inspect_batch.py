@@ -35,13 +35,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from . import names
 from .evaluate import IMAGE_EXTS, image_files
 from .fileio import write_atomic
+from .progress import Progress, steps
 
 __all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "auto_calibration",
            "threshold_source", "read_results", "read_shot_folder", "ShotFolder", "is_output_folder",
@@ -382,13 +383,14 @@ def score_record(engine, path: Path, rel: str, weights, overlays: bool) -> tuple
 def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = None,
               threshold: "float | str | Calibration" = "auto", overlays: bool = True, restart: bool = False,
               images: Mapping[str, object] | None = None, files: Sequence[Path] | None = None,
-              progress: Callable[[int, int, str], None] | None = None, force: bool = False) -> BatchSummary:
+              progress: Progress | None = None, force: bool = False) -> BatchSummary:
     """Score every image under `input_dir` with `engine`'s shots; write DIR's outputs (module docstring).
 
     weights: aggregation weights (None = the paper's eq. 2); threshold: a number, "auto" (the shots-only
     heuristic, `auto_calibration`; needs the shots' pixels in `images` when the engine does not keep
     them) or a `fsad_core.calibration.Calibration` (e.g. conformal, from held-out OK images).
-    progress(done, total, path) after each image (path in its escaped display form). `force`: write
+    progress(fraction, "i/n path") after each image (`fsad_core.progress`; the path in its escaped
+    display form). `force`: write
     into a non-empty folder that holds no earlier run (see `check_output_folder`). Returns a BatchSummary.
     """
     t0 = time.perf_counter()
@@ -451,8 +453,7 @@ def run_batch(engine, input_dir, out_dir, weights: Mapping[str, float] | None = 
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 os.fsync(log.fileno())
-            if progress is not None:
-                progress(i + 1, total, names.display(rel))
+            steps(progress, i + 1, total, names.display(rel))
     csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, source, margin=margin)
     return BatchSummary(n_images=total, n_scored=n_scored, n_resumed=n_resumed, n_failed=n_failed,
                         n_anomalous=n_anom, threshold=thr, threshold_source=source, out_dir=str(out),

@@ -20,10 +20,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from . import names
 from .fileio import write_atomic
+from .progress import Progress, steps
 from .inspect_batch import (BatchSummary, _inside, _signature, check_batch_weights, check_output_folder,
                             list_images, read_results, record_name, score_record, write_outputs)
 
@@ -106,7 +107,7 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
                   threshold_source: str = "given", overlays: bool = True, restart: bool = False,
                   files: Sequence[Path] | None = None, address: str | None = None, num_workers: int = 2,
                   threads_per_worker: int = 1, batch_size: int = 4, device: str = "auto",
-                  progress: Callable[[int, int, str], None] | None = None, stats: dict | None = None,
+                  progress: Progress | None = None, stats: dict | None = None,
                   force: bool = False, margin: float | None = None) -> BatchSummary:
     """Score every image under `input_dir` with the bundle's engine on Ray actors; same outputs as
     `run_batch` (module docstring).
@@ -192,8 +193,7 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
                     n_scored += "error" not in rec
                     log.write(json.dumps(rec) + "\n")
                     done_now += 1
-                    if progress is not None:
-                        progress(done_now, total, rec["path"])
+                    steps(progress, done_now, total, rec["path"])
                 log.flush()
                 os.fsync(log.fileno())
     csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, threshold_source, margin=margin)

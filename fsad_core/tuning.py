@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from .progress import Progress, steps
 
 DISTRIBUTIONS = ("uniform", "normal", "student-t")
 STUDENT_T_DF = 3.0
@@ -172,9 +174,6 @@ class TuningResult:
         return d
 
 
-ProgressFn = Callable[[float, str], None]
-
-
 def _shot_image(engine, shot, images: Mapping[str, object] | None):
     if images is not None and shot.id in images:
         return images[shot.id]
@@ -206,7 +205,7 @@ def split_evenly(total: int, k: int) -> list[int]:
 
 
 def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[str, object] | None = None,
-                   holdout: str = "auto", progress: ProgressFn | None = None,
+                   holdout: str = "auto", progress: Progress | None = None,
                    require_anomalous: bool = True, m_total: int = 10, aggregate=None) -> ValidationSet:
     """Augment the validation sources and score the copies with every component.
 
@@ -277,8 +276,7 @@ def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[
                 labels.append(1 if s.kind == "anomalous" else 0)
                 source.append(s.id)
                 done += 1
-                if progress is not None:
-                    progress(done / total, f"scored augmented copy {done}/{total}")
+                steps(progress, done, total, "augmented copies scored")
         finally:
             if leave:
                 tmp.add_shot(rgbs[s.id], kind=s.kind, mask=s.mask, defect_type=s.defect_type)
@@ -289,7 +287,7 @@ def validation_set(engine, m: int | None = None, seed: int = 0, images: Mapping[
 
 
 def tune_weights(engine, m: int | None = None, n_samples: int = 100, distribution: str = "uniform", seed: int = 0,
-                 progress: ProgressFn | None = None, images: Mapping[str, object] | None = None,
+                 progress: Progress | None = None, images: Mapping[str, object] | None = None,
                  holdout: str = "auto", m_total: int = 10) -> TuningResult:
     """Tune the aggregation weights of `engine`'s components on augmented copies of its shots.
 

@@ -232,8 +232,8 @@ def test_training_resumes_exactly(bb, shot, tmp_path):
         train_adapters(bb, items, out, cfg, info, should_stop=stop_after_3)
     assert resume_path(out).is_file() and not out.exists()
     seen = []
-    resumed = train_adapters(bb, items, out, cfg, info, progress=lambda s, t, loss: seen.append(s))
-    assert seen == [4] and not resume_path(out).exists()
+    resumed = train_adapters(bb, items, out, cfg, info, progress=lambda f, m: seen.append((f, m.split(',')[0])))
+    assert seen == [(1.0, "step 4/4")] and not resume_path(out).exists()
     assert all(torch.equal(whole.state[k], resumed.state[k]) for k in whole.state)
     assert resumed.metrics["loss_per_epoch"] == whole.metrics["loss_per_epoch"]
     with pytest.raises(TrainingCancelled, match="step 0/4"):  # leaves a resume file for cfg

@@ -21,7 +21,6 @@ from PIL import Image
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "_artifacts"
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.e2e,
@@ -49,9 +48,6 @@ def texture(defect: bool, seed: int, size: int = 160) -> np.ndarray:
 def studio(tmp_path_factory):
     pytest.importorskip("playwright.sync_api")
     pytest.importorskip("storage")
-    import sys
-
-    sys.path.insert(0, str(ROOT))
     import app as studio_app
     from ui.studio import launch_kwargs
 

@@ -74,8 +74,8 @@ def test_batch_resumes_after_crash(tiny_engine, project, folder, tmp_path):
     class Crash(Exception):
         pass
 
-    def crash_after_two(done, total, path):
-        if done == 2:
+    def crash_after_two(fraction, message):
+        if message.startswith("2/"):
             raise Crash
 
     with pytest.raises(Crash):
@@ -84,7 +84,7 @@ def test_batch_resumes_after_crash(tiny_engine, project, folder, tmp_path):
     with open(out / "results.jsonl", "a") as f:
         f.write('{"path": "torn')  # a write cut by the crash
     calls = []
-    s = run_batch(engine, folder, out, threshold=0.5, overlays=False, progress=lambda d, t, p: calls.append(p))
+    s = run_batch(engine, folder, out, threshold=0.5, overlays=False, progress=lambda f, m: calls.append(m))
     assert (s.n_resumed, s.n_scored) == (2, 4) and len(calls) == 6
     rows = _rows(out / "scores.csv")
     assert len(rows) == 6 and len({r["path"] for r in rows}) == 6

@@ -420,8 +420,8 @@ def test_download_verifies_the_full_sha256(tmp_path):
     src.write_bytes(b"fsad" * 1000)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     seen = []
-    got = registry.download_url(src.as_uri(), tmp_path / "cache" / "ok.bin", digest, progress=lambda d, t: seen.append(d))
-    assert got.read_bytes() == src.read_bytes() and seen[-1] == 4000
+    got = registry.download_url(src.as_uri(), tmp_path / "cache" / "ok.bin", digest, progress=lambda f, m: seen.append((f, m)))
+    assert got.read_bytes() == src.read_bytes() and seen[-1] == (1.0, "0.0/0.0 MB")
     with pytest.raises(registry.ModelUnavailableError, match="checksum mismatch"):
         registry.download_url(src.as_uri(), tmp_path / "cache" / "bad.bin", digest[:6] + "0" * 58, progress=False)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["ok.bin"]  # no partial file left

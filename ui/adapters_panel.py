@@ -35,9 +35,8 @@ class AdapterJob:
     pid: int
     stop: threading.Event = field(default_factory=threading.Event)
     state: str = "starting"  # starting | running | done | cancelled | failed
-    step: int = 0
-    total: int = 0
-    loss: float | None = None
+    fraction: float = 0.0
+    progress_text: str = ""  # the trainer's progress message ("step 12/40, loss 0.4810")
     message: str = ""
     started: float = field(default_factory=time.perf_counter)
     thread: threading.Thread | None = None
@@ -121,8 +120,8 @@ def _run(ctx: StudioContext, job: AdapterJob, epochs: int, copies: int) -> None:
         bb = _backbone(ctx, ref)
         job.state = "running"
 
-        def progress(step, total, loss):
-            job.step, job.total, job.loss = step, total, loss
+        def progress(fraction: float, message: str) -> None:
+            job.fraction, job.progress_text = fraction, message
 
         path = adapter_path(ctx, job.pid)
         ckpt = train_adapters(bb, items, path, TrainConfig(epochs=epochs, batch_size=16), data, progress=progress,
@@ -180,9 +179,8 @@ def status(ctx: StudioContext, pid) -> dict:
     job = _jobs(ctx).get(pid)
     running = job is not None and job.thread is not None and job.thread.is_alive()
     if running:
-        frac = f"step {job.step}/{job.total}" if job.total else job.message or "starting"
-        loss = f", loss {job.loss:.4f}" if job.loss is not None else ""
-        out["adapters_status"] = f"Training adapters: {frac}{loss} ({time.perf_counter() - job.started:.0f} s)"
+        frac = job.progress_text or job.message or "starting"
+        out["adapters_status"] = f"Training adapters: {frac} ({time.perf_counter() - job.started:.0f} s)"
     elif job is not None and job.state in ("done", "cancelled", "failed"):
         out["adapters_status"] = f"Adapter training {job.state}: {job.message}"
     else:

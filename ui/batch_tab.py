@@ -16,19 +16,17 @@ import gradio as gr
 
 from fsad_core.images import ImageError
 
+from fsad_core.progress import Progress, silent
 from . import events, render
 from .context import StudioContext
 
 COLUMNS = ["rank", "image", "aggregate score", "top component", "top component score", "predicted type"]
 
 
-def _no_progress(frac: float, desc: str = "") -> None:
-    pass
-
 
 @events.friendly
 def run(ctx: StudioContext, pid, files, use_queries: bool, weights, opacity: float,
-        progress: Callable = _no_progress):
+        progress: Progress = silent):
     """Score every dropped image (and the project's queries if asked), yielding the ranking so far."""
     pid = events._need_project(pid)
     items = []

@@ -19,13 +19,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fsad_core.progress import Progress, silent
+
 log = logging.getLogger("fsad.ui")
-
-Progress = Callable[[float, str], None]
-
-
-def _no_progress(frac: float, desc: str = "") -> None:  # pragma: no cover - trivial
-    pass
 
 
 class LRU(OrderedDict):
@@ -108,7 +104,7 @@ class StudioContext:
         # the store's embeddings table makes reopening a project instant: shots are not re-encoded
         return Engine(config, backbone=self._backbone, encoding_store=getattr(self.store, "embeddings", None))
 
-    def project_engine(self, pid: int, progress: Progress = _no_progress) -> ProjectEngine:
+    def project_engine(self, pid: int, progress: Progress = silent) -> ProjectEngine:
         """The project's engine, built from the store on first use (encodes every shot once)."""
         with self._engines_lock:
             pe = self._engines.get(pid)
@@ -123,7 +119,7 @@ class StudioContext:
                 self._sync_from_store(pid, pe, progress)
         return pe
 
-    def engine(self, pid: int, progress: Progress = _no_progress):
+    def engine(self, pid: int, progress: Progress = silent):
         return self.project_engine(pid, progress).engine
 
     def _sync_from_store(self, pid: int, pe: ProjectEngine, progress: Progress) -> None:

@@ -17,15 +17,13 @@ from typing import Callable, Mapping
 import gradio as gr
 import numpy as np
 
+from fsad_core.progress import Progress, silent
 from . import events
 from .context import StudioContext
 
 COLOURS = {"OK": ("#0a7a2f", "#e3f6e8"), "NG": ("#b00020", "#fde7ea"), "uncertain": ("#8a5a00", "#fff4ce")}
 NO_VERDICT = '<div class="verdict-badge none" data-verdict="">—</div>'
 
-
-def _no_progress(frac: float, desc: str = "") -> None:
-    pass
 
 
 def _key(weights):
@@ -75,7 +73,7 @@ def _weights(weights: Mapping[str, float] | None, preset: str | None = None):
 
 
 def labelled_scores(ctx: StudioContext, pid: int, weights,
-                    progress: Callable = _no_progress) -> dict:
+                    progress: Progress = silent) -> dict:
     """{"ok": [scores], "ng": [scores], "ids": {"ok": [...], "ng": [...]}}: aggregate scores of the
     project's query images that carry a review label (encodings come from the store's cache)."""
     pe = ctx.project_engine(pid, progress)
@@ -143,7 +141,7 @@ def rates_text(ok, ng, threshold: float | None) -> str:
 
 
 @events.friendly
-def calibrate(ctx: StudioContext, pid, weights, alpha, preset=None, progress: Callable = _no_progress) -> dict:
+def calibrate(ctx: StudioContext, pid, weights, alpha, preset=None, progress: Progress = silent) -> dict:
     """Calibrate on what the project has (labelled OK / NG queries, else the shots) and save it."""
     from fsad_core.calibration import calibrate_engine
 

@@ -12,13 +12,11 @@ from typing import Callable
 
 import gradio as gr
 
+from fsad_core.progress import Progress, silent
 from .context import StudioContext
 
 CLASSIFIERS = ("contrastive", "relation", "prototype")
 
-
-def _no_progress(frac: float, desc: str = "") -> None:
-    pass
 
 
 def model_path(ctx: StudioContext, pid: int) -> Path:
@@ -46,7 +44,7 @@ def _model(ctx: StudioContext, pid: int):
     return model
 
 
-def train(ctx: StudioContext, pid, kind: str, progress: Callable = _no_progress) -> dict:
+def train(ctx: StudioContext, pid, kind: str, progress: Progress = silent) -> dict:
     """Train the project's type classifier (pretraining cached per backbone) and store it with the project."""
     from fsad_core.defects.api import save_type_model, train_type_classifier
     from fsad_core.defects.pretrain import Cancelled
@@ -57,12 +55,9 @@ def train(ctx: StudioContext, pid, kind: str, progress: Callable = _no_progress)
     cancel.discard(pid)
     pe = ctx.project_engine(pid)
 
-    def prog(stage, done, total):
-        progress(done / max(1, total), f"{stage} {done}/{total}")
-
     try:
         with pe.lock:
-            model = train_type_classifier(pe.engine, kind or "contrastive", progress=prog,
+            model = train_type_classifier(pe.engine, kind or "contrastive", progress=progress,
                                           cancel=lambda: pid in cancel)
         save_type_model(model, model_path(ctx, pid))
     except Cancelled:

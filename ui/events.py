@@ -26,6 +26,7 @@ from fsad_core.aggregate import PRESET_NAMES, STABLE_NAMES, WeightSet, combine, 
 from fsad_core.images import ImageError, sha256_of_array, to_rgb_array
 from fsad_core.names import display
 
+from fsad_core.progress import Progress, silent
 from . import render
 from .context import LRU, StudioContext
 
@@ -39,9 +40,6 @@ SAM_MODES = ("add (+)", "remove (−)", "box corner")
 USER_PRESET_PREFIX = "preset:"
 BUILTIN_PRESETS = PRESET_NAMES  # fsad_core.aggregate's presets: one list for studio, CLI and eval
 
-
-def _no_progress(frac: float, desc: str = "") -> None:
-    pass
 
 
 # --- error handling ------------------------------------------------------------------------------
@@ -339,7 +337,7 @@ def set_class_name(ctx: StudioContext, pid, class_name: str) -> dict:
 
 
 @friendly
-def load_sample(ctx: StudioContext, progress: Callable = _no_progress) -> dict:
+def load_sample(ctx: StudioContext, progress: Progress = silent) -> dict:
     """One-click demo: a project of synthetic defects on textures that ship with scikit-image."""
     from fsad_core.synth import sample_project
 
@@ -374,7 +372,7 @@ def load_sample(ctx: StudioContext, progress: Callable = _no_progress) -> dict:
 
 # --- shots ---------------------------------------------------------------------------------------
 @friendly
-def add_normals(ctx: StudioContext, pid, files, progress: Callable = _no_progress) -> dict:
+def add_normals(ctx: StudioContext, pid, files, progress: Progress = silent) -> dict:
     """Store dropped normal images and add them to the engine as normal shots."""
     pid = _need_project(pid)
     files = _as_list(files)
@@ -538,7 +536,7 @@ def _sam_outputs(ctx: StudioContext, img: np.ndarray, prompts: dict, proposals: 
 
 @friendly
 def sam_click(ctx: StudioContext, pid, iid, prompts: dict | None, mode: str, xy,
-              progress: Callable = _no_progress) -> dict:
+              progress: Progress = silent) -> dict:
     """A click on the image: add a positive/negative point or a box corner, then ask SAM."""
     pid = _need_project(pid)
     if iid is None:
@@ -820,7 +818,7 @@ def _effective_weights(weights: Mapping[str, float] | None, names: Iterable[str]
 
 @friendly
 def score(ctx: StudioContext, pid, query_image, query_iid, weights: Mapping[str, float] | None,
-          opacity: float, threshold: float, preset: str | None = None, progress: Callable = _no_progress):
+          opacity: float, threshold: float, preset: str | None = None, progress: Progress = silent):
     """Score the query progressively: yields updated panels as each scale completes."""
     pid = _need_project(pid)
     if query_image is None and query_iid is None:
@@ -986,7 +984,7 @@ def normal_selected(ctx: StudioContext, pid, index) -> dict:
 # --- auto-tune (issue 5) -------------------------------------------------------------------------
 @friendly
 def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float,
-         preset: str | None = None, progress: Callable = _no_progress) -> dict:
+         preset: str | None = None, progress: Progress = silent) -> dict:
     """Monte-Carlo weight search on augmented shots; moves the sliders (undo restores them)."""
     pid = _need_project(pid)
     from fsad_core.tuning import tune_weights
@@ -997,16 +995,9 @@ def tune(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: fl
     if not any(s.kind == "normal" and s.role == "memory" for s in pe.engine.shots):
         raise gr.Error("Every normal shot is 'for tuning only': keep at least one in the memory.")
 
-    def cb(*args):
-        frac = args[0] if args else 0.0
-        desc = args[1] if len(args) > 1 else "Tuning weights"
-        if isinstance(frac, tuple) and len(frac) == 2:
-            frac = frac[0] / max(1, frac[1])
-        progress(float(frac), str(desc))
-
     with pe.lock:
         images = {sid: ctx.store.read_image(iid) for iid, sid in pe.shot_of_image.items()}
-        res = tune_weights(pe.engine, progress=cb, images=images)
+        res = tune_weights(pe.engine, progress=progress, images=images)
     record = res.protocol_record()
     tuned = {k: float(v) for k, v in res.weights.items()}
     ctx.tuned[pid] = tuned
@@ -1135,7 +1126,7 @@ def downloadable_models() -> list[tuple[str, str]]:
 
 
 @friendly
-def download_model(ctx: StudioContext, spec_id: str, progress: Callable = _no_progress) -> dict:
+def download_model(ctx: StudioContext, spec_id: str, progress: Progress = silent) -> dict:
     from fsad_core.models import registry
 
     if not spec_id:

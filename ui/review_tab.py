@@ -13,6 +13,7 @@ from typing import Callable
 import gradio as gr
 import numpy as np
 
+from fsad_core.progress import Progress, silent
 from . import events, render
 from .context import LRU, StudioContext
 
@@ -33,9 +34,6 @@ document.addEventListener('keydown', (e) => {
 TO_SHOTS_JS = """() => { const b = [...document.querySelectorAll('button[role="tab"]')]
   .find(x => x.textContent.trim() === 'Shots'); if (b) b.click(); }"""
 
-
-def _no_progress(frac: float, desc: str = "") -> None:
-    pass
 
 
 def _doubt(item: dict, threshold: float) -> float:
@@ -91,7 +89,7 @@ def _view(ctx: StudioContext, pid: int, items: list[dict], sel) -> dict:
 
 @events.friendly
 def load_queue(ctx: StudioContext, pid, weights, threshold, decision, preset=None,
-               progress: Callable = _no_progress) -> dict:
+               progress: Progress = silent) -> dict:
     """Score the project's queries (cached encodings), give verdicts at the threshold, save them, and
     sort the queue by nearness to the threshold (most doubtful first)."""
     from fsad_core.calibration import verdict

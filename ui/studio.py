@@ -14,6 +14,8 @@ from typing import Callable, Sequence
 import gradio as gr
 import numpy as np
 
+from fsad_core.progress import from_gradio
+
 from . import events, render, session
 from .context import StudioContext
 from .uploads import UploadedImage
@@ -135,7 +137,7 @@ class Studio:
                 vals.append(evt.index if evt is not None else None)
             kwargs = {}
             if progress:
-                kwargs["progress"] = lambda frac, desc="": prog(frac, desc=desc)
+                kwargs["progress"] = from_gradio(prog)
             return vals, kwargs
 
         name = getattr(handler, "__name__", "handler")

@@ -31,6 +31,7 @@ import torch
 
 from ..augment import augment_shot
 from ..images import sha256_of_array, to_mask_array, to_rgb_array
+from ..progress import Progress, report
 from .checkpoint import AdapterCheckpoint, from_heads, save_checkpoint
 from .head import StageHeads, stage_logits
 from .losses import stage_loss
@@ -181,11 +182,11 @@ def resume_path(out) -> Path:
 
 
 def train_adapters(backbone, items: Sequence[TrainItem], out, config: TrainConfig = TrainConfig(),
-                   data: dict | None = None, progress: Callable[[int, int, float], None] | None = None,
+                   data: dict | None = None, progress: Progress | None = None,
                    should_stop: Callable[[], bool] | None = None, resume: bool = True) -> AdapterCheckpoint:
     """Train the 4 stage heads on `items` and write the checkpoint to `out` (see the module docstring).
 
-    progress(step, total_steps, loss) is called after every step; should_stop() before every step
+    progress(fraction, "step i/n, loss L") is called after every step; should_stop() before every step
     (True: save the resume file and raise TrainingCancelled). Returns the saved checkpoint.
     """
     if not items:
@@ -237,8 +238,7 @@ def train_adapters(backbone, items: Sequence[TrainItem], out, config: TrainConfi
             opt.step()
             step += 1
             losses.append(float(loss.detach()))
-            if progress is not None:
-                progress(step, total, losses[-1])
+            report(progress, step / total, f"step {step}/{total}, loss {losses[-1]:.4f}")
             if cfg.save_every and step % cfg.save_every == 0 and step < total:
                 seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()

@@ -62,7 +62,7 @@ def run_train(args) -> int:
     items, data = folder_items(args.data, args.categories)  # layout errors before the model loads
     ref = backbone_ref_from_args(args)
     hub_offline_if_unreachable()
-    from tqdm import tqdm
+    from fsad_core.progress import tqdm_progress
 
     from fsad_core.adapters.stages import AdapterBackbone
 
@@ -73,17 +73,8 @@ def run_train(args) -> int:
         print(f"resuming from {resume_path(out)}", file=sys.stderr)
     print(f"training adapters on {len(items)} images ({', '.join(data['categories'])}) with "
           f"{ref.name}@{ref.tag} at {ref.resolution} px, stages {backbone.stages}", file=sys.stderr)
-    bar = tqdm(desc="adapters", unit="step", file=sys.stderr)
-
-    def progress(step, total, loss):
-        bar.total = total
-        bar.set_postfix(loss=f"{loss:.4f}")
-        bar.update(step - bar.n)
-
-    try:
+    with tqdm_progress("adapters") as progress:
         ckpt = train_adapters(backbone, items, out, cfg, data, progress=progress, resume=not args.no_resume)
-    finally:
-        bar.close()
     m = ckpt.metrics
     print(f"wrote {out}: loss {m['first_loss']:.4f} -> {m['final_loss']:.4f} over {m['steps']} steps "
           f"({m['train_seconds']:.1f} s)")

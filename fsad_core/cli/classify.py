@@ -63,6 +63,7 @@ def run(args) -> int:
     from fsad_core.cli.inspect import _add_files
     from fsad_core.engine import Engine
     from fsad_core.images import to_rgb_array
+    from fsad_core.progress import printer
     from fsad_core.scorers.patchcore import PatchCoreScorer
 
     engine = Engine(config)
@@ -70,10 +71,7 @@ def run(args) -> int:
     engine.add_scorer(PatchCoreScorer.for_engine(engine, backbone=args.backbone, seed=args.seed))
     _add_files(engine, folder.normal, folder.anomalous)
 
-    def progress(stage, done, total):
-        if done == total or done % 10 == 0:
-            print(f"{stage}: {done}/{total}", file=sys.stderr)
-
+    progress = printer("classify", every=2.0)
     engine.train_defect_classifier(args.classifier, pretrained=args.pretrained, textures_dir=args.textures,
                                    seed=args.seed, progress=progress)
     rows = []

@@ -116,7 +116,7 @@ def run(args) -> int:
     several = len(weights) > 1
 
     hub_offline_if_unreachable()
-    from tqdm import tqdm
+    from fsad_core.progress import tqdm_progress
 
     from fsad_core.engine import Engine
     from fsad_core.evaluate import evaluate_category, list_categories, write_run, write_summary, write_weights_table
@@ -153,19 +153,13 @@ def run(args) -> int:
             engine.set_pool(pool)
             print(f"{display(cat)}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
         for seed in seeds:
-            bar = tqdm(desc=f"{display(cat)} seed {seed}", unit="img", file=sys.stderr, leave=False)
-
-            def progress(done, total, bar=bar):
-                bar.total = total
-                bar.update(done - bar.n)
-
-            got = evaluate_category(root, cat, engine, args.normal_shots, args.anomalous_shots, seed=seed,
-                                    max_test=args.max_test, weights=weights, pixel_size=args.pixel_size,
-                                    layout=args.layout, tune_kwargs={**tune_kwargs, "seed": seed},
-                                    progress=progress, validation_normal=args.validation_normal,
-                                    threshold=threshold, calibration_normal=args.calibration_normal,
-                                    alpha=args.alpha, confidence=args.confidence)
-            bar.close()
+            with tqdm_progress(f"{display(cat)} seed {seed}") as progress:
+                got = evaluate_category(root, cat, engine, args.normal_shots, args.anomalous_shots, seed=seed,
+                                        max_test=args.max_test, weights=weights, pixel_size=args.pixel_size,
+                                        layout=args.layout, tune_kwargs={**tune_kwargs, "seed": seed},
+                                        progress=progress, validation_normal=args.validation_normal,
+                                        threshold=threshold, calibration_normal=args.calibration_normal,
+                                        alpha=args.alpha, confidence=args.confidence)
             for label, run_ in zip(labels, got):
                 base = out if single else out / cat / f"seed{seed}"
                 write_run(run_, base / label if several else base)

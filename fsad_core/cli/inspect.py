@@ -233,7 +233,7 @@ def run(args) -> int:
     from fsad_core.models.registry import hub_offline_if_unreachable
 
     hub_offline_if_unreachable()
-    from tqdm import tqdm
+    from fsad_core.progress import tqdm_progress
 
     from fsad_core.engine import Engine
     from fsad_core.inspect_batch import run_batch
@@ -248,17 +248,10 @@ def run(args) -> int:
         threshold = _project_calibration(store, pid, engine, weights, images, args) or "auto"
     if not isinstance(threshold, (str, float)):
         print(f"threshold: {threshold.text}", file=sys.stderr)
-    bar = tqdm(total=len(files), desc="inspect", unit="img", file=sys.stderr)
-
-    def progress(done, total, path):
-        bar.update(done - bar.n)
-
-    try:
+    with tqdm_progress("inspect") as progress:
         s = run_batch(engine, args.input, out, weights=weights, threshold=threshold,
                       overlays=not args.no_overlays, restart=args.restart, images=images, files=files,
                       progress=progress, force=args.force)
-    finally:
-        bar.close()
     print(f"{s.n_images} images: {s.n_scored} scored, {s.n_resumed} already done, {s.n_failed} unreadable; "
           f"{s.n_anomalous} anomalous at threshold {s.threshold:.4f} ({s.threshold_source})")
     print(f"wrote {display(s.csv_path)} and {display(s.html_path)}")

@@ -49,7 +49,7 @@ def run_bundle(args) -> int:
     from fsad_core.models.registry import hub_offline_if_unreachable
 
     hub_offline_if_unreachable()
-    from tqdm import tqdm
+    from fsad_core.progress import tqdm_progress
 
     from fsad_core.bundle import export_bundle
     from fsad_core.engine import Engine
@@ -76,27 +76,22 @@ def run_bundle(args) -> int:
         bundle = export_bundle(engine, Path(tmp.name) / "run.fsad.zip", threshold=threshold, weights=weights,
                                threshold_source=source)
         engine = Engine.from_bundle(bundle, device=args.device, cache_dir=args.cache_dir, backbone=engine.backbone)
-    bar = tqdm(total=len(files), desc="inspect" + (" (ray)" if args.ray else ""), unit="img", file=sys.stderr)
-
-    def progress(done, total, path):
-        bar.update(done - bar.n)
-
     try:
-        if args.ray:
-            from fsad_core.ray_batch import run_batch_ray
+        with tqdm_progress("inspect" + (" (ray)" if args.ray else "")) as progress:
+            if args.ray:
+                from fsad_core.ray_batch import run_batch_ray
 
-            s = run_batch_ray(bundle, args.input, out, engine=engine, weights=weights, threshold=threshold,
-                              threshold_source=source, overlays=not args.no_overlays, restart=args.restart,
-                              files=files, address=None if args.ray == "local" else args.ray,
-                              num_workers=args.ray_workers, threads_per_worker=args.ray_threads,
-                              batch_size=args.ray_batch_size, device=args.device, progress=progress)
-        else:
-            from fsad_core.inspect_batch import run_batch
+                s = run_batch_ray(bundle, args.input, out, engine=engine, weights=weights, threshold=threshold,
+                                  threshold_source=source, overlays=not args.no_overlays, restart=args.restart,
+                                  files=files, address=None if args.ray == "local" else args.ray,
+                                  num_workers=args.ray_workers, threads_per_worker=args.ray_threads,
+                                  batch_size=args.ray_batch_size, device=args.device, progress=progress)
+            else:
+                from fsad_core.inspect_batch import run_batch
 
-            s = run_batch(engine, args.input, out, weights=weights, threshold=threshold,
-                          overlays=not args.no_overlays, restart=args.restart, files=files, progress=progress)
+                s = run_batch(engine, args.input, out, weights=weights, threshold=threshold,
+                              overlays=not args.no_overlays, restart=args.restart, files=files, progress=progress)
     finally:
-        bar.close()
         if tmp is not None:
             tmp.cleanup()
     print(f"{s.n_images} images: {s.n_scored} scored, {s.n_resumed} already done, {s.n_failed} unreadable; "

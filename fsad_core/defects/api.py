@@ -21,7 +21,8 @@ import torch
 from ..images import ImageInput, sha256_of_array, to_mask_array, to_rgb_array
 from .classifiers import KINDS, ContrastiveClassifier, FewShotClassifier
 from .episodes import finetune_passes
-from .pretrain import Progress, TrainLog, _check_cancel, finetune, load_classifier, pretrain
+from ..progress import Progress, scaled, steps
+from .pretrain import TrainLog, _check_cancel, finetune, load_classifier, pretrain
 from .synthetic import builtin_textures, load_textures
 
 
@@ -126,8 +127,7 @@ def train_type_classifier(engine, kind: str = "contrastive", pretrained: str = "
             _check_cancel(cancel)
             maps.append(scorer.residual_map(s.rgb, s.mask, s.id))
             ys.append(y)
-            if progress:
-                progress("support residuals", len(maps), n_support)
+            steps(scaled(progress, 0.0, 0.1), len(maps), n_support, "support residuals")
     _check_cancel(cancel)
     support, support_y = torch.stack(maps), torch.tensor(ys)
     net_kind = "relation" if kind == "relation" else "contrastive"
@@ -136,7 +136,7 @@ def train_type_classifier(engine, kind: str = "contrastive", pretrained: str = "
         textures = load_textures(textures_dir) if textures_dir else builtin_textures()
         base = [s.rgb for s in ctx.normal] or [s.rgb for s in ctx.shots]
         clf, plog = pretrain(scorer, base, textures, net_kind, seed=seed, cache_dir=engine.config.cache_dir,
-                             progress=progress, cancel=cancel, **(pretrain_kwargs or {}))
+                             progress=scaled(progress, 0.1, 0.9), cancel=cancel, **(pretrain_kwargs or {}))
     elif pretrained == "none":
         torch.manual_seed(seed)
         from .classifiers import make_classifier
@@ -149,7 +149,8 @@ def train_type_classifier(engine, kind: str = "contrastive", pretrained: str = "
                              f"needs a {net_kind} one over {support.shape[1]}-d residuals (same backbone)")
     k = int(torch.bincount(support_y).min())
     passes = 0 if kind == "prototype" else finetune_passes(k)
-    clf, flog = finetune(clf, support, support_y.numpy(), passes, seed=seed, progress=progress, cancel=cancel)
+    clf, flog = finetune(clf, support, support_y.numpy(), passes, seed=seed, progress=scaled(progress, 0.9, 1.0),
+                          cancel=cancel)
     args = dict(pretrained=pretrained, textures_dir=textures_dir, seed=seed, pretrain_kwargs=pretrain_kwargs)
     model = DefectTypeModel(kind, types, clf, support, support_y, key, plog, flog, args)
     engine.defect_classifier = model

@@ -13,9 +13,11 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from ..progress import Progress, steps
 
 PAPER_SEEDS = (1, 2, 3, 4, 5)
 
@@ -55,7 +57,7 @@ def draw_type_shots(split, k: int, seed: int) -> tuple[dict[str, list], dict[str
 def evaluate_types_category(root, category: str, engine, k: int, seed: int, classifier: str = "contrastive",
                             normal_shots: int = 1, max_queries: int | None = None, pretrained: str = "auto",
                             textures_dir=None, layout: str = "auto",
-                            progress: Callable[[int, int], None] | None = None) -> TypeRun:
+                            progress: Progress | None = None) -> TypeRun:
     from ..evaluate import load_split
     from ..images import to_mask_array, to_rgb_array
 
@@ -85,8 +87,7 @@ def evaluate_types_category(root, category: str, engine, k: int, seed: int, clas
         rgb = to_rgb_array(q.path)
         pred = engine.classify_defect(rgb, mask=to_mask_array(q.mask_path, rgb.shape[:2]))
         conf[types.index(t), types.index(pred.type)] += 1
-        if progress:
-            progress(n + 1, len(todo))
+        steps(progress, n + 1, len(todo), "queries classified")
     t2 = time.perf_counter()
     return TypeRun(category, seed, types, conf, {"train": t1 - t0, "classify": t2 - t1,
                                                  "per_query": (t2 - t1) / max(1, len(todo))})

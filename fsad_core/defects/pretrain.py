@@ -23,11 +23,11 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..progress import Progress, scaled, steps
 from .classifiers import FewShotClassifier, from_config, make_classifier
 from .episodes import finetune_pass, sample_episode
 from .synthetic import foreground_mask, synthetic_anomaly
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class Cancelled(Exception):
@@ -66,8 +66,7 @@ def synthetic_set(scorer, base_images: Sequence[np.ndarray], textures: Mapping[s
             img, m = synthetic_anomaly(base_images[b], t, rng, foreground=fgs[b])
             maps.append(scorer.residual_map(img, m))
             labels.append(ci)
-            if progress:
-                progress("synthetic anomalies", len(maps), total)
+            steps(progress, len(maps), total, "synthetic anomalies")
     return torch.stack(maps), np.array(labels)
 
 
@@ -124,7 +123,9 @@ def pretrain(scorer, base_images: Sequence[np.ndarray], textures: Mapping[str, n
             return clf, TrainLog(meta.get("iterations", 0), meta.get("accuracy", 0.0), [], True, str(path))
         except ValueError:
             pass  # a broken cache file: train again
-    maps, labels = synthetic_set(scorer, base_images, textures, max(n_per_class, k_shot + n_query), seed, progress, cancel)
+    maps, labels = synthetic_set(scorer, base_images, textures, max(n_per_class, k_shot + n_query), seed,
+                                 scaled(progress, 0.0, 0.5), cancel)
+    progress = scaled(progress, 0.5, 1.0)
     torch.manual_seed(seed)
     clf = make_classifier(net_kind, maps.shape[1])
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
@@ -144,8 +145,7 @@ def pretrain(scorer, base_images: Sequence[np.ndarray], textures: Mapping[str, n
         log.losses.append(float(loss.detach()))
         log.iterations = it + 1
         log.accuracy = float(np.mean(accs[-window:]))
-        if progress:
-            progress("pretraining", it + 1, max_iters)
+        steps(progress, it + 1, max_iters, "pretraining episodes")
         if len(accs) >= window and log.accuracy > target_acc:
             break
     clf.eval()
@@ -177,6 +177,5 @@ def finetune(clf: FewShotClassifier, maps: torch.Tensor, labels: np.ndarray, pas
             log.losses.append(float(loss.detach()))
             log.accuracy = acc
             log.iterations += 1
-        if progress:
-            progress("fine-tuning", p + 1, passes)
+        steps(progress, p + 1, passes, "fine-tuning passes")
     return clf.eval(), log

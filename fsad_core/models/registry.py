@@ -25,7 +25,9 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
+
+from ..progress import Progress
 
 PROFILES = ("standard", "tiny")
 TINY_NOTE = "random weights — for testing only"
@@ -365,8 +367,9 @@ def _verify(path: Path, sha256: str | None) -> None:
                                     f"got {h.hexdigest()[:16]}… (a truncated or corrupted download; run the pull again)")
 
 
-def download_url(url: str, dest: Path, sha256: str | None = None, progress: Callable[[int, int], None] | bool = True) -> Path:
-    """Stream `url` to `dest` atomically (temp file + rename) with a tqdm bar, verifying the checksum."""
+def download_url(url: str, dest: Path, sha256: str | None = None, progress: Progress | bool = True) -> Path:
+    """Stream `url` to `dest` atomically (temp file + rename), verifying the checksum. progress: True = a
+    tqdm bar on stderr, False = quiet, a callable = `fsad_core.progress` reports (fraction, "12/300 MB")."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
     try:
@@ -383,8 +386,8 @@ def download_url(url: str, dest: Path, sha256: str | None = None, progress: Call
                 done += len(chunk)
                 if bar is not None:
                     bar.update(len(chunk))
-                elif callable(progress):
-                    progress(done, total)
+                elif callable(progress) and total:
+                    progress(done / total, f"{done / 1e6:.1f}/{total / 1e6:.1f} MB")
             if bar is not None:
                 bar.close()
             out.flush()
@@ -411,7 +414,7 @@ def diffusion_allow_patterns(tag: str = "fp16") -> list[str]:
             "text_encoder/config.json", f"text_encoder/{text}"]
 
 
-def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: bool = True) -> Path | None:
+def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: Progress | bool = True) -> Path | None:
     """Fetch a model into the cache (no-op for builtin/tiny models). Raises ModelUnavailableError."""
     if spec.source == "builtin":
         return None
