@@ -3,11 +3,11 @@
     .venv/bin/python benchmarks/bench_ui_aggregate.py [--sizes 256 1024] [--repeats 50]
 
 Scores one query per size with the tiny engine (the maps have the same shapes as with the real
-model), then times what a weight-slider event runs: `ui.events.reaggregate` (weighted combination
-of the cached maps + colouring + contour) and the PNG encoding Gradio does before sending the
-image (the studio writes PNGs at zlib level 1 itself, `ui.render.PngCache`). The first call per
-query also shrinks its maps to display size (cached); the median is the steady state of a slider
-drag. Network and browser decode are not included (local: a few ms).
+model), then times what a weight-slider event runs: `ui.result_view.reaggregate` (weighted
+combination of the cached maps + colouring + contour) and the PNG encoding Gradio does before
+sending the image (the studio writes PNGs at zlib level 1 itself, `ui.render.PngCache`). The first
+call per query also shrinks its maps to display size (cached); the median is the steady state of a
+slider drag. Network and browser decode are not included (local: a few ms).
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     from fsad_core import Engine, EngineConfig
-    from ui import events, render
+    from ui import render, result_view
     from ui.context import StudioContext
+    from ui.weights import WEIGHT_NAMES
 
     engine = Engine(EngineConfig(profile="tiny"))
     rng = np.random.default_rng(0)
@@ -51,9 +52,9 @@ def main(argv=None) -> int:
         names = list(result.components)
         times, png_times = [], []
         for i in range(args.repeats):
-            w = {n: float(rng.random()) for n in events.WEIGHT_NAMES}
+            w = {n: float(rng.random()) for n in WEIGHT_NAMES}
             t0 = time.perf_counter()
-            out = events.reaggregate(ctx, 1, sha, w, 0.5, 0.5)
+            out = result_view.reaggregate(ctx, 1, sha, w, 0.5, 0.5)
             t1 = time.perf_counter()
             render.png_file(out["aggregate_map"])  # what the studio hands to Gradio (zlib level 1)
             t2 = time.perf_counter()

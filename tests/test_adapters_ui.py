@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ui import adapters_panel as ap
-from ui import events
+from ui import inspect_tab, project_bar, shots_tab
 from ui.context import StudioContext
 
 storage = pytest.importorskip("storage", reason="the storage package is needed for the studio's handlers")
@@ -30,11 +30,11 @@ def ctx(tmp_path, backbone):
 
 
 def _project(ctx, tmp_path, annotate=True):
-    pid = events.open_project(ctx, "line-3", "fabric")["pid"]
-    events.add_normals(ctx, pid, [png(tmp_path, "n1", texture(seed=1))])
-    out = events.add_anomalous(ctx, pid, [png(tmp_path, "a1", texture(True, seed=3))])
+    pid = project_bar.open_project(ctx, "line-3", "fabric")["pid"]
+    shots_tab.add_normals(ctx, pid, [png(tmp_path, "n1", texture(seed=1))])
+    out = shots_tab.add_anomalous(ctx, pid, [png(tmp_path, "a1", texture(True, seed=3))])
     if annotate:
-        events.save_shot(ctx, pid, out["anom_id"], stroke_layer((96, 96), (40, 60, 30, 70)), "scratch")
+        shots_tab.save_shot(ctx, pid, out["anom_id"], stroke_layer((96, 96), (40, 60, 30, 70)), "scratch")
     return pid
 
 
@@ -64,7 +64,7 @@ def test_train_in_background_then_components_and_reload(ctx, tmp_path, backbone)
     names = ctx.engine(pid).component_names()
     assert {"adapter", "adapter_memory", "adapter_text"} <= set(names)
     # Inspect: the adapter components get heatmap panels and visible sliders
-    outs = list(events.score(ctx, pid, texture(True, seed=9), None, None, 0.5, 0.5))
+    outs = list(inspect_tab.score(ctx, pid, texture(True, seed=9), None, None, 0.5, 0.5))
     last = outs[-1]
     captions = [c for _, c in [o for o in outs if "heatmaps" in o][-1]["heatmaps"]]
     assert any(c.startswith("adapter · ") for c in captions) and any(c.startswith("adapter_memory") for c in captions)

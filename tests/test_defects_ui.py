@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui import batch_tab, defects_panel, events
+from ui import batch_tab, defects_panel, inspect_tab, project_bar, shots_tab
 from ui.context import StudioContext
 
 storage = pytest.importorskip("storage")
@@ -34,17 +34,17 @@ def test_train_predict_batch_and_persistence(ctx, tmp_path):
     from fsad_core.synth import add_defect, normal_image
 
     rng = np.random.default_rng(0)
-    pid = events.open_project(ctx, "types", "brick")["pid"]
-    events.add_normals(ctx, pid, [_png(tmp_path, "n0", normal_image("brick", rng, 96))])
+    pid = project_bar.open_project(ctx, "types", "brick")["pid"]
+    shots_tab.add_normals(ctx, pid, [_png(tmp_path, "n0", normal_image("brick", rng, 96))])
     # one type only: a status line, no exception
     img, m = add_defect(normal_image("brick", rng, 96), "hole", rng)
-    iid = events.add_anomalous(ctx, pid, [_png(tmp_path, "h0", img)])["anom_id"]
-    events.save_shot(ctx, pid, iid, _layer(m), "hole")
+    iid = shots_tab.add_anomalous(ctx, pid, [_png(tmp_path, "h0", img)])["anom_id"]
+    shots_tab.save_shot(ctx, pid, iid, _layer(m), "hole")
     out = defects_panel.train(ctx, pid, "prototype")
     assert "at least 2 defect types" in out["defect_status"]
     img, m = add_defect(normal_image("brick", rng, 96), "stain", rng)
-    iid = events.add_anomalous(ctx, pid, [_png(tmp_path, "s0", img)])["anom_id"]
-    events.save_shot(ctx, pid, iid, _layer(m), "stain")
+    iid = shots_tab.add_anomalous(ctx, pid, [_png(tmp_path, "s0", img)])["anom_id"]
+    shots_tab.save_shot(ctx, pid, iid, _layer(m), "stain")
 
     # Cancel pressed while training runs (here: at the first progress report): nothing trained or saved
     out = defects_panel.train(ctx, pid, "prototype",
@@ -57,7 +57,7 @@ def test_train_predict_batch_and_persistence(ctx, tmp_path):
     assert defects_panel.model_path(ctx, pid).is_file()
 
     q, _ = add_defect(normal_image("brick", rng, 96), "stain", rng)
-    outs = list(events.score(ctx, pid, q, None, None, 0.5, 0.5))
+    outs = list(inspect_tab.score(ctx, pid, q, None, None, 0.5, 0.5))
     sha = [o for o in outs if o.get("query_sha")][-1]["query_sha"]
     pred = defects_panel.predict(ctx, pid, sha)["defect_pred"]
     assert set(pred) == {"hole", "stain"} and sum(pred.values()) == pytest.approx(1.0, abs=1e-5)

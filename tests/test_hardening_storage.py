@@ -159,9 +159,9 @@ def test_the_studio_refuses_a_damaged_database(tmp_path, capsys):
 
 
 def test_a_database_error_in_a_handler_never_claims_saved_work_is_intact():
-    from ui.events import _user_message
+    from ui.common import user_message
 
-    msg = _user_message(sqlite3.DatabaseError("database disk image is malformed"))
+    msg = user_message(sqlite3.DatabaseError("database disk image is malformed"))
     assert "intact" not in msg and "storage check" in msg
 
 
@@ -181,7 +181,7 @@ def test_uploads_are_files_checked_before_decoding(ctx, tmp_path):
     import gradio as gr
     from gradio.data_classes import FileData
 
-    from ui import events
+    from ui import inspect_tab, project_bar, shots_tab
     from ui.studio import build_studio, launch_kwargs
     from ui.uploads import UploadedImage
 
@@ -193,16 +193,16 @@ def test_uploads_are_files_checked_before_decoding(ctx, tmp_path):
     assert isinstance(query, UploadedImage) and query.get_block_name() == "image" and query.type == "filepath"
     bomb = _bomb_png(tmp_path / "bomb.png")  # 169 MP claimed by a 100-byte file
     assert query.preprocess(FileData(path=str(bomb), orig_name="bomb.png")) == str(bomb)  # not opened by Gradio
-    pid = events.open_project(ctx, "p", "x")["pid"]
+    pid = project_bar.open_project(ctx, "p", "x")["pid"]
     # refused with our message (a toast and the status line; issue 13: a refusal never locks the panel)
     with pytest.warns(UserWarning, match="169 MP, over the 64 MP limit.*not decoded"):
-        out = events.add_query(ctx, pid, str(bomb))
+        out = inspect_tab.add_query(ctx, pid, str(bomb))
     assert "169 MP, over the 64 MP limit" in out["inspect_status"] and out["query_iid"] is None
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
     assert by_id["paste-image"].preprocess(FileData(path=str(corrupt))) == str(corrupt)
     with pytest.warns(UserWarning, match="not a readable image"):
-        events.add_pasted(ctx, pid, str(corrupt), "query")
+        shots_tab.add_pasted(ctx, pid, str(corrupt), "query")
     assert ctx.store.list_images(pid) == []
 
 

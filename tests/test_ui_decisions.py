@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from test_ui_events import backbone, ctx, project_with_shots, texture  # noqa: F401 (fixtures)
-from ui import decisions, events, render, review_tab
+from ui import decisions, render, review_tab
 from ui.context import StudioContext
+from ui.weights import initial_weights
 
 storage = pytest.importorskip("storage")
 
@@ -32,12 +33,12 @@ def test_calibrate_review_queue_and_restart(ctx, tmp_path):  # noqa: F811
     pid, _ = project_with_shots(ctx, tmp_path)
     for i, defect in enumerate([False, False, True, False]):
         ctx.store.add_image(pid, texture(defect, seed=20 + i), role="query", filename=f"q{i}.png")
-    w = events.initial_weights()
+    w = initial_weights()
     # nothing labelled: the shots-only heuristic, saved for these weights
     out = decisions.calibrate(ctx, pid, w, 0.1)
     assert out["decision"]["mode"] == "heuristic" and "heuristic" in out["calibration_text"].lower()
     thr = out["decision"]["threshold"]
-    assert ctx.store.get_threshold(pid, decisions._weights(w))["mode"] == "heuristic"
+    assert ctx.store.get_threshold(pid, decisions.slider_weight_set(w))["mode"] == "heuristic"
     loaded = decisions.load_decision(ctx, pid, w)
     assert loaded["decision"]["threshold"] == pytest.approx(thr)
     # the badge moves with the threshold
@@ -72,7 +73,7 @@ def test_calibrate_review_queue_and_restart(ctx, tmp_path):  # noqa: F811
     ctx2 = StudioContext(store2, profile="tiny", backbone=ctx._backbone)
     lab = store2.get_label(first["iid"])
     assert (lab["label"], lab["reviewer"]) == (label, "ana")
-    assert store2.get_threshold(pid, decisions._weights(w))["mode"] == "manual"
+    assert store2.get_threshold(pid, decisions.slider_weight_set(w))["mode"] == "manual"
     again = review_tab.load_queue(ctx2, pid, w, thr, out["decision"])
     assert sum(it["label"] is not None for it in again["review_items"]) == 2
     assert again["review_items"][0]["label"] is None  # reviewed ones go to the back

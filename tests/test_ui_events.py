@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui import events, render
+from ui import compare_tab, inspect_tab, project_bar, render, result_view, session, shots_tab
 from ui.context import StudioContext
+from ui.weights import WEIGHT_NAMES, initial_weights
 
 storage = pytest.importorskip("storage", reason="the storage package is needed for the studio's handlers")
 
@@ -58,18 +59,18 @@ def stroke_layer(size_hw, box) -> dict:
 
 
 def project_with_shots(ctx, tmp_path):
-    view = events.open_project(ctx, "line-3", "fabric")
+    view = project_bar.open_project(ctx, "line-3", "fabric")
     pid = view["pid"]
-    events.add_normals(ctx, pid, [png(tmp_path, "n1", texture(seed=1)), png(tmp_path, "n2", texture(seed=2))])
-    out = events.add_anomalous(ctx, pid, [png(tmp_path, "a1", texture(True, seed=3))])
+    shots_tab.add_normals(ctx, pid, [png(tmp_path, "n1", texture(seed=1)), png(tmp_path, "n2", texture(seed=2))])
+    out = shots_tab.add_anomalous(ctx, pid, [png(tmp_path, "a1", texture(True, seed=3))])
     iid = out["anom_id"]
     editor = stroke_layer((96, 96), (40, 60, 30, 70))
-    events.save_shot(ctx, pid, iid, editor, "scratch")
+    shots_tab.save_shot(ctx, pid, iid, editor, "scratch")
     return pid, iid
 
 
 def run_score(ctx, pid, img, weights=None):
-    outs = list(events.score(ctx, pid, img, None, weights, 0.5, 0.5))
+    outs = list(inspect_tab.score(ctx, pid, img, None, weights, 0.5, 0.5))
     return outs
 
 
@@ -110,19 +111,19 @@ def test_aggregate_panel_threshold_draws_a_contour():
 
 # --- project bar ---------------------------------------------------------------------------------
 def test_create_open_and_restore_project(ctx):
-    view = events.open_project(ctx, "bottles", "bottle")
+    view = project_bar.open_project(ctx, "bottles", "bottle")
     pid = view["pid"]
     assert view["class_name"] == "bottle" and "bottles" in view["project_status"]
-    again = events.open_project(ctx, "bottles", "")
+    again = project_bar.open_project(ctx, "bottles", "")
     assert again["pid"] == pid
-    events.open_project(ctx, "other", "cable")
+    project_bar.open_project(ctx, "other", "cable")
     # a page reload restores the browser's last project, else the newest
-    assert events.on_load(ctx, pid)["pid"] == pid
-    assert events.on_load(ctx, None)["project_name"] == "other"
-    events.set_class_name(ctx, pid, "wine bottle")
+    assert project_bar.on_load(ctx, pid)["pid"] == pid
+    assert project_bar.on_load(ctx, None)["project_name"] == "other"
+    project_bar.set_class_name(ctx, pid, "wine bottle")
     assert ctx.store.get_project(pid)["class_name"] == "wine bottle"
     with pytest.raises(gr.Error, match="project name"):
-        events.open_project(ctx, "  ", "x")
+        project_bar.open_project(ctx, "  ", "x")
 
 
 def test_shots_are_saved_and_reach_the_engine(ctx, tmp_path):
@@ -139,42 +140,42 @@ def test_shots_are_saved_and_reach_the_engine(ctx, tmp_path):
     assert sorted(s.kind for s in ctx2.engine(pid).shots) == kinds
     # removing a normal image removes its shot
     normal_id = ctx.store.list_images(pid, role="normal")[0]["id"]
-    events.remove_image(ctx, pid, normal_id)
+    session.remove_image(ctx, pid, normal_id)
     assert sorted(s.kind for s in engine.shots) == ["anomalous", "normal"]
 
 
 def test_mask_edits_strokes_and_empty_save(ctx, tmp_path):
-    pid = events.open_project(ctx, "p", "fabric")["pid"]
-    out = events.add_anomalous(ctx, pid, [png(tmp_path, "a", texture(True))])
+    pid = project_bar.open_project(ctx, "p", "fabric")["pid"]
+    out = shots_tab.add_anomalous(ctx, pid, [png(tmp_path, "a", texture(True))])
     iid = out["anom_id"]
     assert out["editor"]["layers"] == []
     with pytest.raises(gr.Error, match="mask is empty"):
-        events.save_shot(ctx, pid, iid, {"background": None, "layers": [], "composite": None}, "hole")
+        shots_tab.save_shot(ctx, pid, iid, {"background": None, "layers": [], "composite": None}, "hole")
     assert ctx.store.get_mask(iid) is None or not np.asarray(ctx.store.get_mask(iid)).any()
-    res = events.commit_strokes(ctx, iid, stroke_layer((96, 96), (10, 30, 10, 30)), "add")
+    res = shots_tab.commit_strokes(ctx, iid, stroke_layer((96, 96), (10, 30, 10, 30)), "add")
     assert "400 px" in res["mask_status"]
-    res = events.commit_strokes(ctx, iid, stroke_layer((96, 96), (10, 20, 10, 30)), "remove")
+    res = shots_tab.commit_strokes(ctx, iid, stroke_layer((96, 96), (10, 20, 10, 30)), "remove")
     assert "200 px" in res["mask_status"]
     # save = kept mask + strokes not yet applied
-    events.save_shot(ctx, pid, iid, stroke_layer((96, 96), (50, 60, 50, 60)), "hole")
+    shots_tab.save_shot(ctx, pid, iid, stroke_layer((96, 96), (50, 60, 50, 60)), "hole")
     assert int(np.asarray(ctx.store.get_mask(iid)).sum()) == 300
     assert ctx.store.list_images(pid, role="anomalous")[0]["defect_type"] == "hole"
 
 
 def test_sam_click_proposes_and_applies_a_mask(ctx, tmp_path):
     pytest.importorskip("segment_anything")
-    pid = events.open_project(ctx, "sam", "fabric")["pid"]
-    out = events.add_anomalous(ctx, pid, [png(tmp_path, "a", texture(True))])
+    pid = project_bar.open_project(ctx, "sam", "fabric")["pid"]
+    out = shots_tab.add_anomalous(ctx, pid, [png(tmp_path, "a", texture(True))])
     iid, prompts = out["anom_id"], out["sam_prompts"]
     ctx.sam_jobs[prompts["sha"]].join(60)  # the background embedding started at upload
     view_xy = (render.CLICK_SIDE * 50 / 96, render.CLICK_SIDE * 50 / 96)
-    res = events.sam_click(ctx, pid, iid, prompts, events.SAM_MODES[0], view_xy)
+    res = shots_tab.sam_click(ctx, pid, iid, prompts, shots_tab.SAM_MODES[0], view_xy)
     assert res["sam_prompts"]["points"] == [[50, 50, True]]
     assert len(res["sam_proposals"]) >= 1 and "random weights" in res["sam_status"]
     t0 = time.perf_counter()
-    again = events.sam_click(ctx, pid, iid, res["sam_prompts"], events.SAM_MODES[1], (10, 10))
+    again = shots_tab.sam_click(ctx, pid, iid, res["sam_prompts"], shots_tab.SAM_MODES[1], (10, 10))
     assert time.perf_counter() - t0 < 5  # the embedding is reused: no encoder pass
-    applied = events.sam_apply(ctx, iid, again["sam_prompts"], None, "replace")
+    applied = shots_tab.sam_apply(ctx, iid, again["sam_prompts"], None, "replace")
     proposal = ctx.sam_proposals.get(iid)[0].mask
     assert (ctx.mask_drafts.get(iid) == proposal).all()
     assert applied["editor"]["layers"] == []
@@ -189,18 +190,18 @@ def test_score_is_progressive_and_sliders_reaggregate(ctx, tmp_path):
     assert panels[0] < panels[-1] and panels[-1] >= 10  # patch level first, then the window scales
     final = outs[-1]
     sha = final["query_sha"]
-    visible = [n for n in events.WEIGHT_NAMES if final[f"weight:{n}"].get("visible")]
+    visible = [n for n in WEIGHT_NAMES if final[f"weight:{n}"].get("visible")]
     assert {"text", "zero_shot", "normal@16", "anomalous@32"} <= set(visible)
     assert not final["weight:personal"]["visible"]
-    first = events.reaggregate(ctx, pid, sha, events.initial_weights(), 0.5, 0.5)
-    only_normal = {n: (1.0 if n == "normal@16" else 0.0) for n in events.WEIGHT_NAMES}
+    first = result_view.reaggregate(ctx, pid, sha, initial_weights(), 0.5, 0.5)
+    only_normal = {n: (1.0 if n == "normal@16" else 0.0) for n in WEIGHT_NAMES}
     t0 = time.perf_counter()
-    second = events.reaggregate(ctx, pid, sha, only_normal, 0.5, 0.5)
+    second = result_view.reaggregate(ctx, pid, sha, only_normal, 0.5, 0.5)
     assert time.perf_counter() - t0 < 0.5
     result = ctx.get_result(pid, sha).result
     assert float(second["aggregate_score"]) == pytest.approx(result.components["normal@16"].score, abs=1e-4)
     assert first["aggregate_score"] != second["aggregate_score"]
-    zero = events.reaggregate(ctx, pid, sha, {n: 0.0 for n in events.WEIGHT_NAMES}, 0.5, 0.5)
+    zero = result_view.reaggregate(ctx, pid, sha, {n: 0.0 for n in WEIGHT_NAMES}, 0.5, 0.5)
     assert "every weight is 0" in zero["aggregate_score"]
     runs = ctx.store.list_runs(pid)
     assert any((r["kind"] if isinstance(r, dict) else r[1]) == "inspect" for r in runs)
@@ -209,16 +210,16 @@ def test_score_is_progressive_and_sliders_reaggregate(ctx, tmp_path):
 def test_presets_and_saved_presets(ctx, tmp_path):
     pid, _ = project_with_shots(ctx, tmp_path)
     sha = run_score(ctx, pid, texture(True, seed=5))[-1]["query_sha"]
-    out = events.apply_preset(ctx, pid, sha, "only zero_shot", 0.5, 0.0)
+    out = inspect_tab.apply_preset(ctx, pid, sha, "only zero_shot", 0.5, 0.0)
     assert out["weight:zero_shot"]["value"] == 1.0 and out["weight:text"]["value"] == 0.0
     comp = ctx.get_result(pid, sha).result.components["zero_shot"]
     assert float(out["aggregate_score"]) == pytest.approx(comp.score, abs=1e-4)
-    eq = events.apply_preset(ctx, pid, sha, "equal", 0.5, 0.0)
+    eq = inspect_tab.apply_preset(ctx, pid, sha, "equal", 0.5, 0.0)
     assert eq["weight:text"]["value"] == eq["weight:normal@16"]["value"] > 0
-    mine = dict(events.initial_weights(), text=0.7)
-    saved = events.save_preset(ctx, pid, "mine", mine)
+    mine = dict(initial_weights(), text=0.7)
+    saved = inspect_tab.save_preset(ctx, pid, "mine", mine)
     assert "saved: mine" in saved["preset"]["choices"]
-    back = events.apply_preset(ctx, pid, sha, "saved: mine", 0.5, 0.0)
+    back = inspect_tab.apply_preset(ctx, pid, sha, "saved: mine", 0.5, 0.0)
     assert back["weight:text"]["value"] == 0.7
 
 
@@ -229,24 +230,24 @@ def test_studio_aggregate_equals_result_aggregate_for_every_preset(ctx, tmp_path
     sha = run_score(ctx, pid, texture(True, seed=6))[-1]["query_sha"]
     result = ctx.get_result(pid, sha).result
     for name in ("paper", "winclip+", "equal"):
-        out = events.apply_preset(ctx, pid, sha, name, 0.5, 0.0)
+        out = inspect_tab.apply_preset(ctx, pid, sha, name, 0.5, 0.0)
         assert float(out["aggregate_score"]) == pytest.approx(result.aggregate(name).score, abs=1e-4), name
-        sliders = {n: out[f"weight:{n}"]["value"] for n in events.WEIGHT_NAMES}
+        sliders = {n: out[f"weight:{n}"]["value"] for n in WEIGHT_NAMES}
         # moving nothing keeps the preset's own rule (winclip+: max of the mean map)
-        again = events.reaggregate(ctx, pid, sha, sliders, 0.5, 0.0, name)
+        again = result_view.reaggregate(ctx, pid, sha, sliders, 0.5, 0.0, name)
         assert again["aggregate_score"] == out["aggregate_score"]
     # the default sliders are the paper preset: 1/3 on text, 0 on zero_shot
-    w = events.initial_weights()
+    w = initial_weights()
     assert w["text"] == pytest.approx(1 / 3, abs=1e-4) and w["zero_shot"] == 0.0
     custom = dict(w, zero_shot=0.5)
-    out = events.reaggregate(ctx, pid, sha, custom, 0.5, 0.0, "paper")  # a slider moved: custom weights
+    out = result_view.reaggregate(ctx, pid, sha, custom, 0.5, 0.0, "paper")  # a slider moved: custom weights
     assert float(out["aggregate_score"]) == pytest.approx(
         result.aggregate({k: v for k, v in custom.items() if k in result.components}).score, abs=1e-4)
     # a preset that needs components the result lacks says so instead of scoring with the rest
-    o2n = events.apply_preset(ctx, pid, sha, "one-to-normal", 0.5, 0.0)
+    o2n = inspect_tab.apply_preset(ctx, pid, sha, "one-to-normal", 0.5, 0.0)
     assert "needs personal, pool" in o2n["aggregate_score"]
     # all-zero weights are an error shown to the user, never replaced by the defaults
-    outs = run_score(ctx, pid, texture(True, seed=6), weights={n: 0.0 for n in events.WEIGHT_NAMES})
+    outs = run_score(ctx, pid, texture(True, seed=6), weights={n: 0.0 for n in WEIGHT_NAMES})
     assert "every weight is 0" in outs[-2]["aggregate_score"]
 
 
@@ -255,14 +256,14 @@ def test_validation_only_normal_shot(ctx, tmp_path):
     pid, _ = project_with_shots(ctx, tmp_path)
     engine = ctx.engine(pid)
     n_before = engine.banks()["normal"][1].shape[0]
-    sel = events.normal_selected(ctx, pid, 1)
+    sel = shots_tab.normal_selected(ctx, pid, 1)
     assert sel["normal_validation"] is False
-    out = events.set_validation_only(ctx, pid, 1, True)
+    out = shots_tab.set_validation_only(ctx, pid, 1, True)
     assert "tuning only" in out["normal_gallery"][1][1]
     assert engine.banks()["normal"][1].shape[0] == n_before - 225
-    assert events.normal_selected(ctx, pid, 1)["normal_validation"] is True
+    assert shots_tab.normal_selected(ctx, pid, 1)["normal_validation"] is True
     sha = run_score(ctx, pid, texture(True, seed=4))[-1]["query_sha"]
-    tuned = events.tune(ctx, pid, sha, events.initial_weights(), 0.5, 0.5)
+    tuned = inspect_tab.tune(ctx, pid, sha, initial_weights(), 0.5, 0.5)
     assert "validation-normal protocol" in tuned["tune_status"]
     run = [r for r in ctx.store.list_runs(pid) if r["kind"] == "tune"][-1]
     assert run["params"]["protocol"] == "validation-normal" and run["params"]["m_total"] == 10
@@ -270,7 +271,7 @@ def test_validation_only_normal_shot(ctx, tmp_path):
     fresh = StudioContext(ctx.store, profile="tiny", banner="tiny", backbone=engine.backbone,
                           data_dir=tmp_path / "data")
     assert fresh.engine(pid).banks()["normal"][1].shape[0] == n_before - 225
-    events.set_validation_only(ctx, pid, 1, False)
+    shots_tab.set_validation_only(ctx, pid, 1, False)
     assert engine.banks()["normal"][1].shape[0] == n_before
 
 
@@ -278,39 +279,39 @@ def test_tune_moves_sliders_and_undo_restores(ctx, tmp_path):
     pytest.importorskip("fsad_core.tuning")
     pid, _ = project_with_shots(ctx, tmp_path)
     sha = run_score(ctx, pid, texture(True, seed=4))[-1]["query_sha"]
-    before = events.initial_weights()
-    out = events.tune(ctx, pid, sha, before, 0.5, 0.5)
-    tuned = {n: out[f"weight:{n}"]["value"] for n in events.WEIGHT_NAMES}
+    before = initial_weights()
+    out = inspect_tab.tune(ctx, pid, sha, before, 0.5, 0.5)
+    tuned = {n: out[f"weight:{n}"]["value"] for n in WEIGHT_NAMES}
     assert abs(sum(tuned.values()) - 1.0) < 0.01 and len(out["tune_chart"]["value"]) >= 3
     assert "AUROC" in out["tune_status"] and out["undo_weights"] == before
-    undone = events.undo_tune(ctx, pid, sha, out["undo_weights"], 0.5, 0.5)
+    undone = inspect_tab.undo_tune(ctx, pid, sha, out["undo_weights"], 0.5, 0.5)
     assert undone["weight:zero_shot"]["value"] == pytest.approx(before["zero_shot"], abs=1e-4)
 
 
 def test_errors_are_readable(ctx):
     with pytest.raises(gr.Error, match="Open or create a project"):
-        list(events.score(ctx, None, texture(), None, None, 0.5, 0.5))
-    pid = events.open_project(ctx, "e", "x")["pid"]
+        list(inspect_tab.score(ctx, None, texture(), None, None, 0.5, 0.5))
+    pid = project_bar.open_project(ctx, "e", "x")["pid"]
     with pytest.raises(gr.Error, match="query"):
-        list(events.score(ctx, pid, None, None, None, 0.5, 0.5))
+        list(inspect_tab.score(ctx, pid, None, None, None, 0.5, 0.5))
     # a refused query file: a readable message, and nothing selected (the next Score cannot
     # quietly score the previous query instead)
-    bad = events.add_query(ctx, pid, b"not an image")
+    bad = inspect_tab.add_query(ctx, pid, b"not an image")
     assert "not a readable image" in bad["inspect_status"]
     assert bad["query_iid"] is None and bad["query_image"] is None
 
 
 def test_sample_project_and_compare(ctx):
     pytest.importorskip("fsad_core.synth")
-    view = events.load_sample(ctx)
+    view = project_bar.load_sample(ctx)
     pid = view["pid"]
     assert len(ctx.store.list_images(pid, role="query")) >= 2 and view["normal_gallery"]
     q = ctx.store.list_images(pid, role="query")
     a = run_score(ctx, pid, None if False else ctx.store.read_image(q[0]["id"]))[-1]["query_sha"]
     run_score(ctx, pid, ctx.store.read_image(q[1]["id"]))
-    choices = events.compare_choices(ctx, pid)
+    choices = compare_tab.compare_choices(ctx, pid)
     assert len(choices["cmp_query_a"]["choices"]) == 2
-    out = events.compare(ctx, pid, a, "aggregate", a, "text", events.initial_weights(), 0.5)
+    out = compare_tab.compare(ctx, pid, a, "aggregate", a, "text", initial_weights(), 0.5)
     assert out["cmp_a"].shape == out["cmp_b"].shape and "text" in out["cmp_caption"]
 
 
@@ -325,7 +326,7 @@ def test_layout_has_the_stable_element_ids(ctx):
               "personalize-train", "personalize-run", "personalized-compare", "personalize-strength",
               "pool-gallery", "weight-anomalous@32", "weight-text"}
     assert needed <= ids, needed - ids
-    assert {f"weight-{n}" for n in events.WEIGHT_NAMES} <= ids
+    assert {f"weight-{n}" for n in WEIGHT_NAMES} <= ids
     # every component that shows a mask or a heatmap is sent as PNG, never lossy WebP
     for b in demo.blocks.values():
         if getattr(b, "elem_id", None) in ("heatmaps", "aggregate-map", "sam-click", "mask-editor",
@@ -335,13 +336,13 @@ def test_layout_has_the_stable_element_ids(ctx):
 
 # --- personalize tab -------------------------------------------------------------------------------
 def test_switching_project_never_keeps_another_projects_lora(ctx, tmp_path):
-    pt = pytest.importorskip("ui.personalize_tab")
+    from ui import personalize_tab as pt
     from fsad_core.personalize import PersonalizeConfig, Personalizer, training_state
 
-    a = events.open_project(ctx, "a", "fabric")["pid"]
-    events.add_normals(ctx, a, [png(tmp_path, "na", texture(seed=1))])
-    b = events.open_project(ctx, "b", "fabric")["pid"]
-    events.add_normals(ctx, b, [png(tmp_path, "nb", texture(seed=2))])
+    a = project_bar.open_project(ctx, "a", "fabric")["pid"]
+    shots_tab.add_normals(ctx, a, [png(tmp_path, "na", texture(seed=1))])
+    b = project_bar.open_project(ctx, "b", "fabric")["pid"]
+    shots_tab.add_normals(ctx, b, [png(tmp_path, "nb", texture(seed=2))])
     pt.train(ctx, a)
     lora_a, _ = pt._dirs(ctx, a)
     assert training_state(lora_a)["complete"] and lora_a.parent == ctx.store.project_dir(a)
@@ -370,9 +371,9 @@ def test_switching_project_never_keeps_another_projects_lora(ctx, tmp_path):
 
 
 def test_pool_warns_without_a_model_keeps_the_old_pool_on_cancel_and_goes_stale(ctx, tmp_path):
-    pt = pytest.importorskip("ui.personalize_tab")
-    pid = events.open_project(ctx, "pool", "fabric")["pid"]
-    events.add_normals(ctx, pid, [png(tmp_path, "n", texture(seed=1))])
+    from ui import personalize_tab as pt
+    pid = project_bar.open_project(ctx, "pool", "fabric")["pid"]
+    shots_tab.add_normals(ctx, pid, [png(tmp_path, "n", texture(seed=1))])
     with pytest.warns(UserWarning, match="base model"):
         out = pt.make_pool(ctx, pid, 2)
     assert len(out["pool_gallery"]) == 2 and "from the base model" in out["pers_status"]
@@ -395,9 +396,9 @@ def test_pool_warns_without_a_model_keeps_the_old_pool_on_cancel_and_goes_stale(
 
 
 def test_personalize_settings_reach_the_personalizer(ctx, tmp_path):
-    pt = pytest.importorskip("ui.personalize_tab")
-    pid = events.open_project(ctx, "s", "fabric")["pid"]
-    events.add_normals(ctx, pid, [png(tmp_path, "n", texture(seed=1))])
+    from ui import personalize_tab as pt
+    pid = project_bar.open_project(ctx, "s", "fabric")["pid"]
+    shots_tab.add_normals(ctx, pid, [png(tmp_path, "n", texture(seed=1))])
     p = pt.personalizer(ctx, pid, "paper", 7, 3)
     assert (p.config.preset, p.config.seed, p.config.train_steps, p.config.prompts) == ("paper", 7, 3, "all")
     assert pt.personalizer(ctx, pid, "fast", 0, 0).config.train_steps == 2  # 0 = the preset's (tiny: 2)
@@ -414,47 +415,43 @@ def test_personalize_settings_reach_the_personalizer(ctx, tmp_path):
 
 # --- a workflow that never traps the user (issue 13) -------------------------------------------------
 def test_query_names_and_duplicates(ctx, tmp_path):
-    pid = events.open_project(ctx, "names", "fabric")["pid"]
+    pid = project_bar.open_project(ctx, "names", "fabric")["pid"]
     path = png(tmp_path, "bolt_017", texture(True, seed=11))
-    first = events.add_query(ctx, pid, path)
-    again = events.add_query(ctx, pid, path)  # the same pixels again: reused, not duplicated
+    first = inspect_tab.add_query(ctx, pid, path)
+    again = inspect_tab.add_query(ctx, pid, path)  # the same pixels again: reused, not duplicated
     assert first["query_iid"] == again["query_iid"] and "Already in the project" in again["inspect_status"]
     rows = ctx.store.list_images(pid, role="query")
     assert len(rows) == 1 and rows[0]["filename"] == "bolt_017.png"
     assert "bolt_017.png" in first["query_pick"]["choices"][0][0]
     run_score_iid(ctx, pid, first["query_iid"])
-    labels = [c[0] for c in events.compare_choices(ctx, pid)["cmp_query_a"]["choices"]]
+    labels = [c[0] for c in compare_tab.compare_choices(ctx, pid)["cmp_query_a"]["choices"]]
     assert labels == ["#%d bolt_017.png" % first["query_iid"]]
 
 
 def run_score_iid(ctx, pid, iid, preset=None):
-    return list(events.score(ctx, pid, None, iid, events.initial_weights(), 0.5, 0.5, preset))
+    return list(inspect_tab.score(ctx, pid, None, iid, initial_weights(), 0.5, 0.5, preset))
 
 
 def test_preset_label_is_honest(ctx, tmp_path):
-    from ui import session
-
     pid, _ = project_with_shots(ctx, tmp_path)
     sha = run_score(ctx, pid, texture(True, seed=5))[-1]["query_sha"]
     names = list(ctx.get_result(pid, sha).result.components)
     # one-to-normal needs personal and pool, which a plain result lacks: it says so
-    out = events.apply_preset(ctx, pid, sha, "one-to-normal", 0.5, 0.0)
+    out = inspect_tab.apply_preset(ctx, pid, sha, "one-to-normal", 0.5, 0.0)
     assert "`personal`" in out["inspect_status"] and "`pool`" in out["inspect_status"]
     assert session.missing_components({"personal": 1.0, "pool": 0.0, "text": 1.0}, ["text"]) == ["personal"]
-    assert events.apply_preset(ctx, pid, sha, "paper", 0.5, 0.0)["inspect_status"] == ""
-    assert events.apply_preset(ctx, pid, sha, session.CUSTOM, 0.5, 0.0) == {}
+    assert inspect_tab.apply_preset(ctx, pid, sha, "paper", 0.5, 0.0)["inspect_status"] == ""
+    assert inspect_tab.apply_preset(ctx, pid, sha, session.CUSTOM, 0.5, 0.0) == {}
     # saving a preset keeps the "only X" entries (they vanished before)
-    saved = events.save_preset(ctx, pid, "mine", events.initial_weights(), sha)
+    saved = inspect_tab.save_preset(ctx, pid, "mine", initial_weights(), sha)
     assert "only zero_shot" in saved["preset"]["choices"] and "saved: mine" in saved["preset"]["choices"]
     assert set(f"only {n}" for n in names) <= set(saved["preset"]["choices"])
     # undoing a tuning puts back the label that was there before
-    undone = events.undo_tune(ctx, pid, sha, events.initial_weights(), 0.5, 0.5, "equal")
+    undone = inspect_tab.undo_tune(ctx, pid, sha, initial_weights(), 0.5, 0.5, "equal")
     assert undone["preset"] == "equal"
 
 
 def test_remove_and_undo(ctx, tmp_path):
-    from ui import session
-
     pid, iid = project_with_shots(ctx, tmp_path)
     engine = ctx.engine(pid)
     assert sorted(s.kind for s in engine.shots) == ["anomalous", "normal", "normal"]
@@ -469,14 +466,12 @@ def test_remove_and_undo(ctx, tmp_path):
 
 
 def test_reload_restores_the_inspect_session_from_cached_encodings(tmp_path, tiny_backbone, encoder_calls):
-    from ui import session
-
     store = storage.Store(tmp_path / "data")
     ctx = StudioContext(store, profile="tiny", backbone=tiny_backbone, data_dir=tmp_path / "data")
     pid, _ = project_with_shots(ctx, tmp_path)
-    q = events.add_query(ctx, pid, png(tmp_path, "q7", texture(True, seed=7)))["query_iid"]
-    weights = dict(events.initial_weights(), text=0.9)
-    outs = list(events.score(ctx, pid, None, q, weights, 0.5, 0.5, "paper"))
+    q = inspect_tab.add_query(ctx, pid, png(tmp_path, "q7", texture(True, seed=7)))["query_iid"]
+    weights = dict(initial_weights(), text=0.9)
+    outs = list(inspect_tab.score(ctx, pid, None, q, weights, 0.5, 0.5, "paper"))
     ctx.store.embeddings.flush()
     # a fresh process on the same store (a studio restart), then a page reload
     fresh = StudioContext(store, profile="tiny", backbone=tiny_backbone, data_dir=tmp_path / "data")
@@ -504,10 +499,10 @@ def test_reload_restores_the_inspect_session_from_cached_encodings(tmp_path, tin
 
 
 def test_batch_runs_are_listed_and_downloadable(ctx, tmp_path):
-    bt = pytest.importorskip("ui.batch_tab")
+    from ui import batch_tab as bt
     pid, _ = project_with_shots(ctx, tmp_path)
     files = [png(tmp_path, "part_a", texture(True, seed=21)), png(tmp_path, "part_b", texture(seed=22))]
-    outs = list(bt.run(ctx, pid, files, False, events.initial_weights(), 0.5))
+    outs = list(bt.run(ctx, pid, files, False, initial_weights(), 0.5))
     run_id = outs[-1]["batch_history"]["value"]
     # a reload: the saved run is listed, its ranking and files come back from the store
     listed = bt.history(ctx, pid)["batch_history"]["choices"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from . import events
+from .common import friendly, need_project, user_message
 from .context import StudioContext
 
 log = logging.getLogger("fsad.ui")
@@ -92,7 +92,7 @@ def attach_saved_adapter(ctx: StudioContext, pid: int, engine) -> None:
         ref = load_checkpoint(path).backbone
         engine.add_scorer(load_adapter_scorer(path, engine.config, backbone=_backbone(ctx, ref)))
     except Exception as exc:
-        ctx.__dict__.setdefault("adapter_errors", {})[int(pid)] = events._user_message(exc)
+        ctx.__dict__.setdefault("adapter_errors", {})[int(pid)] = user_message(exc)
         log.warning("project %s: adapter not loaded: %s", pid, exc)
 
 
@@ -136,14 +136,14 @@ def _run(ctx: StudioContext, job: AdapterJob, epochs: int, copies: int) -> None:
         job.message = "cancelled; press Train adapters again to resume where it stopped"
     except Exception as exc:  # shown in the status line, never a crashed thread
         job.state = "failed"
-        job.message = events._user_message(exc)
+        job.message = user_message(exc)
         log.warning("adapter training failed: %s", exc)
 
 
-@events.friendly
+@friendly
 def train(ctx: StudioContext, pid, epochs, copies) -> dict:
     """Start training in the background (or say that a job is already running)."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     job = _jobs(ctx).get(pid)
     if job is not None and job.thread is not None and job.thread.is_alive():
         return status(ctx, pid)
@@ -222,7 +222,7 @@ def table(ctx: StudioContext, pid=None) -> list[list]:
         try:
             h = read_header(p)
         except Exception as exc:
-            rows.append([where, str(p), "unreadable", "", events._user_message(exc)[:80], ""])
+            rows.append([where, str(p), "unreadable", "", user_message(exc)[:80], ""])
             continue
         tr = h.get("training", {})
         src = (f"{tr.get('n_anomalous', '?')} anomalous shots" if tr.get("source") == "project-shots"
@@ -232,12 +232,12 @@ def table(ctx: StudioContext, pid=None) -> list[list]:
     return rows
 
 
-@events.friendly
+@friendly
 def use_checkpoint(ctx: StudioContext, pid, path) -> dict:
     """Copy a checkpoint file into the project (so it reloads with it) and attach it."""
     from fsad_core.adapters.checkpoint import load_checkpoint
 
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     if not path or not str(path).strip():
         raise gr.Error("Give the path of an adapter checkpoint (.safetensors), e.g. one written by "
                        "`python -m fsad_core adapters train`.")
@@ -294,4 +294,4 @@ def build(studio) -> None:
         s.wire(C["adapters_use"].click, use_checkpoint, ["pid", "adapters_path"], ["adapters_status", "adapters_table"],
                concurrency_id="models")
 
-    studio.extra_wiring = getattr(studio, "extra_wiring", []) + [wiring]
+    studio.extra_wiring.append(wiring)

@@ -15,24 +15,26 @@ from typing import Callable
 import gradio as gr
 
 from fsad_core.images import ImageError
-
 from fsad_core.progress import Progress, silent
-from . import events, render
+
+from . import defects_panel, render
+from .common import as_list, friendly, log, need_project, read_upload
 from .context import StudioContext
+from .weights import WEIGHTS, effective_weights, initial_weights
 
 COLUMNS = ["rank", "image", "aggregate score", "top component", "top component score", "predicted type"]
 
 
 
-@events.friendly
+@friendly
 def run(ctx: StudioContext, pid, files, use_queries: bool, weights, opacity: float,
         progress: Progress = silent):
     """Score every dropped image (and the project's queries if asked), yielding the ranking so far."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     items = []
-    for f in events._as_list(files):
+    for f in as_list(files):
         try:
-            img, name = events._read_upload(f)
+            img, name = read_upload(f)
             items.append((name or "upload", img, None))
         except ImageError as exc:
             gr.Warning(str(exc))
@@ -43,7 +45,7 @@ def run(ctx: StudioContext, pid, files, use_queries: bool, weights, opacity: flo
         raise gr.Error("Drop images to inspect, or tick 'include the project's query images'.")
     pe = ctx.project_engine(pid, progress)
     if weights is None or not any(v > 0 for v in weights.values()):
-        weights = events.initial_weights()
+        weights = initial_weights()
     rows, panels = [], []
     t0 = time.perf_counter()
     for i, (name, img, iid) in enumerate(items):
@@ -53,12 +55,10 @@ def run(ctx: StudioContext, pid, files, use_queries: bool, weights, opacity: flo
         ctx.queries.put(result.query_sha256, img)
         ctx.put_result(pid, result.query_sha256, result, image_id=iid)
         try:
-            agg = result.aggregate(events._effective_weights(weights, result.components))
+            agg = result.aggregate(effective_weights(weights, result.components))
         except ValueError:
             agg = result.aggregate()
         top = max(result.components.items(), key=lambda kv: float(kv[1].score))
-        from . import defects_panel
-
         rows.append({"image": name, "image_id": iid, "score": float(agg.score), "top": top[0],
                      "top_score": float(top[1].score),
                      "panel": render.heat_panel(img, agg.map, opacity),
@@ -74,7 +74,7 @@ def run(ctx: StudioContext, pid, files, use_queries: bool, weights, opacity: flo
             pid, "batch", {"n": len(items), "weights": dict(weights), "profile": ctx.profile},
             {"ranking": [{k: r[k] for k in ("image", "image_id", "score", "top", "top_score", "type")} for r in rows]})
     except Exception as exc:  # the ranking on screen matters more than its log
-        events.log.warning("could not save the batch run: %s", exc)
+        log.warning("could not save the batch run: %s", exc)
         return
     yield {"batch_history": gr.update(choices=history_choices(ctx, pid), value=run_id),
            "batch_download": run_files(ctx, pid, run_id)}
@@ -128,10 +128,10 @@ def history(ctx: StudioContext, pid) -> dict:
     return {"batch_history": gr.update(choices=history_choices(ctx, int(pid)), value=None)}
 
 
-@events.friendly
+@friendly
 def show_run(ctx: StudioContext, pid, run_id) -> dict:
     """A saved run: its ranking in the table and its CSV / HTML report to download."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     if run_id is None or run_id == "":
         return {}
     run = ctx.store.get_run(int(run_id))
@@ -165,12 +165,12 @@ def build(studio) -> None:
 
     def wiring(s) -> None:
         C = s.C
-        s.wire(C["batch_run"].click, run, ["pid", "batch_files", "batch_queries", "@weights", "opacity"],
+        s.wire(C["batch_run"].click, run, ["pid", "batch_files", "batch_queries", WEIGHTS, "opacity"],
                ["batch_table", "batch_gallery", "batch_status", "batch_history", "batch_download"], progress=True,
                concurrency_id="models")
         s.wire(C["batch_history"].input, show_run, ["pid", "batch_history"],
                ["batch_table", "batch_status", "batch_download"])
-        for dep in getattr(s, "opened_events", []):  # a reload lists the project's saved runs
-            dep.then(*s._then(history, ["pid"], ["batch_history"]))
+        for dep in s.opened_events:  # a reload lists the project's saved runs
+            dep.then(*s.chained(history, ["pid"], ["batch_history"]))
 
-    studio.extra_wiring = getattr(studio, "extra_wiring", []) + [wiring]
+    studio.extra_wiring.append(wiring)

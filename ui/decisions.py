@@ -1,4 +1,4 @@
-"""Inspect's decision widgets (issue 14): the OK / NG / uncertain badge next to the aggregate score,
+"""Inspect's decision widgets: the OK / NG / uncertain badge next to the aggregate score,
 the *Calibrate* button, and the threshold view (histogram of OK vs NG scores with the threshold
 line, and the false-alarm and miss rates it implies on the labelled images).
 
@@ -18,8 +18,11 @@ import gradio as gr
 import numpy as np
 
 from fsad_core.progress import Progress, silent
-from . import events
+
+from .common import friendly, need_project
 from .context import StudioContext
+from .result_view import reaggregate
+from .weights import WEIGHT_NAMES, WEIGHTS, initial_weights, studio_weight_set
 
 COLOURS = {"OK": ("#0a7a2f", "#e3f6e8"), "NG": ("#b00020", "#fde7ea"), "uncertain": ("#8a5a00", "#fff4ce")}
 NO_VERDICT = '<div class="verdict-badge none" data-verdict="">—</div>'
@@ -63,13 +66,14 @@ def _score_from_text(text) -> float | None:
         return None
 
 
-def _weights(weights: Mapping[str, float] | None, preset: str | None = None):
-    """The WeightSet the sliders stand for (`events.studio_weight_set`: a preset's own set, with its
-    score rule, while the sliders show it), so the studio and the CLI key thresholds alike."""
+def slider_weight_set(weights: Mapping[str, float] | None, preset: str | None = None):
+    """The WeightSet the sliders stand for (`weights.studio_weight_set`: a preset's own set, with its
+    score rule, while the sliders show it; the paper preset when every slider is 0), so the studio
+    and the CLI key thresholds alike."""
     w = {k: float(v) for k, v in (weights or {}).items()}
     if not any(v > 0 for v in w.values()):
-        w = events.initial_weights()
-    return events.studio_weight_set(preset, w, events.WEIGHT_NAMES)
+        w = initial_weights()
+    return studio_weight_set(preset, w, WEIGHT_NAMES)
 
 
 def labelled_scores(ctx: StudioContext, pid: int, weights,
@@ -140,13 +144,13 @@ def rates_text(ok, ng, threshold: float | None) -> str:
     return "At this threshold: " + "; ".join(parts) + "."
 
 
-@events.friendly
+@friendly
 def calibrate(ctx: StudioContext, pid, weights, alpha, preset=None, progress: Progress = silent) -> dict:
     """Calibrate on what the project has (labelled OK / NG queries, else the shots) and save it."""
     from fsad_core.calibration import calibrate_engine
 
-    pid = events._need_project(pid)
-    w = _weights(weights, preset)
+    pid = need_project(pid)
+    w = slider_weight_set(weights, preset)
     scores = labelled_scores(ctx, pid, w, progress)
     pe = ctx.project_engine(pid, progress)
     a = float(alpha) / 100 if alpha and float(alpha) >= 1 else float(alpha or 0.1)
@@ -167,7 +171,7 @@ def load_decision(ctx: StudioContext, pid, weights, preset=None) -> dict:
     """On opening a project: the threshold in force (the one for these weights, else the latest)."""
     if pid is None:
         return {"decision": None, "calibration_text": "", "verdict": NO_VERDICT}
-    rec = ctx.store.get_threshold(int(pid), _weights(weights, preset), any_weights=True)
+    rec = ctx.store.get_threshold(int(pid), slider_weight_set(weights, preset), any_weights=True)
     if rec is None:
         return {"decision": None, "verdict": NO_VERDICT,
                 "calibration_text": "Not calibrated yet: press **Calibrate** (or type a threshold and save it)."}
@@ -183,7 +187,7 @@ def update_badge(ctx: StudioContext, pid, score_text, threshold, decision, weigh
     score = _score_from_text(score_text)
     margin = float((decision or {}).get("margin") or 0.0)
     note = ""
-    if decision and decision.get("key") and decision.get("key") != _key(_weights(weights, preset)):
+    if decision and decision.get("key") and decision.get("key") != _key(slider_weight_set(weights, preset)):
         note = "threshold calibrated for other weights: press Calibrate"
     if decision and threshold is not None and abs(float(threshold) - float(decision.get("threshold", 0))) > 5e-5:
         note = "threshold typed (not saved)" if not note else note
@@ -196,18 +200,18 @@ def threshold_view(ctx: StudioContext, pid, threshold, scores) -> dict:
             "threshold_rates": rates_text(scores["ok"], scores["ng"], threshold)}
 
 
-@events.friendly
+@friendly
 def save_typed(ctx: StudioContext, pid, weights, threshold, decision, scores, preset=None) -> dict:
     """Save the slider's (typed or dragged) threshold for these weights, with its rates."""
     from fsad_core.calibration import manual
 
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     if threshold is None or float(threshold) <= 0:
         raise gr.Error("Type a threshold above 0 first.")
     scores = scores or {"ok": [], "ng": []}
     margin = float((decision or {}).get("margin") or 0.0)
     cal = manual(float(threshold), margin, scores["ok"], scores["ng"])
-    w = _weights(weights, preset)
+    w = slider_weight_set(weights, preset)
     ctx.store.save_threshold(pid, w, cal.to_dict())
     return {"decision": {"threshold": cal.threshold, "margin": margin, "mode": "manual", "key": _key(w)},
             "calibration_text": f"**manual** · {cal.text}"}
@@ -240,20 +244,20 @@ def build_inspect(studio) -> None:
 
     def wiring(s) -> None:
         C = s.C
-        badge_ins = ["pid", "aggregate_score", "threshold", "decision", "@weights", "preset"]
+        badge_ins = ["pid", "aggregate_score", "threshold", "decision", WEIGHTS, "preset"]
         s.wire([C["aggregate_score"].change, C["threshold"].input, C["decision"].change], update_badge, badge_ins,
                ["verdict"], fast=True)
         s.wire(C["threshold"].input, threshold_view, ["pid", "threshold", "decision_scores"],
                ["threshold_view", "threshold_rates"], fast=True)
-        s.wire(C["pid"].change, load_decision, ["pid", "@weights", "preset"], ["threshold", "decision", "calibration_text",
-                                                                     "verdict"])
-        s.wire(C["calibrate"].click, calibrate, ["pid", "@weights", "calibrate_alpha", "preset"],
+        s.wire(C["pid"].change, load_decision, ["pid", WEIGHTS, "preset"],
+               ["threshold", "decision", "calibration_text", "verdict"])
+        s.wire(C["calibrate"].click, calibrate, ["pid", WEIGHTS, "calibrate_alpha", "preset"],
                ["threshold", "decision", "decision_scores", "calibration_text", "threshold_view", "threshold_rates"],
                progress=True, concurrency_id="models")
-        s.wire(C["decision"].change, events.reaggregate, ["pid", "query_sha", "@weights", "opacity", "threshold", "preset"],
+        s.wire(C["decision"].change, reaggregate, ["pid", "query_sha", WEIGHTS, "opacity", "threshold", "preset"],
                ["aggregate_map", "aggregate_score"], fast=True)  # the contour follows a calibrated threshold
-        s.wire(C["threshold_save"].click, save_typed, ["pid", "@weights", "threshold", "decision", "decision_scores",
+        s.wire(C["threshold_save"].click, save_typed, ["pid", WEIGHTS, "threshold", "decision", "decision_scores",
                                                        "preset"],
                ["decision", "calibration_text"])
 
-    studio.extra_wiring = getattr(studio, "extra_wiring", []) + [wiring]
+    studio.extra_wiring.append(wiring)

@@ -1,4 +1,4 @@
-"""Defect types in the studio (issue 16): the predicted type next to the aggregate score (Inspect),
+"""Defect types in the studio: the predicted type next to the aggregate score (Inspect),
 the "Train type classifier" action with progress and cancel, and the Batch report's type column.
 
 Hooks: `build(studio)` is called inside the Inspect tab's layout; it registers its wiring through
@@ -126,9 +126,9 @@ def build(studio) -> None:
         s.wire(C["defect_cancel"].click, cancel_training, ["pid"], ["defect_status"], queue=False)
         scored = getattr(s, "scored_event", None)
         if scored is not None:
-            scored.then(*s._then(predict, ["pid", "query_sha"], ["defect_pred", "defect_status"]))
+            scored.then(*s.chained(predict, ["pid", "query_sha"], ["defect_pred", "defect_status"]))
 
-    studio.extra_wiring = getattr(studio, "extra_wiring", []) + [wiring]
+    studio.extra_wiring.append(wiring)
 
 
 __all__ = ["build", "train", "cancel_training", "predict", "predicted_type", "model_path"]

@@ -1,9 +1,8 @@
 """The Personalize tab (One-to-Normal): tune a customized diffusion model on the normal shots,
 turn the current query into its anomaly-free version, score `personal` and `pool`.
 
-Imported by `ui/studio.py` inside a try: when `fsad_core.personalize` is missing the tab says so
-and the rest of the studio runs. Handlers are plain functions `fn(ctx, ...) -> dict` as in
-`ui/events.py`; the long ones (training, pool) run with a progress bar, an ETA and a Cancel button.
+Handlers are plain functions `fn(ctx, ...) -> dict` as in every tab (`ui/common.py`); the long
+ones (training, pool) run with a progress bar, an ETA and a Cancel button.
 
 One Personalizer (one diffusion pipeline) serves the process. Whatever a handler does, it first
 makes that Personalizer match the open project: the project's finished customized model is active,
@@ -22,8 +21,11 @@ from fsad_core.personalize import (
     PRESETS, PersonalizeConfig, Personalizer, load_pool, model_id, pool_info, save_pool, training_state,
 )
 
-from . import events, render
+from . import render
+from .common import friendly, log, need_project
 from .context import StudioContext
+from .result_view import panels, reaggregate
+from .weights import WEIGHT_NAMES, slider_updates
 
 HELP = (
     "**One-to-Normal personalization.** 1) *Train* tunes a LoRA of the diffusion model on this project's "
@@ -208,10 +210,10 @@ def pool_eta(ctx: StudioContext, pid, n, preset=None, seed=None, train_steps=Non
     return {"pool_eta": f"Pool of {int(n or 0)}: about **{_fmt_s(est)}** on this machine"}
 
 
-@events.friendly
+@friendly
 def train(ctx: StudioContext, pid, preset="fast", seed=0, train_steps=0, restart=False,
           progress: Callable = _no_progress) -> dict:
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     normals = [ctx.store.read_image(r["id"]) for r in ctx.store.list_images(pid, role="normal")]
     if not normals:
         raise gr.Error("Add normal shots first: the customized model is tuned on them.")
@@ -253,11 +255,11 @@ def _gallery(pool) -> list:
     return [(render.thumbnail(im), f"pool {i + 1}") for i, im in enumerate(pool or [])]
 
 
-@events.friendly
+@friendly
 def make_pool(ctx: StudioContext, pid, n: int, preset="fast", seed=0, train_steps=0,
               progress: Callable = _no_progress) -> dict:
     """Generate the pool; it replaces the saved one only when complete (a cancel keeps the old)."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     p = personalizer(ctx, pid, preset, seed, train_steps)
     if p.model_id is None:
         gr.Warning("No trained customized model in this project: the pool comes from the base model, not from "
@@ -283,11 +285,11 @@ def show_pool(ctx: StudioContext, pid) -> dict:
     return {"pool_gallery": _gallery(_pool(ctx, int(pid))), **status(ctx, pid)}
 
 
-@events.friendly
+@friendly
 def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, threshold: float,
         preset="fast", seed=0, train_steps=0, progress: Callable = _no_progress) -> dict:
     """Personalize the query scored in Inspect, add `personal` (and `pool`) to its result."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     cached = ctx.get_result(pid, sha)
     img = ctx.queries.get(sha) if sha else None
     if cached is None or img is None:
@@ -317,7 +319,7 @@ def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, 
 
         save_personal(ctx, pid, sha, extra)
     except OSError as exc:
-        events.log.warning("could not keep the personal maps: %s", exc)
+        log.warning("could not keep the personal maps: %s", exc)
     ctx.put_result(pid, sha, result, image_id=cached.image_id)
     personal = extra["personal"]
     diff = render.colorize(render.normalise(res.difference), "inferno")
@@ -335,10 +337,10 @@ def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, 
                             " · no pool yet (add normal shots or generate a pool for the `pool` component)")
                          + f" · {model}, {p.config.preset} preset, seed {res.seed}"
                          + f" · {res.seconds:.1f} s at strength {res.strength:.2f}"),
-        "heatmaps": events._panels(ctx, result, img, opacity),
-        **events.slider_updates(visible=list(result.components)),
+        "heatmaps": panels(ctx, result, img, opacity),
+        **slider_updates(visible=list(result.components)),
     }
-    out.update(events.reaggregate(ctx, pid, sha, weights, opacity, threshold))
+    out.update(reaggregate(ctx, pid, sha, weights, opacity, threshold))
     return out
 
 
@@ -380,7 +382,7 @@ def build(studio) -> None:
 
     def wiring(s) -> None:
         C = s.C
-        sliders = [f"weight:{n}" for n in events.WEIGHT_NAMES]
+        sliders = [f"weight:{n}" for n in WEIGHT_NAMES]
         settings = ["pers_preset", "pers_seed", "pers_steps"]
         s.wire(C["pers_train"].click, train, ["pid"] + settings + ["pers_restart"], ["pers_status"], progress=True,
                concurrency_id="models")

@@ -1,4 +1,4 @@
-"""The Review tab (issue 14): the project's query images as a review queue, most doubtful first
+"""The Review tab: the project's query images as a review queue, most doubtful first
 (nearest the threshold), each with its verdict, score and overlay. The engineer confirms or corrects
 (OK / NG, keys **o** / **n**, **j** skips), with a free-text reviewer name; every decision is a
 review label in the store (who, when, what the tool said), so it survives restarts and feeds
@@ -14,8 +14,13 @@ import gradio as gr
 import numpy as np
 
 from fsad_core.progress import Progress, silent
-from . import events, render
+
+from . import render
+from .common import anomalous_gallery, friendly, need_project, normal_gallery
 from .context import LRU, StudioContext
+from .decisions import slider_weight_set
+from .shots_tab import pick_anomalous
+from .weights import WEIGHTS
 
 SHORTCUTS_JS = """<script>
 document.addEventListener('keydown', (e) => {
@@ -87,21 +92,19 @@ def _view(ctx: StudioContext, pid: int, items: list[dict], sel) -> dict:
                                             value=(lab or {}).get("defect_type"))}
 
 
-@events.friendly
+@friendly
 def load_queue(ctx: StudioContext, pid, weights, threshold, decision, preset=None,
                progress: Progress = silent) -> dict:
     """Score the project's queries (cached encodings), give verdicts at the threshold, save them, and
     sort the queue by nearness to the threshold (most doubtful first)."""
     from fsad_core.calibration import verdict
 
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     thr = float(threshold or 0)
     if thr <= 0:
         raise gr.Error("Set a threshold first (Inspect: Calibrate, or type one).")
     margin = float((decision or {}).get("margin") or 0.0)
-    from .decisions import _weights
-
-    w = _weights(weights, preset)
+    w = slider_weight_set(weights, preset)
     pe = ctx.project_engine(pid, progress)
     rows = ctx.store.list_images(pid, role="query")
     if not rows:
@@ -144,10 +147,10 @@ def _next_open(items: list[dict], sel: int) -> int:
     return min(sel + 1, n - 1)
 
 
-@events.friendly
+@friendly
 def decide(ctx: StudioContext, pid, items, sel, label: str, reviewer, defect_type) -> dict:
     """Save the reviewer's OK / NG for the selected image and move to the next unreviewed one."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     if not items or sel is None:
         raise gr.Error("Load the queue and select an image first.")
     it = dict(items[int(sel)])
@@ -177,10 +180,10 @@ def _selected(items, sel) -> dict:
     return items[int(sel)]
 
 
-@events.friendly
+@friendly
 def to_shot(ctx: StudioContext, pid, items, sel, reviewer, defect_type) -> dict:
     """A missed defect becomes an anomalous image in Shots (a shot once its mask is painted and saved)."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     it = _selected(items, sel)
     lab = ctx.store.get_label(it["iid"])
     if lab is None or lab["label"] != "NG":
@@ -190,29 +193,29 @@ def to_shot(ctx: StudioContext, pid, items, sel, reviewer, defect_type) -> dict:
     if defect_type:
         ctx.store.set_defect_type(it["iid"], defect_type)
     ctx.sync_image(pid, it["iid"])
-    out = events.pick_anomalous(ctx, pid, it["iid"])
-    out.update({"anomalous_gallery": events._anomalous_gallery(ctx, pid),
+    out = pick_anomalous(ctx, pid, it["iid"])
+    out.update({"anomalous_gallery": anomalous_gallery(ctx, pid),
                 "review_status": f"{it['name']} is now an anomalous image in Shots: paint the defect and *Save shot*."})
     return out
 
 
-@events.friendly
+@friendly
 def to_normal(ctx: StudioContext, pid, items, sel, reviewer) -> dict:
     """A confirmed OK becomes a normal shot (the normal memory rebuilds from cached encodings)."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     it = _selected(items, sel)
     ctx.store.save_label(it["iid"], "OK", reviewer=reviewer or None, score=it["score"], verdict=it["verdict"],
                          threshold=it["threshold"])
     ctx.store.set_role(it["iid"], "normal")
     ctx.sync_image(pid, it["iid"])
-    return {"normal_gallery": events._normal_gallery(ctx, pid),
+    return {"normal_gallery": normal_gallery(ctx, pid),
             "review_status": f"{it['name']} is now a normal shot (shots changed: re-calibrate the threshold)."}
 
 
-@events.friendly
+@friendly
 def to_calibration(ctx: StudioContext, pid, items, sel, reviewer) -> dict:
     """A confirmed OK kept as a held-out calibration image (never a shot)."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     it = _selected(items, sel)
     ctx.store.save_label(it["iid"], "OK", reviewer=reviewer or None, score=it["score"], verdict=it["verdict"],
                          threshold=it["threshold"], use="calibration")
@@ -256,7 +259,7 @@ def build(studio) -> None:
         C = s.C
         view = ["review_image", "review_info", "review_sel", "review_defect_type"]
         queue = ["review_items", "review_queue", "review_status"] + view
-        s.wire(C["review_load"].click, load_queue, ["pid", "@weights", "threshold", "decision", "preset"], queue,
+        s.wire(C["review_load"].click, load_queue, ["pid", WEIGHTS, "threshold", "decision", "preset"], queue,
                progress=True, concurrency_id="models")
         s.wire(C["review_queue"].select, select, ["pid", "review_items"], view, select=True)
         for key, label in (("review_ok", "OK"), ("review_ng", "NG")):
@@ -273,4 +276,4 @@ def build(studio) -> None:
         s.wire(C["review_to_calibration"].click, to_calibration, ["pid", "review_items", "review_sel", "reviewer"],
                ["review_status"])
 
-    studio.extra_wiring = getattr(studio, "extra_wiring", []) + [wiring]
+    studio.extra_wiring.append(wiring)

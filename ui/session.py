@@ -1,7 +1,7 @@
 """Studio state that must survive: the preset label, the Inspect session after a reload, and
 removed images (with undo).
 
-Handlers follow `ui/events.py`'s convention: `fn(ctx, ...values) -> {output name: value}`.
+Handlers follow the tabs' convention (`ui/common.py`): `fn(ctx, ...values) -> {output name: value}`.
 """
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import gradio as gr
 import numpy as np
 
 from fsad_core.aggregate import PRESET_NAMES, WeightSet, missing_required, preset as preset_set
+from fsad_core.images import sha256_of_array
 
-from . import events
+from .common import friendly, image_label, log, need_project, project_lists, query_choices
 from .context import StudioContext
+from .result_view import aggregate_view, panels, reaggregate
+from .weights import WEIGHT_NAMES, initial_weights, preset_choices, preset_weights, slider_updates, studio_weight_set
 
 #: The preset label once a slider has been moved by hand (no preset gives those weights).
 CUSTOM = "custom"
@@ -36,7 +39,7 @@ def preset_definition(ctx: StudioContext, pid, preset: str) -> dict[str, float] 
     """The weights a tuned or saved preset stands for over *every* component it names, or None for
     the built-in presets (their needs come from `fsad_core.aggregate`) and "only X" / custom."""
     if preset == "tuned" or preset.startswith("saved: "):
-        return events.preset_weights(ctx, pid, preset, events.WEIGHT_NAMES)
+        return preset_weights(ctx, pid, preset, WEIGHT_NAMES)
     return None
 
 
@@ -74,7 +77,7 @@ def remember_weights(ctx: StudioContext, pid, weights: Mapping[str, float], labe
     try:
         ctx.store.save_weights(int(pid), SESSION_WEIGHTS, {k: float(v) for k, v in weights.items()})
     except (ValueError, KeyError) as exc:  # e.g. the project was deleted meanwhile
-        events.log.info("could not keep the slider values: %s", exc)
+        log.info("could not keep the slider values: %s", exc)
         return
     ctx.session_labels[int(pid)] = label
 
@@ -87,13 +90,13 @@ def _session_weights(ctx: StudioContext, pid: int) -> tuple[dict, str] | None:
     return None
 
 
-@events.friendly
+@friendly
 def slider_moved(ctx: StudioContext, pid, sha, weights: Mapping[str, float], opacity: float, threshold: float,
                  preset: str | None = None) -> dict:
     """A weight slider moved by hand: re-aggregate, label the weights "custom", keep them.
-    `preset`: the label before the move (`events.studio_weight_set` keeps a preset's own score rule
+    `preset`: the label before the move (`ui.weights.studio_weight_set` keeps a preset's own score rule
     only while the sliders still show that preset's values)."""
-    out = events.reaggregate(ctx, pid, sha, weights, opacity, threshold, preset)
+    out = reaggregate(ctx, pid, sha, weights, opacity, threshold, preset)
     remember_weights(ctx, pid, weights, CUSTOM)
     return out | {"preset": CUSTOM, "inspect_status": ""}
 
@@ -110,7 +113,7 @@ def last_inspection(ctx: StudioContext, pid: int) -> dict | None:
     return None
 
 
-@events.friendly
+@friendly
 def restore_inspect(ctx: StudioContext, pid, opacity: float = 0.5, threshold: float = 0.5) -> dict:
     """After a reload (or opening a project): the last scored query with its maps and weights.
 
@@ -125,7 +128,7 @@ def restore_inspect(ctx: StudioContext, pid, opacity: float = 0.5, threshold: fl
         return {}
     iid = int(last["query_image_id"])
     img = ctx.store.read_image(iid)
-    sha = last.get("query_sha256") or events.sha256_of_array(img)
+    sha = last.get("query_sha256") or sha256_of_array(img)
     cached = ctx.get_result(pid, sha)
     if cached is None or cached.shots_version != ctx.shots_version(pid):
         pe = ctx.project_engine(pid)
@@ -146,20 +149,20 @@ def restore_inspect(ctx: StudioContext, pid, opacity: float = 0.5, threshold: fl
         preset = ctx.session_labels.get(pid, CUSTOM)
         saved_set = None
     if not weights:
-        weights = events.initial_weights()
+        weights = initial_weights()
     wset = (WeightSet.from_dict(saved_set) if saved_set
-            else events.studio_weight_set(preset, weights, names))
-    panel, text = events._aggregate(result, wset, img, opacity, threshold)
-    choices = events.preset_choices(ctx, pid, names)
+            else studio_weight_set(preset, weights, names))
+    panel, text = aggregate_view(result, wset, img, opacity, threshold)
+    choices = preset_choices(ctx, pid, names)
     if preset not in choices:
         preset = CUSTOM
     return {
-        "query_pick": gr.update(choices=events._query_choices(ctx, pid), value=iid),
+        "query_pick": gr.update(choices=query_choices(ctx, pid), value=iid),
         "query_image": img, "query_iid": iid, "query_sha": sha,
-        "heatmaps": events._panels(ctx, result, img, opacity), "aggregate_map": panel, "aggregate_score": text,
-        "inspect_status": f"Restored the last inspection: {events._label(last['row'])}.",
+        "heatmaps": panels(ctx, result, img, opacity), "aggregate_map": panel, "aggregate_score": text,
+        "inspect_status": f"Restored the last inspection: {image_label(last['row'])}.",
         "preset": gr.update(choices=choices, value=preset),
-        **events.slider_updates({n: weights.get(n, 0.0) for n in events.WEIGHT_NAMES}, visible=names),
+        **slider_updates({n: weights.get(n, 0.0) for n in WEIGHT_NAMES}, visible=names),
     }
 
 
@@ -198,7 +201,7 @@ def attach_personal(ctx: StudioContext, pid: int, sha: str, result):
             extra = {n: ScoreMap(z[f"{n}_map"], float(z[f"{n}_score"])) for n in PERSONAL if f"{n}_map" in z}
         return result.with_components(extra)
     except Exception as exc:  # a stale or damaged file: score without it
-        events.log.warning("ignoring stored personal maps %s: %s", path, exc)
+        log.warning("ignoring stored personal maps %s: %s", path, exc)
         return result
 
 
@@ -207,31 +210,41 @@ def removed_choices(ctx: StudioContext, pid: int) -> list[tuple[str, int]]:
     """Images removed from the project (soft-deleted in the store), most recently removed first."""
     rows = [r for r in ctx.store.list_images(pid, include_removed=True) if r.get("removed_at")]
     rows.sort(key=lambda r: str(r["removed_at"]), reverse=True)
-    return [(f"{r['role']}: {events._label(r)}", int(r["id"])) for r in rows]
+    return [(f"{r['role']}: {image_label(r)}", int(r["id"])) for r in rows]
 
 
-def _project_lists(ctx: StudioContext, pid: int) -> dict:
-    view = events.project_view(ctx, pid)
-    keys = ("normal_gallery", "anomalous_gallery", "anom_pick", "project_status", "query_pick")
-    return {k: view[k] for k in keys}
+#: What `remove` and `restore` update: the project's image lists and the removed-images picker.
+REMOVED_OUTPUTS = ("normal_gallery", "anomalous_gallery", "anom_pick", "project_status", "query_pick",
+                   "removed_pick", "removed_status")
 
 
-@events.friendly
+@friendly
+def remove_image(ctx: StudioContext, pid, iid) -> dict:
+    """Remove a stored image (normal, anomalous or query) and its shot."""
+    pid = need_project(pid)
+    if iid is None:
+        raise gr.Error("Select an image first (click it in the gallery).")
+    ctx.forget_image(pid, int(iid))
+    ctx.store.remove_image(int(iid))
+    return project_lists(ctx, pid)
+
+
+@friendly
 def remove(ctx: StudioContext, pid, iid) -> dict:
     """Remove an image (normal, anomalous or query); it stays restorable under *Recently removed*."""
-    out = events.remove_image(ctx, pid, iid)
+    out = remove_image(ctx, pid, iid)
     pid, iid = int(pid), int(iid)
     row = ctx.store.get_image(iid)
-    gr.Info(f"Removed {events._label(dict(row))}. Press Undo remove (or pick it under Recently removed) "
+    gr.Info(f"Removed {image_label(dict(row))}. Press Undo remove (or pick it under Recently removed) "
             "to bring it back.")
     return out | {"removed_pick": gr.update(choices=removed_choices(ctx, pid), value=iid),
-                  "removed_status": f"Removed {events._label(dict(row))}."}
+                  "removed_status": f"Removed {image_label(dict(row))}."}
 
 
-@events.friendly
+@friendly
 def restore(ctx: StudioContext, pid, iid) -> dict:
     """Undo a removal: the image (and its shot, mask and defect type) is back in the project."""
-    pid = events._need_project(pid)
+    pid = need_project(pid)
     if iid is None or iid == "":
         raise gr.Error("Nothing to restore: pick an image under Recently removed first.")
     iid = int(iid)
@@ -239,9 +252,9 @@ def restore(ctx: StudioContext, pid, iid) -> dict:
     ctx.sync_image(pid, iid)
     row = dict(ctx.store.get_image(iid))
     choices = removed_choices(ctx, pid)
-    return _project_lists(ctx, pid) | {
+    return project_lists(ctx, pid) | {
         "removed_pick": gr.update(choices=choices, value=choices[0][1] if choices else None),
-        "removed_status": f"Restored {events._label(row)}."}
+        "removed_status": f"Restored {image_label(row)}."}
 
 
 def removed_view(ctx: StudioContext, pid) -> dict:
