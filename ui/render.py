@@ -112,7 +112,8 @@ def mask_to_layer(mask: np.ndarray, rgb=MASK_RGB, alpha: int = 255) -> np.ndarra
 
 
 def layer_to_mask(layer: np.ndarray | None, size_hw: tuple[int, int] | None = None) -> np.ndarray | None:
-    """An editor layer -> bool (H, W) from its alpha channel (never its RGB: see NOTES.md).
+    """An editor layer -> bool (H, W) from its alpha channel, which marks the painted pixels (never
+    from its RGB, the brush's colour; docs/ui.md: "Masks never travel as editor layers").
 
     RGB/grey layers (no alpha) count any non-black pixel. With `size_hw` a layer of another size is
     resized (nearest) to it, which happens when the editor's canvas differs from the image.
