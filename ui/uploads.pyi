@@ -30,8 +30,8 @@ class UploadedImage(gr.Image):
 
     @classmethod
     def get_component_class_id(cls) -> str:
-        # Gradio rebuilds a session's component from its class id on a property update (issue 13
-        # found a subclass losing its value that way): keep gr.Image's
+        # Gradio rebuilds a session's component from its class id on a property update (a subclass
+        # with an id of its own lost its value that way): keep gr.Image's
         return gr.Image.get_component_class_id()
 
     def preprocess(self, payload):
