@@ -10,7 +10,7 @@ Recompute only what changed:
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -399,10 +399,8 @@ class Engine:
     # -- scoring ------------------------------------------------------------------------------------
     def score(self, query: ImageInput) -> Result:
         """All components for one query (encodes it once; cached by content hash)."""
-        result = None
-        for result in self.score_progressive(query):
-            pass
-        return result
+        last = deque(self.score_progressive(query), maxlen=1)  # the last step holds every component
+        return last[0] if last else None
 
     def query_features(self, query: Query) -> Features:
         """The CLIP features of a query (encoded once, cached by content hash)."""

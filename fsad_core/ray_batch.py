@@ -163,7 +163,7 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
     n_scored = n_failed = 0
     jsonl = out / "results.jsonl"
     if items:
-        ray = init_ray(address, num_cpus=num_workers * threads_per_worker)
+        init_ray(address, num_cpus=num_workers * threads_per_worker)
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
