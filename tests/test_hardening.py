@@ -1,4 +1,4 @@
-"""Issue 12: hostile file names, a damaged database, the web server's limits, outputs that never
+"""Hardening: hostile file names, a damaged database, the web server's limits, outputs that never
 clobber, one rule for links, malformed manifests. Each test fails on the code before the change."""
 from __future__ import annotations
 
