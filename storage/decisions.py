@@ -2,7 +2,7 @@
 tool's latest verdict per image, and reviewers' OK / NG labels (every correction a new row).
 
 A mixin of `Store` (it uses the store's write transactions and row helpers), kept in its own
-module so that the store's core stays about images, masks and weights. Tables: migration
+module so that the store's core stays about projects, images and masks. Tables: migration
 `m005_decisions_thresholds_review_labels`. The threshold's calibration record is the JSON of
 `fsad_core.calibration.Calibration.to_dict()`; storage stores it and never imports torch.
 """

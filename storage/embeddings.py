@@ -64,7 +64,7 @@ class EmbeddingCache:
                 self._pending.popitem(last=False)
             if (len(self._pending) >= self.TOUCH_BATCH or s._depth
                     or time.monotonic() - self._last_flush >= self.TOUCH_EVERY_S):
-                self._flush(wait=False)
+                self.flush(wait=False)
         if row["dtype"] == "bytes":
             return bytes(row["data"])
         return np.frombuffer(row["data"], dtype=np.dtype(row["dtype"])).reshape(json.loads(row["shape"])).copy()
@@ -95,12 +95,9 @@ class EmbeddingCache:
             self._evict(db)
         return True
 
-    def flush(self) -> None:
-        """Write the queued "last used" touches now (waiting for the write lock if need be)."""
-        self._flush(wait=True)
-
-    def _flush(self, *, wait: bool) -> bool:
-        """Write the queued touches; with wait=False only if the write lock is free right now.
+    def flush(self, *, wait: bool = True) -> bool:
+        """Write the queued "last used" touches now, waiting for the write lock if need be; with
+        wait=False only if the write lock is free right now (the store's close uses that).
         Returns whether they were written (or there were none)."""
         s = self.store
         with s._lock:

@@ -56,6 +56,7 @@ from fsad_core.names import display, from_record
 
 from .blobs import decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir, mask_png_for_export, write_atomic
 from .bulk import NewImage
+from .decisions import LABELS
 from .maintenance import pid_alive
 from .store import Store
 from .values import ROLES, StoreError, check_filename, check_name, now
@@ -512,8 +513,6 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
 
 def _check_label(label: dict) -> None:
     """A review label read from a labelled folder or a manifest must be OK or NG."""
-    from .decisions import LABELS
-
     value = label.get("label")
     if value not in LABELS:
         raise StoreError(f"a review label must be OK or NG, got {value!r} in the manifest")

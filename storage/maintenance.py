@@ -3,7 +3,9 @@ then the blob files), `backup` (a consistent online copy), `purge` (deleting for
 soft-deleted, plus unused blobs and stray files) and `delete_unused_blobs`.
 
 A mixin of `Store` (it uses the store's connection, lock and write transactions), as
-`storage.decisions` is.
+`storage.decisions` is. Two file helpers live here too: `copy_tree` (a folder tree that may change
+while it is copied; `backup` and `health.recover`) and `pid_alive` (whether the process that left
+a temporary file is gone; `backup` and the folder export).
 """
 from __future__ import annotations
 

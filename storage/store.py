@@ -171,7 +171,7 @@ class Store(DecisionsMixin, RecordsMixin, BulkInsertMixin, MaintenanceMixin):
             emb = getattr(self, "embeddings", None)
             if emb is not None:
                 with contextlib.suppress(sqlite3.Error, StoreError):
-                    emb._flush(wait=False)  # best effort: never hold up a close behind another writer
+                    emb.flush(wait=False)  # best effort: never hold up a close behind another writer
             try:
                 self.db.conn.close()
             except sqlite3.ProgrammingError:

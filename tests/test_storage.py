@@ -405,6 +405,7 @@ def test_create_project_with_images_is_one_transaction(store, pid):
     assert rows[1]["filename_b64"] is not None and np.array_equal(store.get_mask(rows[0]["id"]), m)
     assert store.get_label(rows[0]["id"])["label"] == "NG"
     assert store.delete_unused_blobs(shas) == 0  # every one is named by a row now
+    assert np.array_equal(store.read_image(kept), rgb(1))
 
 
 # --- masks and defect types -----------------------------------------------------------------------
