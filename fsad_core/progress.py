@@ -5,7 +5,7 @@ fraction of the work done (0..1) and a line a person can read ("scored 12/40 cab
 same callable drives a terminal bar (`tqdm_progress`), a plain log (`printer`), or the studio's
 `gr.Progress` (whose `__call__(progress, desc)` already has this shape: pass it straight through).
 Nested stages report into a slice of the parent's bar with `scaled`; `monotonic` keeps a bar from
-jumping back when stages overlap.
+jumping back when stages overlap; `TimeLeft` keeps a time-left estimate from growing.
 
 >>> seen = []
 >>> p = scaled(lambda f, m: seen.append((round(f, 2), m)), 0.5, 1.0)
@@ -80,6 +80,25 @@ def format_seconds(s: float) -> str:
     if s < 3600:
         return f"{s / 60:.0f} min"
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+class TimeLeft:
+    """The time left of a job as a person should see it: an estimate that never grows (a noisy
+    per-step figure is clamped to the smallest one shown so far), as the suffix of a progress line.
+    None = not measured yet: the last estimate shown stays, or nothing when there is none.
+
+    >>> left = TimeLeft()
+    >>> left(None), left(200), left(260), left(None), left(30)
+    ('', ', about 3 min left', ', about 3 min left', ', about 3 min left', ', about 30 s left')
+    """
+
+    def __init__(self):
+        self.seconds: float | None = None
+
+    def __call__(self, seconds: float | None) -> str:
+        if seconds is not None:
+            self.seconds = float(seconds) if self.seconds is None else min(self.seconds, float(seconds))
+        return "" if self.seconds is None else f", about {format_seconds(self.seconds)} left"
 
 
 def printer(prefix: str = "", stream: TextIO | None = None, every: float = 0.0) -> Progress:
