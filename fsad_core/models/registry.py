@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..progress import Progress
-
-PROFILES = ("standard", "tiny")
+from ..runtime import PROFILES  # noqa: F401  (re-exported)
 TINY_NOTE = "random weights — for testing only"
 
 

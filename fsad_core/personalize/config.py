@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from ..runtime import RuntimeOptions, check_profile
+
 PRESETS: dict[str, dict] = {
     # The method as published: every prompt, CFG at diffusers' default scale, full VAE, 512 px.
     "paper": dict(num_inference_steps=50, guidance_scale=7.5, resolution=512, train_steps=400, prompts="all",
@@ -26,9 +28,12 @@ TINY_OVERRIDES = dict(resolution=32, train_steps=2, num_class_images=2, augmenta
 
 
 @dataclass(frozen=True)
-class PersonalizeConfig:
+class PersonalizeConfig(RuntimeOptions):
     """Every knob of One-to-Normal personalization. None = the preset's value (resolved on creation).
 
+    profile, device, precision, cache_dir: the runtime options (`fsad_core.runtime.RuntimeOptions`,
+    inherited — as `EngineConfig` does — so the keyword arguments and attributes are the same);
+    precision None = the preset's ("auto").
     profile: "standard" (real Stable Diffusion weights) | "tiny" (random test model, 32 px).
     preset: "paper" | "fast" (see PRESETS).
     strength: SDEdit noise level t / T in (0, 1]; the paper uses 0.3.
@@ -49,7 +54,6 @@ class PersonalizeConfig:
     checkpoint_every: training steps between checkpoints (None = about 10 per run).
     """
 
-    profile: str = "standard"
     preset: str = "fast"
     strength: float = 0.3
     num_inference_steps: int | None = None
@@ -59,31 +63,29 @@ class PersonalizeConfig:
     train_steps: int | None = None
     pool_size: int = 30
     seed: int = 0
-    device: str = "auto"
-    cache_dir: str | None = None
     learning_rate: float = 1e-4
     prior_weight: float = 1.0
     num_class_images: int | None = None
     augmentations_per_shot: int | None = None
     prompts: str | tuple[str, ...] | None = None
     tiny_vae: bool | None = None
-    precision: str | None = None
+    precision: str | None = None  # None until the preset fills it in
     batch_size: int | None = None
     pool_strength: float | None = None
     base_model: str | None = None
     checkpoint_every: int | None = None
 
     def __post_init__(self):
-        if self.profile not in ("standard", "tiny"):
-            raise ValueError(f"profile must be 'standard' or 'tiny', got {self.profile!r}")
+        tiny = check_profile(self.profile) == "tiny"
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         defaults = dict(PRESETS[self.preset])
-        if self.profile == "tiny":
+        if tiny:
             defaults.update(TINY_OVERRIDES)
         for k, v in defaults.items():
             if getattr(self, k) is None:
                 object.__setattr__(self, k, v)
+        super().__post_init__()  # profile, device, precision (filled in above), cache_dir
         if isinstance(self.prompts, list):
             object.__setattr__(self, "prompts", tuple(self.prompts))
         if not 0.0 < float(self.strength) <= 1.0:
@@ -95,12 +97,8 @@ class PersonalizeConfig:
             raise ValueError(f"resolution must be a positive multiple of 8, got {self.resolution}")
         if self.lora_rank < 1 or self.train_steps < 1 or self.pool_size < 0 or self.batch_size < 1:
             raise ValueError("lora_rank, train_steps and batch_size must be >= 1 and pool_size >= 0")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
         if not 0.0 < self.pool_strength <= 1.0:
             raise ValueError(f"pool_strength must be in (0, 1], got {self.pool_strength}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
     @property
     def denoising_steps(self) -> int:
@@ -109,7 +107,6 @@ class PersonalizeConfig:
 
     def replace(self, **changes) -> "PersonalizeConfig":
         return replace(self, **changes)
-
 
 
 def config_fields() -> list[str]:
