@@ -291,8 +291,9 @@ def test_standard_model_missing_raises_a_teaching_error(tmp_path):
     if not hc.HF_HUB_OFFLINE:
         pytest.skip("needs HF_HUB_OFFLINE=1 (set by tests/conftest.py) so that no download is attempted")
     p = Personalizer(PersonalizeConfig(profile="standard", cache_dir=str(tmp_path), device="cpu"))
-    with pytest.raises(ModelUnavailableError, match="stable-diffusion-v1-5.*models pull"):
+    with pytest.raises(ModelUnavailableError, match="stable-diffusion-v1-5.*models pull") as err:
         p.pipeline
+    assert err.value.reason == "offline" and err.value.model_id == "diffusion/stable-diffusion-v1-5@fp16"
     from fsad_core.models.diffusion import load_tiny_vae
 
     with pytest.raises(ModelUnavailableError, match="taesd"):

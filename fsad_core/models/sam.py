@@ -394,7 +394,7 @@ class MaskAssistant:
             return None
         if self.checkpoint is not None:
             if not self.checkpoint.is_file():
-                raise registry.unavailable(spec, f"no checkpoint file at {self.checkpoint}",
+                raise registry.unavailable(spec, f"no checkpoint file at {self.checkpoint}", reason="missing",
                                            local_hint=f"or pass checkpoint= the path of {spec.filename}",
                                            cache=self.cache_dir)
             return self.checkpoint
@@ -404,7 +404,7 @@ class MaskAssistant:
         hint = f"or pass checkpoint='/path/to/{spec.filename}'"
         if not self.download:
             raise registry.unavailable(spec, "its weights are not in the cache and download=False", local_hint=hint,
-                                       cache=self.cache_dir)
+                                       cache=self.cache_dir, reason="missing")
         if family_of(spec) == "sam2" and not sam2_available():
             raise self._no_sam2()
         return registry.pull(spec, self.cache_dir)  # progress bar; ModelUnavailableError when offline
@@ -413,7 +413,8 @@ class MaskAssistant:
         return registry.ModelUnavailableError(
             f"The SAM model {self.spec.name} needs the `sam2` package (SAM 2.1's predictor): "
             "`pip install sam2` (set SAM2_BUILD_CUDA=0 on machines without a CUDA toolkit), "
-            "or choose model='vit_b'."
+            "or choose model='vit_b'.",
+            spec=self.spec, reason="dependency", detail="the `sam2` package is not installed",
         )
 
     def load(self) -> "MaskAssistant":
@@ -449,7 +450,8 @@ class MaskAssistant:
                 return _build_sam2(spec.extra["config"], str(path), torch.device("cpu"))
             except RuntimeError as exc:
                 raise registry.unavailable(spec, f"{path.name} does not fit {spec.name} ({str(exc).splitlines()[0][:160]})",
-                                           local_hint="check that the file is the SAM 2.1 tiny checkpoint") from None
+                                           local_hint="check that the file is the SAM 2.1 tiny checkpoint",
+                                           reason="invalid") from None
         from segment_anything import sam_model_registry
 
         sd = _load_state_dict(path)
@@ -458,7 +460,8 @@ class MaskAssistant:
             model.load_state_dict(sd)
         except RuntimeError as exc:
             raise registry.unavailable(spec, f"{path.name} does not fit {spec.name} ({str(exc).splitlines()[0][:160]})",
-                                       local_hint=f"check that the file is the {spec.name} checkpoint ({spec.filename})") from None
+                                       local_hint=f"check that the file is the {spec.name} checkpoint ({spec.filename})",
+                                       reason="invalid") from None
         return model
 
     @property

@@ -83,13 +83,14 @@ def build_cnn(name: str = "resnet50", profile: str = "standard", cache_dir: str 
     if path is None:
         path = registry.pull(spec, cache_dir)  # ModelUnavailableError (naming the fix) when offline
     if not Path(path).is_file():
-        raise registry.unavailable(spec, f"no weights file at {path}", cache=cache_dir)
+        raise registry.unavailable(spec, f"no weights file at {path}", cache=cache_dir, reason="missing")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(sd)
     except Exception as exc:
         raise registry.unavailable(spec, f"{Path(path).name} does not load as {name} ({str(exc).splitlines()[0][:160]})",
-                                   local_hint=f"check that the file is torchvision's {spec.filename}", cache=cache_dir) from None
+                                   local_hint=f"check that the file is torchvision's {spec.filename}", cache=cache_dir,
+                                   reason="invalid") from None
     return ResNetLayers(net).eval(), spec.id if not weights else f"{spec.kind}/{name}@file-{Path(path).name}"
 
 
