@@ -34,7 +34,7 @@ HELP = (
     "generated normal images (from the trained model, as in the paper) gives the `pool` component. Both then "
     "appear in Inspect with their sliders."
 )
-DEFAULT_POOL_SIZE = PersonalizeConfig().pool_size  # the default: 30
+DEFAULT_POOL_SIZE = PersonalizeConfig().pool_size  # the paper's pool size: 30
 PRESET_CHOICES = list(PRESETS)  # "paper", "fast"
 
 

@@ -9,8 +9,8 @@
       -> the layers stacked, flattened and adaptively average-pooled to `target_dim`   (PatchCore's "Aggregator")
       = (h2 * w2, target_dim) patch features on layer 2's grid (32 x 32 at 256 px).
 
-This is the reference implementation's pipeline (patchcore-inspection `common.py`), which the
-issue names; anomalib instead averages 3x3 neighbourhoods per channel and keeps all 1536 channels.
+This is the reference implementation's pipeline (patchcore-inspection `common.py`); anomalib
+instead averages 3x3 neighbourhoods per channel and keeps all 1536 channels.
 
 Backbones come from torchvision's definitions with weights through the model registry
 (`fsad_core.models.registry`, kind "cnn"); the tiny profile builds `TinyCNN` (random weights, same
