@@ -30,6 +30,7 @@ from typing import Iterable
 
 from ..progress import Progress
 from ..runtime import PROFILES  # noqa: F401  (re-exported)
+
 TINY_NOTE = "random weights — for testing only"
 
 

@@ -42,8 +42,8 @@ import torch
 
 from .. import masks as mask_ops
 from ..images import ImageInput, sha256_of_array, to_rgb_array
-from . import registry
 from ..runtime import RuntimeOptions, check_profile
+from . import registry
 from .precision import autocast, resolve_device, resolve_precision
 from .registry import ModelSpec
 

@@ -26,8 +26,14 @@ from .personalizer import PersonalizationResult, Personalizer
 from .pixels import augment, choose_by_ssim, difference_map, resize_rgb, ssim
 from .pool import POOL_INFO_NAME, Pool, load_pool, pool_info, save_pool
 from .prompts import (
-    FAST_PROMPT_INDICES, PHYSICAL_ADJECTIVES, PHYSICAL_SIZE, STATE_LEVEL, class_prompt, instance_prompt,
-    normal_prompts, readable,
+    FAST_PROMPT_INDICES,
+    PHYSICAL_ADJECTIVES,
+    PHYSICAL_SIZE,
+    STATE_LEVEL,
+    class_prompt,
+    instance_prompt,
+    normal_prompts,
+    readable,
 )
 from .training import TrainingProgress
 

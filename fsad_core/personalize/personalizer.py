@@ -224,7 +224,6 @@ class Personalizer:
     def _encode(self, rgb_batch: np.ndarray, generator=None):
         """uint8 (B, S, S, 3) -> scaled latents (B, 4, S/f, S/f) (the diffusion model's input space)."""
         import torch
-
         from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 
         pipe = self.pipeline

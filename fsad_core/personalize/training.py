@@ -24,7 +24,14 @@ from PIL import Image
 from ..images import sha256_of_array, to_rgb_array
 from ..progress import Progress, TimeLeft, monotonic
 from .folder import (
-    LORA_WEIGHTS_NAME, ResumePlan, file_id, load_checkpoint, plan_resume, prepare_folder, save_checkpoint, write_state,
+    LORA_WEIGHTS_NAME,
+    ResumePlan,
+    file_id,
+    load_checkpoint,
+    plan_resume,
+    prepare_folder,
+    save_checkpoint,
+    write_state,
 )
 from .pixels import augment, resize_rgb
 from .prompts import class_prompt, instance_prompt
