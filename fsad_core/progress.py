@@ -16,6 +16,7 @@ jumping back when stages overlap; `TimeLeft` keeps a time-left estimate from gro
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -103,14 +104,23 @@ class TimeLeft:
 
 def printer(prefix: str = "", stream: TextIO | None = None, every: float = 0.0) -> Progress:
     """Print `prefix [ 42%] message` lines (for logs and CLIs without a terminal bar). `every`:
-    at least this many seconds between lines, except the last (fraction 1)."""
-    state = {"t": -1e9}
+    at least this many seconds between lines, except the last (fraction 1) and the first of a new
+    stage (a message whose text up to its first digit differs from the last printed one's).
+
+    >>> p = printer("job", stream=sys.stdout, every=60)
+    >>> p(0.0, "Training: step 1/9"); p(0.1, "Training: step 2/9"); p(0.9, "Pool: 1/2"); p(1.0, "Pool: 2/2")
+    job: [  0%] Training: step 1/9
+    job: [ 90%] Pool: 1/2
+    job: [100%] Pool: 2/2
+    """
+    state = {"t": -1e9, "stage": None}
 
     def cb(fraction: float, message: str = "") -> None:
         now = time.monotonic()
-        if fraction < 1.0 and now - state["t"] < every:
+        stage = re.match(r"\D*", message).group(0)  # "Training: step " of "Training: step 12/200, …"
+        if fraction < 1.0 and now - state["t"] < every and stage == state["stage"]:
             return
-        state["t"] = now
+        state["t"], state["stage"] = now, stage
         head = f"{prefix}: " if prefix else ""
         print(f"{head}[{100 * fraction:3.0f}%] {message}".rstrip(), file=stream or sys.stderr, flush=True)
     return cb

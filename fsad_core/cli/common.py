@@ -148,7 +148,7 @@ def attach_scorers(engine, args) -> None:
         if engine.config.device != "auto":
             kw["device"] = engine.config.device
         p = Personalizer(PersonalizeConfig(**kw))
-        # a line at most every 10 s (training has hundreds of steps), each with the phase and time left
+        # each phase's first line at once, then a line at most every 10 s (training has hundreds of steps)
         engine.add_scorer(OneToNormalScorer(engine, p, lora_dir=args.lora,
                                             progress=printer("one-to-normal", every=10.0)))
     from fsad_core.cli.adapter_args import attach_adapter
