@@ -47,7 +47,7 @@ def resolve_profile(requested: str):
     standard weights are missing fall back to tiny and say so, persistently."""
     from fsad_core import EngineConfig
     from fsad_core.models.clip import ClipBackbone
-    from fsad_core.models.registry import TINY_NOTE, ModelUnavailableError
+    from fsad_core.models.registry import TINY_NOTE, ModelSpec, ModelUnavailableError
 
     tiny_banner = (f"**Tiny profile: {TINY_NOTE}.** Scores and masks are meaningless; the workflow is real. "
                    "Get the real models with `make models` (or the Models tab) and restart with `--profile standard`.")
@@ -57,8 +57,9 @@ def resolve_profile(requested: str):
         return "standard", ClipBackbone(EngineConfig(profile="standard")), None
     except ModelUnavailableError as exc:
         log.warning("standard weights unavailable, starting on the tiny profile: %s", exc)
-        reason = str(exc).split(". It comes from")[0]
-        banner = (f"**The standard model weights are not available** ({reason}), so the studio runs on the "
+        model = exc.spec.name if isinstance(exc.spec, ModelSpec) else (exc.spec or "CLIP")
+        why = "no network and not in the cache" if exc.reason == "offline" else exc.detail
+        banner = (f"**The standard model weights are not available** ({model}: {why}), so the studio runs on the "
                   f"**tiny profile — {TINY_NOTE}**. Get the real models with `make models` or the Models tab, "
                   "then restart with `--profile standard`.")
         return "tiny", ClipBackbone(EngineConfig(profile="tiny")), banner

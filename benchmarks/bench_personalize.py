@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
         res["unet_step_512_b1_s"] = round(timed(lambda: unet_step(512, 1), repeat=rep, warmup=warm), 3)
         log(f"UNet step 512 px batch 1: {res['unet_step_512_b1_s']} s")
     for side in (256,) if args.quick else (256, 512):
-        res[f"taesd_roundtrip_{side}_s"] = round(timed(lambda: vae_roundtrip(taesd, side), repeat=rep, warmup=1), 3)
+        res[f"taesd_roundtrip_{side}_s"] = round(timed(lambda side=side: vae_roundtrip(taesd, side), repeat=rep, warmup=1), 3)
         log(f"TAESD encode+decode {side} px: {res[f'taesd_roundtrip_{side}_s']} s")
     if not args.quick:
         res["vae_roundtrip_256_s"] = round(timed(lambda: vae_roundtrip(vae, 256), repeat=rep, warmup=warm), 3)

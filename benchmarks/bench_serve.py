@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "fsad_core", "serve", "--bundle", str(bundle), "--port", str(port),
                              "--threads", str(args.threads), "--max-pending", "64"], cwd=str(ROOT), env=env)
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             imgs = [_png(texture(1000 * (n + 1) + i, args.size)) for i in range(args.requests)]
             lat = []
 
-            def worker(k):
+            def worker(k, c=c, imgs=imgs, lat=lat):
                 with httpx.Client(timeout=600) as cl:
                     for i in range(k, args.requests, c):
                         t = time.perf_counter()

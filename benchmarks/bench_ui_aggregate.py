@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         ctx.queries.put(sha, query)
         names = list(result.components)
         times, png_times = [], []
-        for i in range(args.repeats):
+        for _ in range(args.repeats):
             w = {n: float(rng.random()) for n in WEIGHT_NAMES}
             t0 = time.perf_counter()
             out = result_view.reaggregate(ctx, 1, sha, w, 0.5, 0.5)

@@ -327,7 +327,8 @@ def load_bundle(path, *, device: str = "auto", cache_dir: str | None = None, cli
             backbone = ClipBackbone(config)
         except ModelUnavailableError as exc:
             raise ModelUnavailableError(f"the bundle scores with {clip['id']} ({m['profile']} profile), whose weights "
-                                        f"are not available here: {exc}") from None
+                                        f"are not available here: {exc}", spec=exc.spec, reason=exc.reason,
+                                        detail=exc.detail) from None
     diffs = []
     if backbone.model_id != clip["model_id"]:
         diffs.append(f"model {clip['model_id']} in the bundle, {backbone.model_id} here")

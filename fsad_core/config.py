@@ -4,10 +4,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
+from .runtime import RuntimeOptions
+
 
 @dataclass(frozen=True)
-class EngineConfig:
+class EngineConfig(RuntimeOptions):
     """What the engine loads and how it computes.
+
+    The runtime options (profile, device, precision, cache_dir) are inherited from
+    `fsad_core.runtime.RuntimeOptions`, which validates them; an EngineConfig is those plus the
+    engine's own knobs (inheritance rather than a nested field, so `EngineConfig(profile="tiny")`
+    and `config.precision` stay as they were).
 
     clip_model / clip_pretrained: an open_clip architecture and a pretrained tag, or a local file path
         (a saved state dict). Ignored by the ``tiny`` profile, which builds a small random CLIP.
@@ -28,21 +35,13 @@ class EngineConfig:
     clip_pretrained: str = "laion400m_e31"
     profile: str = field(default_factory=lambda: os.environ.get("FSAD_PROFILE", "standard"))
     scales: tuple[int, ...] = (1, 2, 3, 7)
-    precision: str = "auto"
-    device: str = "auto"
     temperature: float = 0.07
     mask_coverage: float = 0.5
     pool_in_normal_memory: bool = False
-    cache_dir: str | None = None
     encoding_cache_mb: int = 512
 
     def __post_init__(self):
-        if self.profile not in ("standard", "tiny"):
-            raise ValueError(f"profile must be 'standard' or 'tiny', got {self.profile!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        super().__post_init__()  # profile, device, precision, cache_dir
         scales = tuple(int(s) for s in self.scales)
         if not scales or any(s < 1 for s in scales) or len(set(scales)) != len(scales):
             raise ValueError(f"scales must be distinct positive patch counts, got {self.scales!r}")

@@ -10,7 +10,7 @@ Recompute only what changed:
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -112,7 +112,7 @@ class Engine:
 
         return load_bundle(path, **kwargs)
 
-    # -- configuration ------------------------------------------------------------------------------
+    # -- configuration ---------------------------------------------------------------------------------
     @property
     def scales(self) -> tuple[int, ...]:
         return self.config.scales
@@ -137,7 +137,7 @@ class Engine:
             cache[key] = text_embeddings(self.backbone.encode_text, self.class_name)
         return cache[key]
 
-    # -- encoding and caches ------------------------------------------------------------------------
+    # -- encoding and caches ---------------------------------------------------------------------------
     def peek_features(self, sha: str) -> Features | None:
         """The encoded features of these pixels if this engine holds them (shot or cached query), else
         None. Never encodes and does not touch the LRU order."""
@@ -206,7 +206,7 @@ class Engine:
             feats.windows[scale] = w
         return feats.windows[scale]
 
-    # -- shots --------------------------------------------------------------------------------------
+    # -- shots -----------------------------------------------------------------------------------------
     @property
     def shots(self) -> list[Shot]:
         return list(self._shots.values())
@@ -335,7 +335,7 @@ class Engine:
             self.config = self.config.replace(pool_in_normal_memory=bool(on))
             self._changed()
 
-    # -- scorers ------------------------------------------------------------------------------------
+    # -- scorers ---------------------------------------------------------------------------------------
     def _changed(self) -> None:
         """Shots, masks, roles, pool or class name changed: every scorer re-prepares before scoring."""
         self._version += 1
@@ -375,7 +375,7 @@ class Engine:
             s.prepare(ctx)
         return scorers
 
-    # -- memories -----------------------------------------------------------------------------------
+    # -- memories --------------------------------------------------------------------------------------
     def banks(self) -> dict[str, dict[int, torch.Tensor]]:
         """{'normal': {scale: (M, D)}, 'anomalous': {scale: (M, D)}}, L2-normalised; empty banks omitted."""
         with self._lock:
@@ -396,13 +396,11 @@ class Engine:
                     names.append(n)
         return ComponentNames(names)
 
-    # -- scoring ------------------------------------------------------------------------------------
+    # -- scoring ---------------------------------------------------------------------------------------
     def score(self, query: ImageInput) -> Result:
         """All components for one query (encodes it once; cached by content hash)."""
-        result = None
-        for result in self.score_progressive(query):
-            pass
-        return result
+        last = deque(self.score_progressive(query), maxlen=1)  # the last step holds every component
+        return last[0] if last else None
 
     def query_features(self, query: Query) -> Features:
         """The CLIP features of a query (encoded once, cached by content hash)."""
@@ -433,7 +431,7 @@ class Engine:
                 comps[name] = sm
         yield Result(dict(comps), q.size_hw, q.sha256, complete=True, default_weights=self.default_weights)
 
-    # -- defect types (issue 16) --------------------------------------------------------------------
+    # -- defect types (PatchCore residuals -> type classifier) -----------------------------------------
     def classify_defect(self, query: ImageInput, mask=None, threshold: float | None = None,
                         classifier: str | None = None, **train_kwargs):
         """The defect type of `query`'s anomalous region -> DefectPrediction(type, probabilities,
@@ -449,14 +447,14 @@ class Engine:
 
         return train_type_classifier(self, classifier, **kwargs)
 
-    # -- tuning (issue 5) ---------------------------------------------------------------------------
+    # -- weight tuning (Monte-Carlo) -------------------------------------------------------------------
     def tune_weights(self, **kwargs):
         """Monte-Carlo weight search on augmented shots; see `fsad_core.tuning.tune_weights`."""
         from .tuning import tune_weights
 
         return tune_weights(self, **kwargs)
 
-    # -- decisions (issue 14) -----------------------------------------------------------------------
+    # -- decisions (calibrated thresholds) -------------------------------------------------------------
     def calibrate(self, ok_images=(), ng_images=(), **kwargs):
         """A decision threshold on the aggregate score; see `fsad_core.calibration.calibrate_engine`
         (held-out OK images: conformal; OK and NG: labelled; nothing: the shots-only heuristic)."""

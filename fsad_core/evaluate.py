@@ -615,7 +615,7 @@ def write_summary(runs: Sequence[EvalRun], out_dir, title: str = "") -> dict[str
         for c in cats:
             rs = [r for r in runs if r.category == c]
             get = (lambda r, m: r.metrics[m]) if n == "aggregate" else \
-                (lambda r, m: r.component_metrics.get(n, {}).get(m, float("nan")))
+                (lambda r, m, n=n: r.component_metrics.get(n, {}).get(m, float("nan")))
             ia = _mean_std([get(r, "image_auroc") for r in rs])[0]
             pa = _mean_std([get(r, "pixel_auroc") for r in rs])[0]
             cells.append("–" if not math.isfinite(ia) else f"{100 * ia:.1f} / {100 * pa:.1f}")

@@ -35,7 +35,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -43,6 +43,9 @@ from . import names
 from .evaluate import IMAGE_EXTS, image_files
 from .fileio import write_atomic
 from .progress import Progress, steps
+
+if TYPE_CHECKING:
+    from .calibration import Calibration
 
 __all__ = ["list_images", "run_batch", "BatchSummary", "write_outputs", "auto_threshold", "auto_calibration",
            "threshold_source", "read_results", "read_shot_folder", "ShotFolder", "is_output_folder",

@@ -5,7 +5,7 @@ fraction of the work done (0..1) and a line a person can read ("scored 12/40 cab
 same callable drives a terminal bar (`tqdm_progress`), a plain log (`printer`), or the studio's
 `gr.Progress` (whose `__call__(progress, desc)` already has this shape: pass it straight through).
 Nested stages report into a slice of the parent's bar with `scaled`; `monotonic` keeps a bar from
-jumping back when stages overlap.
+jumping back when stages overlap; `TimeLeft` keeps a time-left estimate from growing.
 
 >>> seen = []
 >>> p = scaled(lambda f, m: seen.append((round(f, 2), m)), 0.5, 1.0)
@@ -16,6 +16,7 @@ jumping back when stages overlap.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -82,16 +83,44 @@ def format_seconds(s: float) -> str:
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
 
 
+class TimeLeft:
+    """The time left of a job as a person should see it: an estimate that never grows (a noisy
+    per-step figure is clamped to the smallest one shown so far), as the suffix of a progress line.
+    None = not measured yet: the last estimate shown stays, or nothing when there is none.
+
+    >>> left = TimeLeft()
+    >>> left(None), left(200), left(260), left(None), left(30)
+    ('', ', about 3 min left', ', about 3 min left', ', about 3 min left', ', about 30 s left')
+    """
+
+    def __init__(self):
+        self.seconds: float | None = None
+
+    def __call__(self, seconds: float | None) -> str:
+        if seconds is not None:
+            self.seconds = float(seconds) if self.seconds is None else min(self.seconds, float(seconds))
+        return "" if self.seconds is None else f", about {format_seconds(self.seconds)} left"
+
+
 def printer(prefix: str = "", stream: TextIO | None = None, every: float = 0.0) -> Progress:
     """Print `prefix [ 42%] message` lines (for logs and CLIs without a terminal bar). `every`:
-    at least this many seconds between lines, except the last (fraction 1)."""
-    state = {"t": -1e9}
+    at least this many seconds between lines, except the last (fraction 1) and the first of a new
+    stage (a message whose text up to its first digit differs from the last printed one's).
+
+    >>> p = printer("job", stream=sys.stdout, every=60)
+    >>> p(0.0, "Training: step 1/9"); p(0.1, "Training: step 2/9"); p(0.9, "Pool: 1/2"); p(1.0, "Pool: 2/2")
+    job: [  0%] Training: step 1/9
+    job: [ 90%] Pool: 1/2
+    job: [100%] Pool: 2/2
+    """
+    state = {"t": -1e9, "stage": None}
 
     def cb(fraction: float, message: str = "") -> None:
         now = time.monotonic()
-        if fraction < 1.0 and now - state["t"] < every:
+        stage = re.match(r"\D*", message).group(0)  # "Training: step " of "Training: step 12/200, …"
+        if fraction < 1.0 and now - state["t"] < every and stage == state["stage"]:
             return
-        state["t"] = now
+        state["t"], state["stage"] = now, stage
         head = f"{prefix}: " if prefix else ""
         print(f"{head}[{100 * fraction:3.0f}%] {message}".rstrip(), file=stream or sys.stderr, flush=True)
     return cb

@@ -122,7 +122,7 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
 
     t0 = time.perf_counter()
     input_dir, out = Path(input_dir), Path(out_dir)
-    state = check_output_folder(input_dir, out, restart=restart, force=force)  # never clobbers (issue 12)
+    state = check_output_folder(input_dir, out, restart=restart, force=force)  # never clobbers an unrelated folder
     if num_workers < 1 or batch_size < 1:
         raise ValueError("num_workers and batch_size must be >= 1")
     bundle_bytes = Path(bundle_path).expanduser().read_bytes()
@@ -163,7 +163,7 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
     n_scored = n_failed = 0
     jsonl = out / "results.jsonl"
     if items:
-        ray = init_ray(address, num_cpus=num_workers * threads_per_worker)
+        init_ray(address, num_cpus=num_workers * threads_per_worker)
         import ray.data
 
         ctx = ray.data.DataContext.get_current()

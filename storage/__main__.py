@@ -24,7 +24,8 @@ import sys
 from fsad_core.names import display, safe_line
 
 from . import health
-from .store import DamagedStoreError, Store, _personalize_root, default_data_dir, resolve_paths
+from .paths import default_data_dir, personalize_root, resolve_paths
+from .store import DamagedStoreError, Store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,7 +140,7 @@ def _recover(args) -> int:
     db_path, blob_root = resolve_paths(data_dir)
     if not db_path.is_file():
         raise FileNotFoundError(f"There is no fsad-studio database at {display(str(db_path))}; check --data-dir.")
-    s = health.recover(db_path, blob_root, _personalize_root(db_path, blob_root), args.out)
+    s = health.recover(db_path, blob_root, personalize_root(db_path, blob_root), args.out)
     print(f"Recovered into {display(str(s.out))}:")
     for table, n in s.rows.items():
         extra = []

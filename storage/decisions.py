@@ -2,7 +2,7 @@
 tool's latest verdict per image, and reviewers' OK / NG labels (every correction a new row).
 
 A mixin of `Store` (it uses the store's write transactions and row helpers), kept in its own
-module so that the store's core stays about images, masks and weights. Tables: migration
+module so that the store's core stays about projects, images and masks. Tables: migration
 `m005_decisions_thresholds_review_labels`. The threshold's calibration record is the JSON of
 `fsad_core.calibration.Calibration.to_dict()`; storage stores it and never imports torch.
 """
@@ -14,6 +14,8 @@ import json
 import math
 from collections.abc import Mapping
 from typing import Any
+
+from .values import MAX_NAME_CHARS, StoreError, check_name, dumps, now
 
 LABELS = ("OK", "NG")
 VERDICTS = ("OK", "NG", "uncertain")
@@ -68,8 +70,6 @@ class DecisionsMixin:
         """Record a threshold for project `pid` and these weights; `calibration` is a
         `Calibration.to_dict()` (mode, threshold, margin, text, ...). Returns the row id; the latest
         row per (project, weights) is the one in force, earlier ones stay as history."""
-        from .store import StoreError, _dumps, now
-
         if not isinstance(calibration, Mapping) or "threshold" not in calibration or "mode" not in calibration:
             raise StoreError("A threshold record needs at least 'mode' and 'threshold' (Calibration.to_dict()).")
         thr = _finite(calibration["threshold"], "threshold")
@@ -79,7 +79,7 @@ class DecisionsMixin:
             self._project_row(pid)
             return int(db["thresholds"].insert({
                 "project_id": int(pid), "weights_key": key, "threshold": thr, "margin": max(0.0, margin),
-                "mode": str(calibration["mode"]), "calibration": _dumps(calibration, "calibration"),
+                "mode": str(calibration["mode"]), "calibration": dumps(calibration, "calibration"),
                 "created_at": now()}).last_pk)
 
     def get_threshold(self, pid: int, weights=None, *,
@@ -108,8 +108,6 @@ class DecisionsMixin:
     def save_verdict(self, iid: int, score: float, verdict: str, threshold: float | None = None,
                      weights=None) -> None:
         """The tool's latest verdict on an image (replaces the previous one)."""
-        from .store import StoreError, now
-
         if verdict not in VERDICTS:
             raise StoreError(f"A verdict is one of {', '.join(VERDICTS)}, got {verdict!r}.")
         s = _finite(score, "score")
@@ -131,8 +129,6 @@ class DecisionsMixin:
         """A reviewer's OK / NG decision on an image (a correction is simply a newer label). For NG
         with a defect type, the image's defect type is set too. `use="calibration"` marks an OK image
         as held out for calibration. Returns the label's row id."""
-        from .store import MAX_NAME_CHARS, StoreError, check_name, now
-
         if label not in LABELS:
             raise StoreError(f"A review label is OK or NG, got {label!r}.")
         if reviewer is not None:

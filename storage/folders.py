@@ -55,7 +55,11 @@ from fsad_core.images import ImageError, sha256_of_array, to_mask_array, to_rgb_
 from fsad_core.names import display, from_record
 
 from .blobs import decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir, mask_png_for_export, write_atomic
-from .store import ROLES, Store, StoreError, _pid_alive, check_filename, check_name, now
+from .bulk import NewImage
+from .decisions import LABELS
+from .maintenance import pid_alive
+from .store import Store
+from .values import ROLES, StoreError, check_filename, check_name, now
 
 MANIFEST = "fsad_project.json"
 MANIFEST_FORMAT = "fsad-studio/mvtec-layout"
@@ -184,7 +188,7 @@ def _remove_stale_export_tmp(parent: Path) -> int:
         if m is None or d.is_symlink() or not d.is_dir():
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             continue
         shutil.rmtree(d, ignore_errors=True)
         n += not d.exists()
@@ -487,54 +491,31 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
             else:
                 store.blobs.write(sha, encode_rgb_png(rgb))
                 created.append(sha)
-            prepared.append((it, sha, rgb.shape[1], rgb.shape[0], mask_png, area))
+            prepared.append(NewImage(sha, rgb.shape[1], rgb.shape[0], it.role, it.filename, it.defect_type,
+                                     mask_png, area, it.validation_only, it.label))
             del rgb
-        with store._write() as db:
-            if store.find_project(project) is not None:
-                raise StoreError(f"A project named {project!r} was just created by someone else; choose another name.")
-            ts = now()
-            pid = int(db["projects"].insert({"name": project, "class_name": class_name, "created_at": ts,
-                                             "updated_at": ts, "deleted_at": None}).last_pk)
-            type_ids = {t: store._defect_type_id(pid, t, create=True) for t in type_order}
-            counts = {"normal": 0, "anomalous": 0, "query": 0}
-            n_masks = 0
-            n_labels: dict[str, int] = {}
-            for it, sha, w, h, mask_png, area in prepared:
-                store._ensure_blob(sha, None, None, w, h)
-                dt_id = type_ids.get(it.defect_type) if it.defect_type is not None else None
-                iid = int(db["images"].insert({
-                    "project_id": pid, "sha256": sha, "role": it.role,
-                    "filename": check_filename(it.filename) if it.filename is not None else None,
-                    "defect_type_id": dt_id, "created_at": now(), "removed_at": None,
-                    "validation_only": int(it.validation_only)}).last_pk)
-                counts[it.role] += 1
-                if mask_png is not None:
-                    db["masks"].insert({"image_id": iid, "png": mask_png, "width": w, "height": h, "area": area,
-                                        "defect_type_id": dt_id, "created_at": now()})
-                    n_masks += 1
-                if it.label is not None:
-                    _insert_label(store, iid, it.label)
-                    n_labels[it.label.get("label")] = n_labels.get(it.label.get("label"), 0) + 1
+        for im in prepared:  # (after every file is read, as before: a bad file is reported first)
+            if im.label is not None:
+                _check_label(im.label)
+        pid = store.create_project_with_images(project, class_name, prepared, defect_types=type_order)
     except BaseException:
         _forget_blobs(store, created)
         raise
+    counts = {role: sum(im.role == role for im in prepared) for role in ("normal", "anomalous", "query")}
+    n_labels: dict[str, int] = {}
+    for im in prepared:
+        if im.label is not None:
+            n_labels[im.label.get("label")] = n_labels.get(im.label.get("label"), 0) + 1
     return ImportSummary(project_id=pid, normal=counts["normal"], anomalous=counts["anomalous"],
-                         query=counts["query"], masks=n_masks, defect_types=tuple(type_order), notes=tuple(notes),
-                         labels=n_labels)
+                         query=counts["query"], masks=sum(im.mask_png is not None for im in prepared),
+                         defect_types=tuple(type_order), notes=tuple(notes), labels=n_labels)
 
 
-def _insert_label(store: Store, iid: int, label: dict) -> None:
-    """Inside the import's transaction: a review label read from a labelled folder or a manifest."""
-    from .decisions import LABELS
-
+def _check_label(label: dict) -> None:
+    """A review label read from a labelled folder or a manifest must be OK or NG."""
     value = label.get("label")
     if value not in LABELS:
         raise StoreError(f"a review label must be OK or NG, got {value!r} in the manifest")
-    store.db["review_labels"].insert({
-        "image_id": iid, "label": value, "reviewer": label.get("reviewer"),
-        "defect_type": label.get("defect_type") if value == "NG" else None,
-        "score": label.get("score"), "verdict": label.get("verdict"), "threshold": label.get("threshold"),
-        "use": label.get("use"), "created_at": label.get("created_at") or now()})
 
 
 def _forget_blobs(store: Store, shas: list[str]) -> None:
@@ -542,11 +523,7 @@ def _forget_blobs(store: Store, shas: list[str]) -> None:
     if not shas:
         return
     try:
-        with store._write():
-            for sha in shas:
-                if store._one("SELECT 1 AS x FROM images WHERE sha256 = ?", [sha]) is None:
-                    store.db.execute("DELETE FROM blobs WHERE sha256 = ?", [sha])
-                    store.blobs.delete(sha)
+        store.delete_unused_blobs(shas)
     except Exception:  # noqa: BLE001 - cleanup is best effort; purge() removes strays later
         pass
 

@@ -27,6 +27,9 @@ from pathlib import Path
 
 from fsad_core.names import display
 
+from .paths import BLOB_DIRNAME, DB_FILENAME, PERSONALIZE_DIRNAME
+from .values import StoreError
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -208,8 +211,9 @@ def recover(db_path: str | os.PathLike, blob_root: str | os.PathLike, personaliz
     """Salvage a damaged store into the new data folder `out` (module docstring). `out` must not exist
     or be empty; the source is only read. Returns what was copied and what was lost."""
     from .blobs import BlobDir, check_sha
+    from .maintenance import copy_tree
     from .migrations import SCHEMA_VERSION
-    from .store import BLOB_DIRNAME, DB_FILENAME, PERSONALIZE_DIRNAME, Store, StoreError, _copy_tree
+    from .store import Store
 
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -308,5 +312,5 @@ def recover(db_path: str | os.PathLike, blob_root: str | os.PathLike, personaliz
         except FileNotFoundError:
             summary.blobs_missing.append(sha)
     if personalize_root is not None and Path(personalize_root).is_dir():
-        _copy_tree(Path(personalize_root), out / PERSONALIZE_DIRNAME)
+        copy_tree(Path(personalize_root), out / PERSONALIZE_DIRNAME)
     return summary

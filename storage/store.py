@@ -1,4 +1,4 @@
-"""Store: projects, images, masks, defect types, weights, runs and an embeddings cache in SQLite.
+"""Store: projects, images, masks and defect types in SQLite, and the plumbing every part shares.
 
 One database file plus a folder of content-addressed image blobs per studio. Durability rules:
 
@@ -14,171 +14,75 @@ One database file plus a folder of content-addressed image blobs per studio. Dur
 
 The connection is shared by the threads of one process behind a lock (Gradio runs handlers in a
 thread pool); other processes open their own `Store` on the same folder.
+
+`Store` is assembled from one module per job: `storage.paths` (where the files live),
+`storage.values` (error types and checks on what users give), `storage.embeddings`
+(`store.embeddings`, the embeddings cache), and the mixins `storage.records` (weight presets and
+runs), `storage.decisions` (thresholds, verdicts, review labels), `storage.bulk` (a whole project
+in one transaction, for folder imports) and `storage.maintenance` (check, backup, purge). The
+names this module has always offered are still importable from it.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
-import math
 import os
-import re
-import shutil
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
-from glob import escape as glob_escape
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sqlite_utils import Database
 
-from fsad_core.images import ImageError, sha256_of_array, to_mask_array, to_rgb_array
+from fsad_core.images import sha256_of_array, to_mask_array, to_rgb_array
 from fsad_core.names import display
 
 from . import health, migrations
-from .blobs import BlobDir, check_sha, decode_mask_png, encode_mask_png, encode_rgb_png, fsync_dir
+from .blobs import BlobDir, decode_mask_png, encode_mask_png, encode_rgb_png
+from .bulk import BulkInsertMixin, NewImage
 from .decisions import DecisionsMixin
+from .embeddings import EmbeddingCache
+from .maintenance import ORPHAN_GRACE_S, MaintenanceMixin
+from .paths import (
+    BLOB_DIRNAME,
+    DB_FILENAME,
+    DB_SUFFIXES,
+    PERSONALIZE_DIRNAME,
+    default_data_dir,
+    personalize_root,
+    resolve_paths,
+)
+from .records import RecordsMixin
+from .values import (
+    MAX_FILENAME_CHARS,
+    MAX_NAME_CHARS,
+    ROLES,
+    DamagedStoreError,
+    NotFoundError,
+    StoreError,
+    WriteLockBusy,
+    check_filename,
+    check_name,
+    int_id,
+    now,
+    read_filename,
+)
 
-ROLES = ("normal", "anomalous", "query")
-MAX_NAME_CHARS = 200  # project names, class names, defect types, preset names, run kinds
-MAX_FILENAME_CHARS = 255
+__all__ = [  # this module's public names, the moved ones included (callers import them from here)
+    "BLOB_DIRNAME", "BUSY_TIMEOUT_S", "DB_FILENAME", "DB_SUFFIXES", "DEFAULT_EMBEDDING_CACHE_MB",
+    "DEFAULT_IMAGE_CACHE_MB", "MAX_FILENAME_CHARS", "MAX_NAME_CHARS", "ORPHAN_GRACE_S", "PERSONALIZE_DIRNAME",
+    "ROLES", "DamagedStoreError", "EmbeddingCache", "NewImage", "NotFoundError", "Store", "StoreError",
+    "check_filename", "check_name", "default_data_dir", "now", "resolve_paths",
+]
+
 BUSY_TIMEOUT_S = 30.0
-DB_FILENAME = "studio.db"
-BLOB_DIRNAME = "blobs"
-DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 DEFAULT_EMBEDDING_CACHE_MB = 512
 DEFAULT_IMAGE_CACHE_MB = 256  # decoded images kept in memory per Store (the UI re-reads galleries often)
-ORPHAN_GRACE_S = 3600.0  # purge leaves unreferenced blob files younger than this (imports in flight)
 
 
-class _LockBusy(Exception):
-    """Another process holds the database's write lock (`Store._write(wait=False)`)."""
-
-
-class StoreError(ValueError):
-    """A user-facing error about what was asked of the store."""
-
-
-class DamagedStoreError(StoreError):
-    """The database file is damaged (SQLite reports corruption); the message says how to recover."""
-
-
-class NotFoundError(StoreError, KeyError):
-    """No such project / image / preset / run (a ValueError and a KeyError)."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
-
-
-def default_data_dir() -> Path:
-    """`$FSAD_DATA_DIR`, else `$XDG_DATA_HOME/fsad-studio`, else `~/.local/share/fsad-studio`."""
-    env = os.environ.get("FSAD_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "fsad-studio"
-
-
-def resolve_paths(path: str | os.PathLike | None) -> tuple[Path, Path]:
-    """(database file, blob folder) for a data folder or a database file.
-
-    A folder holds `studio.db` and `blobs/`; a path ending in .db/.sqlite/.sqlite3 (or an existing
-    file) is the database itself, with its blobs in `<stem>-blobs/` beside it.
-    """
-    p = Path(path).expanduser() if path is not None else default_data_dir()
-    if p.suffix.lower() in DB_SUFFIXES or p.is_file():
-        return p, p.with_name(p.stem + "-blobs")
-    return p / DB_FILENAME, p / BLOB_DIRNAME
-
-
-PERSONALIZE_DIRNAME = "personalize"
-
-
-def _personalize_root(db_path: Path, blob_root: Path) -> Path:
-    """Per-project files beside the store, following `resolve_paths`: `<folder>/personalize/` for a
-    data folder, `<stem>-personalize/` beside a database named as a file (like `<stem>-blobs/`)."""
-    if blob_root == db_path.parent / BLOB_DIRNAME:
-        return db_path.parent / PERSONALIZE_DIRNAME
-    return db_path.with_name(db_path.stem + "-" + PERSONALIZE_DIRNAME)
-
-
-def now() -> str:
-    """UTC ISO-8601 with microseconds, e.g. '2026-11-02T10:15:03.123456+00:00'."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def check_name(value: Any, what: str, *, max_chars: int = MAX_NAME_CHARS) -> str:
-    """A user-typed name: a non-blank str of at most `max_chars` characters, returned unchanged."""
-    if not isinstance(value, str):
-        raise StoreError(f"The {what} must be text, got {type(value).__name__}.")
-    if not value.strip():
-        raise StoreError(f"The {what} is empty; type a name.")
-    if len(value) > max_chars:
-        raise StoreError(f"The {what} is {len(value)} characters long; at most {max_chars} are allowed.")
-    if "\x00" in value:
-        raise StoreError(f"The {what} contains a NUL character; remove it.")
-    if what != "file name" and any("\udc80" <= ch <= "\udcff" for ch in value):
-        raise StoreError(f"The {what} '{display(value)}' is not valid UTF-8 text; retype it.")
-    return value
-
-
-def check_filename(value: Any) -> str | bytes:
-    """A file name for the `images.filename` column: the name itself (TEXT) when it is valid UTF-8,
-    else its exact bytes (a BLOB: SQLite keeps a column's values as given, and a name with bytes that
-    are not UTF-8 - `os.fsdecode` carries them as lone surrogates - cannot be stored as TEXT).
-    Rows read back carry `filename` as text (escaped for such names: `fsad_core.names.display`) and
-    `filename_b64` (the exact bytes, base64) for them, so nothing is lost."""
-    if isinstance(value, (bytes, bytearray)):
-        value = os.fsdecode(bytes(value))
-    value = check_name(value, "file name", max_chars=MAX_FILENAME_CHARS)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(value)
-    return value
-
-
-def _read_filename(row: dict) -> dict:
-    """A row's `filename` as text plus `filename_b64` (exact bytes) for names stored as a BLOB."""
-    name = row.get("filename")
-    row["filename_b64"] = None
-    if isinstance(name, (bytes, bytearray)):
-        row["filename"] = display(os.fsdecode(bytes(name)))
-        row["filename_b64"] = base64.b64encode(bytes(name)).decode("ascii")
-    return row
-
-
-def _json_safe(value: Any) -> Any:
-    """Numpy scalars/arrays -> Python; NaN/inf -> None (valid JSON, and 'undefined' is what they mean)."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (Path,)):
-        return str(value)
-    return value
-
-
-def _dumps(value: Any, what: str) -> str:
-    try:
-        return json.dumps(_json_safe(value), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"The {what} must be JSON-serialisable (numbers, text, lists, dicts): {exc}.") from None
-
-
-class Store(DecisionsMixin):
+class Store(DecisionsMixin, RecordsMixin, BulkInsertMixin, MaintenanceMixin):
     """The studio's persistent state. See the module docstring for the durability rules.
 
     >>> import tempfile; s = Store(tempfile.mkdtemp())
@@ -200,7 +104,7 @@ class Store(DecisionsMixin):
         """
         self.db_path, blob_root = resolve_paths(path)
         self.path = Path(path).expanduser() if path is not None else self.db_path.parent
-        self.personalize_dir = _personalize_root(self.db_path, blob_root)
+        self.personalize_dir = personalize_root(self.db_path, blob_root)
         self._lock = threading.RLock()
         self._depth = 0  # nesting of _write() blocks on this connection
         if not create and not self.db_path.is_file():
@@ -250,7 +154,7 @@ class Store(DecisionsMixin):
         """`<data dir>/personalize/project-<id>/`: files kept next to the store for one project
         (One-to-Normal's LoRA weights and generated pool). `backup` copies them; `purge` removes
         a purged project's folder. The folder is not created here."""
-        return self.personalize_dir / f"project-{_int_id(pid, 'project id')}"
+        return self.personalize_dir / f"project-{int_id(pid, 'project id')}"
 
     # -- plumbing -------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -267,7 +171,7 @@ class Store(DecisionsMixin):
             emb = getattr(self, "embeddings", None)
             if emb is not None:
                 with contextlib.suppress(sqlite3.Error, StoreError):
-                    emb._flush(wait=False)  # best effort: never hold up a close behind another writer
+                    emb.flush(wait=False)  # best effort: never hold up a close behind another writer
             try:
                 self.db.conn.close()
             except sqlite3.ProgrammingError:
@@ -281,7 +185,7 @@ class Store(DecisionsMixin):
     @contextlib.contextmanager
     def _write(self, *, wait: bool = True):
         """One write transaction (BEGIN IMMEDIATE ... COMMIT); nested blocks join the outer one.
-        wait=False: try the database's write lock once and raise `_LockBusy` (nothing done) when
+        wait=False: try the database's write lock once and raise `WriteLockBusy` (nothing done) when
         another process holds it, instead of queueing up to the busy timeout."""
         with self._lock:
             if self._depth:
@@ -299,7 +203,7 @@ class Store(DecisionsMixin):
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
-                    raise _LockBusy() from exc
+                    raise WriteLockBusy() from exc
                 finally:
                     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._depth = 1
@@ -345,7 +249,7 @@ class Store(DecisionsMixin):
         return self._one("SELECT * FROM projects WHERE name = ? AND deleted_at IS NULL", [name])
 
     def _project_row(self, pid: int, *, active: bool = True) -> dict:
-        row = self._one("SELECT * FROM projects WHERE id = ?", [_int_id(pid, "project id")])
+        row = self._one("SELECT * FROM projects WHERE id = ?", [int_id(pid, "project id")])
         if row is None:
             raise NotFoundError(f"There is no project {pid}.")
         if active and row["deleted_at"] is not None:
@@ -354,7 +258,7 @@ class Store(DecisionsMixin):
 
     def get_project(self, pid: int, *, include_deleted: bool = False) -> dict | None:
         """{id, name, class_name, created_at, updated_at, deleted_at} or None if unknown / deleted."""
-        row = self._one("SELECT * FROM projects WHERE id = ?", [_int_id(pid, "project id")])
+        row = self._one("SELECT * FROM projects WHERE id = ?", [int_id(pid, "project id")])
         if row is None or (row["deleted_at"] is not None and not include_deleted):
             return None
         return row
@@ -461,7 +365,7 @@ class Store(DecisionsMixin):
             """SELECT i.*, b.width, b.height, b.bytes, d.name AS defect_type, p.deleted_at AS project_deleted_at
                FROM images i JOIN blobs b ON b.sha256 = i.sha256 JOIN projects p ON p.id = i.project_id
                LEFT JOIN defect_types d ON d.id = i.defect_type_id WHERE i.id = ?""",
-            [_int_id(iid, "image id")],
+            [int_id(iid, "image id")],
         )
         if row is None:
             raise NotFoundError(f"There is no image {iid}.")
@@ -475,7 +379,7 @@ class Store(DecisionsMixin):
         """{id, project_id, sha256, role, filename, filename_b64, width, height, size, bytes, defect_type,
         has_mask, created_at, removed_at, path} - `path` is the blob file (read-only: never modify it);
         `filename_b64` is None unless the name is not UTF-8 (see `check_filename`)."""
-        row = _read_filename(self._image_row(iid))
+        row = read_filename(self._image_row(iid))
         row.pop("project_deleted_at", None)
         row.pop("defect_type_id", None)
         last = self._one("SELECT area FROM masks WHERE image_id = ? ORDER BY id DESC LIMIT 1", [row["id"]])
@@ -518,7 +422,7 @@ class Store(DecisionsMixin):
                  FROM images i JOIN blobs b ON b.sha256 = i.sha256
                  LEFT JOIN defect_types d ON d.id = i.defect_type_id
                  WHERE i.project_id = ?"""
-        params: list = [_int_id(pid, "project id")]
+        params: list = [int_id(pid, "project id")]
         if not include_removed:
             sql += " AND i.removed_at IS NULL"
         if role is not None:
@@ -526,7 +430,7 @@ class Store(DecisionsMixin):
             params.append(role)
         rows = self._all(sql + " ORDER BY i.id", params)
         for r in rows:
-            _read_filename(r)
+            read_filename(r)
             area = r.pop("mask_area")
             r["has_mask"] = bool(area)
             r["size"] = (r["width"], r["height"])
@@ -615,7 +519,7 @@ class Store(DecisionsMixin):
         project id; a soft-deleted project's are still listed)."""
         self._project_row(pid, active=False)
         return [r["name"] for r in self._all(
-            "SELECT name FROM defect_types WHERE project_id = ? ORDER BY id", [_int_id(pid, "project id")])]
+            "SELECT name FROM defect_types WHERE project_id = ? ORDER BY id", [int_id(pid, "project id")])]
 
     def add_defect_type(self, pid: int, name: str) -> None:
         name = check_name(name, "defect type")
@@ -668,257 +572,6 @@ class Store(DecisionsMixin):
             db.execute(f"UPDATE masks SET defect_type_id = ? WHERE defect_type_id IN ({marks})", [target, *ids])
             db.execute(f"DELETE FROM defect_types WHERE id IN ({marks})", ids)
 
-    # -- weights --------------------------------------------------------------------------------
-    def save_weights(self, pid: int, name: str, weights: Mapping[str, float]) -> None:
-        """Save (or overwrite) the named preset {component: weight} of a project."""
-        name = check_name(name, "preset name")
-        if not isinstance(weights, Mapping) or not weights:
-            raise StoreError("Weights must be a non-empty mapping {component name: number}.")
-        clean = {}
-        for k, v in weights.items():
-            check_name(k, "component name")
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise StoreError(f"The weight of {k!r} must be a number, got {type(v).__name__}.")
-            if not math.isfinite(float(v)):
-                raise StoreError(f"The weight of {k!r} is {v}; weights must be finite numbers.")
-            clean[k] = float(v)
-        text = json.dumps(clean, ensure_ascii=False)
-        ts = now()
-        with self._write() as db:
-            self._project_row(pid)
-            if self._one("SELECT 1 AS x FROM weights WHERE project_id = ? AND name = ?", [int(pid), name]):
-                db.execute("UPDATE weights SET weights = ?, updated_at = ? WHERE project_id = ? AND name = ?",
-                           [text, ts, int(pid), name])
-            else:
-                db["weights"].insert({"project_id": int(pid), "name": name, "weights": text,
-                                      "created_at": ts, "updated_at": ts})
-
-    def load_weights(self, pid: int, name: str) -> dict[str, float]:
-        """The named preset; NotFoundError (a KeyError and ValueError) if there is none."""
-        row = self._one("SELECT weights FROM weights WHERE project_id = ? AND name = ?",
-                        [_int_id(pid, "project id"), name])
-        if row is None:
-            have = [w["name"] for w in self.list_weights(pid)]
-            raise NotFoundError(f"Project {pid} has no weight preset {name!r}"
-                                + (f"; saved presets: {', '.join(map(repr, have))}." if have else "; none is saved yet."))
-        return json.loads(row["weights"])
-
-    def list_weights(self, pid: int) -> list[dict]:
-        """[{name, weights, created_at, updated_at}] in order of creation (NotFoundError for an
-        unknown project id; a soft-deleted project's are still listed)."""
-        self._project_row(pid, active=False)
-        rows = self._all("SELECT name, weights, created_at, updated_at FROM weights WHERE project_id = ? "
-                         "ORDER BY created_at, name", [_int_id(pid, "project id")])
-        for r in rows:
-            r["weights"] = json.loads(r["weights"])
-        return rows
-
-    def delete_weights(self, pid: int, name: str) -> None:
-        with self._write() as db:
-            db.execute("DELETE FROM weights WHERE project_id = ? AND name = ?", [_int_id(pid, "project id"), name])
-
-    # -- runs -----------------------------------------------------------------------------------
-    def save_run(self, pid: int, kind: str, params: Mapping, results: Any) -> int:
-        """Log a batch / tuning / inspection run; params and results are stored as JSON
-        (numpy values converted, NaN/inf stored as null). Returns the run id."""
-        kind = check_name(kind, "run kind")
-        p, r = _dumps(params, "run parameters"), _dumps(results, "run results")
-        with self._write() as db:
-            self._project_row(pid)
-            return int(db["runs"].insert({"project_id": int(pid), "kind": kind, "params": p, "results": r,
-                                          "created_at": now()}).last_pk)
-
-    def list_runs(self, pid: int, kind: str | None = None) -> list[dict]:
-        """[{id, kind, params, results, created_at}] oldest first (NotFoundError for an unknown
-        project id; a soft-deleted project's runs are still listed)."""
-        self._project_row(pid, active=False)
-        sql, params = "SELECT id, project_id, kind, params, results, created_at FROM runs WHERE project_id = ?", [
-            _int_id(pid, "project id")]
-        if kind is not None:
-            sql += " AND kind = ?"
-            params.append(kind)
-        rows = self._all(sql + " ORDER BY id", params)
-        for r in rows:
-            r["params"], r["results"] = json.loads(r["params"]), json.loads(r["results"])
-        return rows
-
-    def get_run(self, run_id: int) -> dict:
-        row = self._one("SELECT * FROM runs WHERE id = ?", [_int_id(run_id, "run id")])
-        if row is None:
-            raise NotFoundError(f"There is no run {run_id}.")
-        row["params"], row["results"] = json.loads(row["params"]), json.loads(row["results"])
-        return row
-
-    # -- maintenance ----------------------------------------------------------------------------
-    def purge(self, *, grace_s: float = ORPHAN_GRACE_S) -> dict[str, int]:
-        """Delete for good: soft-deleted projects, removed images (with their masks), blobs no row
-        names any more, and stray blob/temp files older than `grace_s` (files younger than that may
-        belong to an import still running in another process; `grace_s` must be >= 0). The
-        per-project folders (`project_dir`) of purged projects go too, as do those of project ids
-        no row has any more (project ids can be reused: a new project must not inherit an old
-        project's LoRA weights). Returns counts."""
-        if isinstance(grace_s, (bool, np.bool_)) or not isinstance(grace_s, (int, float, np.integer, np.floating)):
-            raise StoreError(f"The grace period must be a number of seconds, got {type(grace_s).__name__}.")
-        if not grace_s >= 0:  # also refuses NaN
-            raise StoreError(f"The grace period must be 0 or more (got {grace_s}); a negative one would delete "
-                             "the files of imports still running in other processes.")
-        out = {}
-        cutoff = time.time() - float(grace_s)
-        with self._write() as db:
-            out["projects"] = db.execute("DELETE FROM projects WHERE deleted_at IS NOT NULL").rowcount
-            out["images"] = db.execute("DELETE FROM images WHERE removed_at IS NOT NULL").rowcount
-            dead = [r["sha256"] for r in self._all(
-                "SELECT sha256 FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM images)")]
-            db.execute("DELETE FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM images)")
-            # files go inside the transaction (write lock held): no add_image can reuse them meanwhile
-            out["blobs"] = sum(self.blobs.delete(s) for s in dead)
-            known = {r["sha256"] for r in self._all("SELECT sha256 FROM blobs")}
-            stray = 0
-            for sha, f in list(self.blobs.iter_files()):
-                if sha not in known and _mtime(f) < cutoff:
-                    f.unlink(missing_ok=True)
-                    stray += 1
-            for f in list(self.blobs.iter_temp_files()):
-                if _mtime(f) < cutoff:
-                    f.unlink(missing_ok=True)
-                    stray += 1
-            out["stray_files"] = stray
-            # last, with the write lock still held (no project can be created meanwhile and take a
-            # freed id): per-project folders of ids that no longer exist
-            live = {int(r["id"]) for r in self._all("SELECT id FROM projects")}
-            out["project_dirs"] = self._remove_orphan_project_dirs(live)
-        return out
-
-    def _remove_orphan_project_dirs(self, live: set[int]) -> int:
-        root = self.personalize_dir
-        if not root.is_dir():
-            return 0
-        n = 0
-        for d in sorted(root.iterdir()):
-            m = re.fullmatch(r"project-(\d+)", d.name)
-            if m is None or int(m.group(1)) in live:
-                continue
-            if d.is_symlink():  # a folder kept elsewhere: drop the link, never what it points at
-                d.unlink(missing_ok=True)
-            elif d.is_dir():
-                shutil.rmtree(d, ignore_errors=True)  # best effort: what fails stays for the next purge
-            else:
-                continue
-            n += not os.path.lexists(d)
-        return n
-
-    def check(self, *, deep: bool = False) -> list[str]:
-        """Problems found (empty = healthy): SQLite integrity (each damaged table or index named, and
-        which tables cannot be read in full: `storage.health.database_problems`), foreign keys,
-        missing blob files, and with `deep=True` blobs whose pixels no longer hash to their name.
-        A damaged database is reported, never raised."""
-        with self._lock:
-            problems = health.database_problems(self.db.conn)
-            try:
-                problems += [f"foreign key: {tuple(r)}" for r in self.db.conn.execute("PRAGMA foreign_key_check")]
-                shas = [r["sha256"] for r in self._all("SELECT sha256 FROM blobs ORDER BY sha256")]
-            except sqlite3.DatabaseError as exc:
-                if not health.is_corruption(exc):
-                    raise
-                return problems or [f"database: {exc}"]
-        for sha in shas:
-            p = self.blobs.path(sha)
-            if not p.is_file():
-                problems.append(f"missing blob file {p}")
-            elif deep:
-                try:
-                    if sha256_of_array(self.blobs.read(sha)) != sha:
-                        problems.append(f"blob {p} does not match its hash")
-                except ImageError as exc:
-                    problems.append(str(exc))
-        return problems
-
-    def quick_check(self) -> list[str]:
-        """SQLite's `quick_check` (every page read, no index cross-check; 0.6-0.9 s for a 300 MB
-        database on a 2-core machine): [] when the file is sound, else what SQLite reports. The
-        studio runs it at start."""
-        with self._lock:
-            try:
-                out = [str(r[0]) for r in self.db.conn.execute("PRAGMA quick_check(20)")]
-            except sqlite3.DatabaseError as exc:
-                if not health.is_corruption(exc):
-                    raise
-                return [str(exc)]
-        return [] if out == ["ok"] else out
-
-    def backup(self, out: str | os.PathLike) -> Path:
-        """Copy a consistent snapshot of the store to `out` (a new folder, or a `.db` file whose
-        blobs go to `<stem>-blobs/`) while the studio keeps running. Uses SQLite's online backup
-        API; blobs are immutable, so copying the ones the snapshot names completes it. The
-        per-project folder tree (`personalize/`: One-to-Normal's LoRA weights and generated pools)
-        is copied too when it exists, to the backup's own `personalize/` (`<stem>-personalize/` for
-        a `.db` target). `out` opens with `Store(out)`. Returns the database file written."""
-        db_out, blob_out = resolve_paths(out)
-        if db_out.exists():
-            raise StoreError(f"{db_out} already exists; back up to a new folder or file name.")
-        if db_out.resolve() == self.db_path.resolve():
-            raise StoreError("The backup target is the live database; choose another place.")
-        pers_out = _personalize_root(db_out, blob_out)
-        if self.personalize_dir.is_dir() and _is_within(pers_out, self.personalize_dir):
-            raise StoreError(f"The backup target {out} is inside {self.personalize_dir}; choose another place.")
-        db_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = db_out.with_name(f".{db_out.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        _remove_dead_backup_tmp(db_out)  # an interrupted backup's half-written copy
-        dst = sqlite3.connect(str(tmp))
-        try:
-            with self._lock:
-                self.db.conn.backup(dst)  # one step: a single consistent snapshot
-            dst.execute("PRAGMA journal_mode = DELETE")  # a self-contained file, no -wal beside it
-            shas = [r[0] for r in dst.execute("SELECT sha256 FROM blobs")]
-            ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
-        finally:
-            dst.close()
-        if ok != "ok":
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"The backup copy failed its integrity check ({ok}); nothing was written.")
-        target = BlobDir(blob_out)
-        for sha in shas:
-            src = self.blobs.path(sha)
-            dst_path = target.path(sha)
-            if not dst_path.is_file():  # copied atomically: an interrupted backup never leaves a torn blob
-                dst_path.parent.mkdir(parents=True, exist_ok=True)   # that the next one would skip
-                part = dst_path.with_name(f".{dst_path.name}.{os.getpid()}.tmp")
-                shutil.copyfile(src, part)
-                os.replace(part, dst_path)
-        if self.personalize_dir.is_dir():
-            _copy_tree(self.personalize_dir, pers_out)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, db_out)
-        fsync_dir(db_out.parent)
-        return db_out
-
-
-def _copy_tree(src: Path, dst: Path) -> None:
-    """Copy a folder tree that may change meanwhile (a LoRA training job writing checkpoints):
-    files that vanish mid-copy are skipped, `*.tmp` files (writes in progress) are left out,
-    symlinks are copied as links and never followed."""
-    for dirpath, dirnames, filenames in os.walk(src):
-        rel = Path(dirpath).relative_to(src)
-        target = dst / rel
-        target.mkdir(parents=True, exist_ok=True)
-        for name in list(dirnames):
-            if os.path.islink(os.path.join(dirpath, name)):  # os.walk does not descend into these
-                filenames.append(name)
-        for name in filenames:
-            if name.endswith(".tmp"):
-                continue
-            s, d = Path(dirpath) / name, target / name
-            try:
-                if s.is_symlink():
-                    if not os.path.lexists(d):
-                        os.symlink(os.readlink(s), d)
-                else:
-                    shutil.copy2(s, d)
-            except FileNotFoundError:
-                continue
-
 
 def _enable_wal(conn: sqlite3.Connection) -> str:
     """Switch to WAL (a no-op when another connection already did) and return the journal mode.
@@ -941,177 +594,9 @@ def _enable_wal(conn: sqlite3.Connection) -> str:
             delay = min(delay * 2, 0.2)
 
 
-def _remove_dead_backup_tmp(db_out: Path) -> None:
-    """Remove `.<name>.<pid>.tmp` database copies beside `db_out` left by backups whose process is gone."""
-    for p in db_out.parent.glob(f".{glob_escape(db_out.name)}.*.tmp"):
-        pid = p.name[len(db_out.name) + 2:-4]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            p.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's live process, or unknowable: leave its file alone
-    return True
-
-
 def _has_sqlite_header(path: Path) -> bool:
     try:
         with open(path, "rb") as fh:
             return fh.read(len(health.SQLITE_HEADER)) == health.SQLITE_HEADER
     except OSError:
         return False
-
-
-def _is_within(path: Path, root: Path) -> bool:
-    a, b = os.path.realpath(path), os.path.realpath(root)
-    return os.path.commonpath([a, b]) == b
-
-
-def _mtime(p: Path) -> float:
-    try:
-        return p.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")
-
-
-def _int_id(value, what: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, str)):
-        raise StoreError(f"The {what} must be an integer, got {type(value).__name__}.")
-    try:
-        return int(value)
-    except ValueError:
-        raise StoreError(f"The {what} must be an integer, got {value!r}.") from None
-
-
-class EmbeddingCache:
-    """Encodings keyed by (model id, precision, image sha256, kind), bounded in bytes, LRU-evicted.
-
-    Values are numpy arrays (any numeric dtype, any shape) or raw bytes. `fsad_core` may use it
-    through an object with `get`/`put` (it never imports storage): the engine's in-memory cache
-    is the fast layer, this one survives restarts.
-
-    Reads never wait for the write lock: `get` is a plain read (WAL readers run alongside a writer
-    in another process). The "last used" touch of a hit is queued and written in batches, only
-    when the write lock is free at that moment (never waiting for it), and always before `put`
-    evicts (inside its transaction), at `flush()` and when the store closes. So LRU order is exact
-    for this process's own hits and best effort across processes.
-    """
-
-    TOUCH_EVERY_S = 1.0  # at most one touch write per second from gets...
-    TOUCH_BATCH = 256  # ...unless this many hits are waiting
-    MAX_PENDING = 100_000  # ids kept while the lock stays busy (the oldest are dropped beyond this)
-
-    def __init__(self, store: Store, max_bytes: int):
-        self.store = store
-        self.max_bytes = int(max_bytes)
-        self._pending: OrderedDict[int, None] = OrderedDict()  # row ids hit, least recent first
-        self._last_flush = time.monotonic()
-
-    @staticmethod
-    def _key(model_id: str, precision: str, sha256: str, kind: str) -> list[str]:
-        for v, what in ((model_id, "model id"), (precision, "precision"), (kind, "kind")):
-            check_name(v, f"embedding {what}")
-        return [model_id, precision, check_sha(sha256), kind]
-
-    def get(self, model_id: str, precision: str, sha256: str, kind: str):
-        """The cached value or None; a hit becomes the most recently used entry (recorded in a
-        batch, see the class docstring). Never waits for another process's write."""
-        key = self._key(model_id, precision, sha256, kind)
-        s = self.store
-        with s._lock:
-            row = s._one("SELECT id, dtype, shape, data FROM embeddings WHERE model_id = ? AND precision = ? "
-                         "AND sha256 = ? AND kind = ?", key)
-            if row is None:
-                return None
-            self._pending[int(row["id"])] = None
-            self._pending.move_to_end(int(row["id"]))
-            while len(self._pending) > self.MAX_PENDING:
-                self._pending.popitem(last=False)
-            if (len(self._pending) >= self.TOUCH_BATCH or s._depth
-                    or time.monotonic() - self._last_flush >= self.TOUCH_EVERY_S):
-                self._flush(wait=False)
-        if row["dtype"] == "bytes":
-            return bytes(row["data"])
-        return np.frombuffer(row["data"], dtype=np.dtype(row["dtype"])).reshape(json.loads(row["shape"])).copy()
-
-    def put(self, model_id: str, precision: str, sha256: str, kind: str, value) -> bool:
-        """Store a value (replacing any under the same key) and evict least recently used entries
-        until the total is within `max_bytes`. A value larger than the cap is not stored (False)."""
-        key = self._key(model_id, precision, sha256, kind)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            data, dtype, shape = bytes(value), "bytes", [len(value)]
-        elif isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
-            arr = np.ascontiguousarray(value)
-            data, dtype, shape = arr.tobytes(), arr.dtype.str, list(arr.shape)
-        else:
-            raise StoreError(f"Embedding values must be numeric numpy arrays or bytes, got {type(value).__name__}.")
-        if len(data) > self.max_bytes:
-            return False
-        s = self.store
-        with s._write() as db:
-            self._touch(db)  # this process's hits count before anything is evicted
-            db.execute("DELETE FROM embeddings WHERE model_id = ? AND precision = ? AND sha256 = ? AND kind = ?", key)
-            db.execute(
-                "INSERT INTO embeddings (model_id, precision, sha256, kind, dtype, shape, data, nbytes, created_at,"
-                " last_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " (SELECT coalesce(max(last_used), 0) + 1 FROM embeddings))",
-                [*key, dtype, json.dumps(shape), data, len(data), now()],
-            )
-            self._evict(db)
-        return True
-
-    def flush(self) -> None:
-        """Write the queued "last used" touches now (waiting for the write lock if need be)."""
-        self._flush(wait=True)
-
-    def _flush(self, *, wait: bool) -> bool:
-        """Write the queued touches; with wait=False only if the write lock is free right now.
-        Returns whether they were written (or there were none)."""
-        s = self.store
-        with s._lock:
-            if not self._pending:
-                return True
-            try:  # inside our own transaction this joins it; otherwise never queue behind a writer
-                with s._write(wait=wait or bool(s._depth)) as db:
-                    self._touch(db)
-            except _LockBusy:  # locked by another process: keep the touches for later
-                self._last_flush = time.monotonic()
-                return False
-            return True
-
-    def _touch(self, db: Database) -> None:
-        """Inside a write transaction: make the queued ids the most recently used, in hit order."""
-        if not self._pending:
-            return
-        ids = list(self._pending)
-        base = db.execute("SELECT coalesce(max(last_used), 0) FROM embeddings").fetchone()[0]
-        db.conn.executemany("UPDATE embeddings SET last_used = ? WHERE id = ?",
-                            [(base + k + 1, rid) for k, rid in enumerate(ids)])
-        self._pending.clear()
-        self._last_flush = time.monotonic()
-
-    def _evict(self, db: Database) -> None:
-        total = db.execute("SELECT coalesce(sum(nbytes), 0) FROM embeddings").fetchone()[0]
-        if total <= self.max_bytes:
-            return
-        for rid, nbytes in db.execute("SELECT id, nbytes FROM embeddings ORDER BY last_used").fetchall():
-            if total <= self.max_bytes:
-                break
-            db.execute("DELETE FROM embeddings WHERE id = ?", [rid])
-            total -= nbytes
-
-    def total_bytes(self) -> int:
-        return int(self.store._one("SELECT coalesce(sum(nbytes), 0) AS n FROM embeddings")["n"])
-
-    def __len__(self) -> int:
-        return int(self.store._one("SELECT count(*) AS n FROM embeddings")["n"])
-
-    def clear(self) -> None:
-        with self.store._write() as db:
-            db.execute("DELETE FROM embeddings")
-            self._pending.clear()

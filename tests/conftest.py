@@ -11,6 +11,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("FSAD_CACHE_DIR", str(Path(__file__).resolve().parent / "_artifacts" / "cache"))
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout (the package itself is installed: pip install -e .)
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -28,6 +28,7 @@ def _open_clip_records(caplog):
 def test_unknown_pretrained_tag_lists_the_valid_tags():
     with pytest.raises(ModelUnavailableError) as err:
         clip.build_open_clip(_std(clip_pretrained="laion400m_e99"))
+    assert (err.value.reason, err.value.spec) == ("unknown", "clip/ViT-B-16-plus-240@laion400m_e99")
     msg = str(err.value)
     assert "'laion400m_e99' is not a pretrained tag of ViT-B-16-plus-240" in msg
     assert "laion400m_e31" in msg and "laion400m_e32" in msg
@@ -42,6 +43,7 @@ def test_missing_local_checkpoint_says_fix_the_path(tmp_path):
     path = tmp_path / "weights" / "my_clip.pt"
     with pytest.raises(ModelUnavailableError) as err:
         clip.build_open_clip(_std(clip_pretrained=str(path)))
+    assert err.value.reason == "missing" and err.value.detail == f"the checkpoint {path} does not exist"
     msg = str(err.value)
     assert f"{path} does not exist" in msg and "Fix the path" in msg
     assert "Fetch it on a machine with internet" not in msg and "copy the files here" not in msg
@@ -54,6 +56,7 @@ def test_unloadable_local_checkpoint_is_one_readable_message(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     with pytest.raises(ModelUnavailableError) as err:
         clip.build_open_clip(_std(clip_pretrained=str(bad)))
+    assert err.value.reason == "invalid" and err.value.spec.source == str(bad.resolve())
     msg = str(err.value)
     assert f"{bad} could not be loaded as ViT-B-16-plus-240" in msg and "Fetch it" not in msg
     assert not [r for r in _open_clip_records(caplog) if r.levelno >= logging.ERROR]

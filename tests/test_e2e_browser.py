@@ -308,7 +308,7 @@ def error_badges(page) -> int:
 
 
 def test_never_trapped(studio, browser, tmp_path):
-    """Issue 13: errors leave every panel usable, the mask loop keeps working, removal can be
+    """A workflow that never traps the user: errors leave every panel usable, the mask loop keeps working, removal can be
     undone, a bad query file is refused readably, and a reload restores the Inspect session."""
     url, ctx = studio
     page = browser.new_page(viewport={"width": 1440, "height": 1000})

@@ -1,4 +1,4 @@
-"""Issue 12: hostile file names, a damaged database, the web server's limits, outputs that never
+"""Hardening: hostile file names, a damaged database, the web server's limits, outputs that never
 clobber, one rule for links, malformed manifests. Each test fails on the code before the change."""
 from __future__ import annotations
 
@@ -136,8 +136,8 @@ def test_inspect_output_folder_rules(tmp_path):
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([sys.executable, *args], capture_output=True, env=env, cwd=cwd, timeout=120)
+    # The package is installed (pip install -e .): the commands work from any folder.
+    return subprocess.run([sys.executable, *args], capture_output=True, cwd=cwd, timeout=120)
 
 
 def test_inspect_cli_refuses_before_loading_a_model(tmp_path):

@@ -1,4 +1,4 @@
-"""Issue 12 on the store and the studio: hostile names through import/export, links, malformed
+"""Hardening of the store and the studio: hostile names through import/export, links, malformed
 manifests, interrupted exports, a damaged database (check / recover / studio start), the web
 server's limits. Each test fails on the code before the change."""
 from __future__ import annotations
@@ -194,7 +194,7 @@ def test_uploads_are_files_checked_before_decoding(ctx, tmp_path):
     bomb = _bomb_png(tmp_path / "bomb.png")  # 169 MP claimed by a 100-byte file
     assert query.preprocess(FileData(path=str(bomb), orig_name="bomb.png")) == str(bomb)  # not opened by Gradio
     pid = project_bar.open_project(ctx, "p", "x")["pid"]
-    # refused with our message (a toast and the status line; issue 13: a refusal never locks the panel)
+    # refused with our message (a toast and the status line; a refusal never locks the panel)
     with pytest.warns(UserWarning, match="169 MP, over the 64 MP limit.*not decoded"):
         out = inspect_tab.add_query(ctx, pid, str(bomb))
     assert "169 MP, over the 64 MP limit" in out["inspect_status"] and out["query_iid"] is None

@@ -114,7 +114,7 @@ def test_patchcore_scorer_memory_map_and_score():
     empty.prepare(_ctx([], 2))
     assert empty.component_names() == [] and empty.score(Query(bad, "a", bad.shape[:2])) == {}
     with pytest.raises(ValueError, match="no memory"):
-        empty.memory
+        _ = empty.memory
 
 
 def test_engine_component_and_offline_weights_error(tiny_engine, images, tmp_path):

@@ -28,6 +28,22 @@ def fast():
     return Personalizer(PersonalizeConfig(profile="tiny", preset="fast"))
 
 
+class _Log(list):
+    """A progress callback (fsad_core.progress: fraction, message) that keeps what it hears."""
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        self.append((fraction, message))
+
+    @property
+    def steps(self) -> list[int]:
+        """The optimizer steps reported ("Training: step 3/4, about 2 s left" -> 3)."""
+        return [int(m.split("step ")[1].split("/")[0]) for _, m in self if m.startswith("Training: step ")]
+
+    @property
+    def fractions(self) -> list[float]:
+        return [f for f, _ in self]
+
+
 def _count_unet(p: Personalizer):
     calls = []
     handle = p.pipeline.unet.register_forward_hook(
@@ -146,15 +162,16 @@ def test_lora_training_loop_saves_small_weights_that_change_outputs(tmp_path):
     shots = [_img(10), _img(11)]
     q = _img(12, 32, 32)
     before = p.personalize(q, "bottle")
-    seen = []
-    out = p.train(shots, "bottle", tmp_path / "lora", progress=lambda s, t, eta: seen.append((s, t, eta)))
+    seen = _Log()
+    out = p.train(shots, "bottle", tmp_path / "lora", progress=seen)
     assert out == tmp_path / "lora"
     w = out / "pytorch_lora_weights.safetensors"
     assert w.is_file() and w.stat().st_size < 1_000_000
     st = training_state(out)
     assert st["complete"] and st["step"] == 3 and st["class_name"] == "bottle"
     assert len(list((out / "class_images").glob("*.png"))) == cfg.num_class_images
-    assert [s for s, t, _ in seen if s > 0] == [1, 2, 3] and all(t == 3 and eta >= 0 for _, t, eta in seen)
+    assert seen.steps == [1, 2, 3] and all("/3, about" in m for _, m in seen if m.startswith("Training"))
+    assert seen.fractions == sorted(seen.fractions) and seen.fractions[-1] == 1.0
     assert np.isfinite(p.last_loss)
     lora = _lora_tensors(p)
     assert lora and all(v.abs().sum() > 0 for v in lora.values())  # B starts at zero: it was trained
@@ -185,8 +202,8 @@ def test_cancel_then_resume_equals_uninterrupted_run(tmp_path):
     p = Personalizer(cfg)
     cancel = threading.Event()
 
-    def stop_at_two(step, total, eta):
-        if step == 2:
+    def stop_at_two(fraction, message):
+        if message.startswith("Training: step 2/"):
             cancel.set()
 
     out = p.train(shots, "cable", tmp_path / "b", progress=stop_at_two, cancel=cancel)
@@ -197,18 +214,20 @@ def test_cancel_then_resume_equals_uninterrupted_run(tmp_path):
         Personalizer(cfg).load_lora(out)
 
     resumed = Personalizer(cfg)
-    steps = []
-    resumed.train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
-    assert steps == [3, 4] and training_state(out)["complete"]
+    log = _Log()
+    resumed.train(shots, "cable", out, progress=log)
+    assert log.steps == [3, 4] and training_state(out)["complete"]
+    # the resumed run's bar covers its own steps and only moves forward
+    assert log.fractions == sorted(log.fractions) and log.fractions[-1] == 1.0
     got = _lora_tensors(resumed)
     assert got.keys() == ref.keys()
     for k in ref:
         torch.testing.assert_close(got[k], ref[k])
 
     # other shots: the folder starts over instead of resuming someone else's run
-    steps.clear()
-    resumed.train([_img(21)], "cable", out, progress=lambda s, t, e: steps.append(s))
-    assert [s for s in steps if s > 0] == [1, 2, 3, 4]
+    log = _Log()
+    resumed.train([_img(21)], "cable", out, progress=log)
+    assert log.steps == [1, 2, 3, 4]
 
 
 def test_cancel_before_start_returns_quickly(tmp_path):
@@ -225,9 +244,12 @@ def test_cancel_before_start_returns_quickly(tmp_path):
 # --- pool ------------------------------------------------------------------------------------------------
 def test_pool_personalizes_shots_then_generates(fast, tmp_path):
     shots = [_img(40, 36, 44)]
-    seen = []
-    pool = fast.generate_pool("bottle", n=3, normals=shots, seed=1, progress=lambda k, n, eta: seen.append((k, n)))
-    assert len(pool) == 3 and seen == [(1, 3), (2, 3), (3, 3)]
+    seen = _Log()
+    pool = fast.generate_pool("bottle", n=3, normals=shots, seed=1, progress=seen)
+    assert len(pool) == 3 and [m.split(",")[0] for _, m in seen] == ["Pool: 1/3", "Pool: 2/3", "Pool: 3/3"]
+    assert seen.fractions == pytest.approx([1 / 3, 2 / 3, 1.0])
+    # the time left is shown once two images are timed (measured, not guessed from one)
+    assert "measuring the time per image" in seen[0][1] and "about" in seen[1][1]
     assert pool[0].shape == (36, 44, 3)  # the shot personalized, at its own size
     assert np.array_equal(pool[0], fast.personalize(shots[0], "bottle", seed=1).chosen)
     assert all(im.shape == (32, 32, 3) and im.dtype == np.uint8 for im in pool[1:])
@@ -269,8 +291,9 @@ def test_standard_model_missing_raises_a_teaching_error(tmp_path):
     if not hc.HF_HUB_OFFLINE:
         pytest.skip("needs HF_HUB_OFFLINE=1 (set by tests/conftest.py) so that no download is attempted")
     p = Personalizer(PersonalizeConfig(profile="standard", cache_dir=str(tmp_path), device="cpu"))
-    with pytest.raises(ModelUnavailableError, match="stable-diffusion-v1-5.*models pull"):
+    with pytest.raises(ModelUnavailableError, match="stable-diffusion-v1-5.*models pull") as err:
         p.pipeline
+    assert err.value.reason == "offline" and err.value.model_id == "diffusion/stable-diffusion-v1-5@fp16"
     from fsad_core.models.diffusion import load_tiny_vae
 
     with pytest.raises(ModelUnavailableError, match="taesd"):
@@ -281,9 +304,9 @@ def test_docstring_examples():
     import doctest
 
     import fsad_core.models.diffusion as diffusion
-    import fsad_core.personalize as personalize
+    from fsad_core.personalize import pixels, prompts, training
 
-    for mod in (personalize, diffusion):
+    for mod in (prompts, pixels, training, diffusion):
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
         assert res.failed == 0 and res.attempted > 0
 
@@ -296,16 +319,16 @@ def test_cancel_removes_the_partial_adapter(tmp_path):
     p = Personalizer(cfg)
     cancel = threading.Event()
     out = p.train([_img(51)], "bottle", tmp_path / "lora", cancel=cancel,
-                  progress=lambda s, t, e: cancel.set() if s == 2 else None)
+                  progress=lambda f, m: cancel.set() if "step 2/" in m else None)
     assert training_state(out)["step"] == 2 and not training_state(out)["complete"]
     assert not p.has_adapter() and p.lora_dir is None and p.model_id is None
     after = p.personalize(q, "bottle")
     for x, y in zip(base.reconstructions, after.reconstructions):
         assert np.array_equal(x[1], y[1])  # the base model's output, not the half-trained adapter's
     # the checkpoint kept the progress: the same personalizer resumes and finishes
-    steps = []
-    p.train([_img(51)], "bottle", out, progress=lambda s, t, e: steps.append(s))
-    assert steps == [3, 4] and training_state(out)["complete"] and p.has_adapter() and p.model_id
+    log = _Log()
+    p.train([_img(51)], "bottle", out, progress=log)
+    assert log.steps == [3, 4] and training_state(out)["complete"] and p.has_adapter() and p.model_id
 
 
 def test_changed_train_steps_extend_or_start_over_never_mislabel(tmp_path):
@@ -319,26 +342,26 @@ def test_changed_train_steps_extend_or_start_over_never_mislabel(tmp_path):
     p = Personalizer(cfg)
     out = p.train(shots, "cable", tmp_path / "lora")
     # more steps on a finished folder: resumed from its last checkpoint, equal to a 4-step run
-    steps = []
-    p.reconfigure(train_steps=4).train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
+    log = _Log()
+    p.reconfigure(train_steps=4).train(shots, "cable", out, progress=log)
     st = training_state(out)
-    assert steps == [3, 4] and st["step"] == st["total"] == 4 and st["complete"]
+    assert log.steps == [3, 4] and st["step"] == st["total"] == 4 and st["complete"]
     for k, v in _lora_tensors(ref4).items():
         torch.testing.assert_close(_lora_tensors(p)[k], v)
     # fewer steps than the folder holds: starts over instead of labelling 4 steps' weights "2 of 2"
-    steps.clear()
-    p.reconfigure(train_steps=2).train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
+    log = _Log()
+    p.reconfigure(train_steps=2).train(shots, "cable", out, progress=log)
     st = training_state(out)
-    assert [s for s in steps if s > 0] == [1, 2] and st["step"] == st["total"] == 2 and st["complete"]
+    assert log.steps == [1, 2] and st["step"] == st["total"] == 2 and st["complete"]
     for k, v in _lora_tensors(ref2).items():
         torch.testing.assert_close(_lora_tensors(p)[k], v)
     assert st["model_id"] == p.model_id
     # another compute precision is another run (fingerprinted as resolved: "auto" differs by machine)
-    steps.clear()
+    log = _Log()
     other = "bf16" if p.precision_name == "fp32" else "fp32"  # whichever "auto" did not resolve to here
-    p.reconfigure(precision=other).train(shots, "cable", out, progress=lambda s, t, e: steps.append(s))
+    p.reconfigure(precision=other).train(shots, "cable", out, progress=log)
     st = training_state(out)
-    assert st["fingerprint"]["precision"] == other and [s for s in steps if s > 0] == [1, 2] and st["complete"]
+    assert st["fingerprint"]["precision"] == other and log.steps == [1, 2] and st["complete"]
     # an unfinished folder is not loaded even if stale final weights lie around
     (out / "state.json").write_text((out / "state.json").read_text().replace('"complete": true', '"complete": false'))
     with pytest.raises(FileNotFoundError, match="step 2 of 2"):
@@ -348,12 +371,37 @@ def test_changed_train_steps_extend_or_start_over_never_mislabel(tmp_path):
 def test_training_reports_the_prior_image_phase(tmp_path):
     p = Personalizer(PersonalizeConfig(profile="tiny", preset="fast", num_class_images=3, train_steps=2))
     seen = []
-    p.train([_img(70)], "pill", tmp_path / "lora", progress=lambda s, t, e: seen.append((p.phase, s, t, e)))
-    prior = [ph for ph, s, _, _ in seen if ph[0] == "prior images"]
-    assert [ph[1] for ph in prior] == [0, 1, 2, 3] and all(ph[2] == 3 for ph in prior)
-    assert all(s == 0 and e > 0 for ph, s, _, e in seen if ph[0] == "prior images")
-    assert [(ph[0], s) for ph, s, _, _ in seen if ph[0] != "prior images"] == [("training", 1), ("training", 2)]
+    p.train([_img(70)], "pill", tmp_path / "lora", progress=lambda f, m: seen.append((p.phase, f, m)))
+    prior = [(ph, m) for ph, _, m in seen if ph[0] == "prior images"]
+    assert [ph[1] for ph, _ in prior] == [0, 1, 2, 3] and all(ph[2] == 3 for ph, _ in prior)
+    # the phase in words, with a time left from the first line on
+    assert [m.split(" (")[0] for _, m in prior[:3]] == [f"Generating prior images {i}/3" for i in (1, 2, 3)]
+    assert prior[-1][1].startswith("Generated 3 prior images; encoding the shots")
+    assert all("about" in m for _, m in prior)
+    assert [(ph[0], m.split(",")[0]) for ph, _, m in seen if ph[0] != "prior images"] == \
+        [("training", "Training: step 1/2"), ("training", "Training: step 2/2")]
+    # one bar over both phases (3 prior images + 2 steps), never jumping back
+    assert [round(f, 2) for _, f, _ in seen] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert p.phase == ("idle", 0, 0)
+
+
+def test_training_progress_moves_forward_and_its_time_left_never_grows():
+    """The trainer's progress line on noisy estimates: one bar over prior images and steps (no jump
+    back), a time left that never grows."""
+    from fsad_core.personalize import TrainingProgress
+
+    seen = _Log()
+    r = TrainingProgress(seen, train_steps=10)
+    for i in range(4):
+        r.prior_images(i, 4, 80 - i)
+    r.prior_images(4, 4, 79)  # grew: still shown as 77
+    for step, eta in zip(range(1, 11), (75, 60, 65, 50, 40, 30, 20, 10, 5, 0)):
+        r.step(step, eta)
+    assert seen.fractions == sorted(seen.fractions) and seen.fractions[-1] == 1.0
+    assert "step 10/10" in seen[-1][1] and "Generating prior images 1/4" in seen[0][1]
+    etas = [float(m.split("about ")[1].split(" ")[0]) for _, m in seen]
+    assert etas == sorted(etas, reverse=True) and etas[4] == 77 and etas[7] == 60
+    assert TrainingProgress(None, 3).step(1, 5.0) is None  # no callback: nothing to report
 
 
 def test_pool_says_where_it_came_from_and_saving_is_all_or_nothing(fast, tmp_path):
@@ -375,7 +423,7 @@ def test_pool_says_where_it_came_from_and_saving_is_all_or_nothing(fast, tmp_pat
     # cancelled generation says so
     ev = threading.Event()
     with pytest.warns(UserWarning):
-        part = fast.generate_pool("bottle", n=3, progress=lambda k, n, e: ev.set(), cancel=ev)
+        part = fast.generate_pool("bottle", n=3, progress=lambda f, m: ev.set(), cancel=ev)
     assert part.cancelled and len(part) == 1 and part.requested == 3 and "cancelled" in part.note
 
 

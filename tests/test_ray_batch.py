@@ -37,7 +37,6 @@ def local_ray():
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
     env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FSAD_CACHE_DIR") if k in os.environ}
-    env["PYTHONPATH"] = str(ROOT)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": env})
     try:

@@ -340,9 +340,12 @@ def test_missing_weights_say_how_to_get_them(tmp_path):
     with pytest.raises(registry.ModelUnavailableError, match="models pull sam.*checkpoint=") as err:
         a.set_image(_image(100, 100))
     assert f"cache: {tmp_path}" in str(err.value)  # the cache in use, not the default one
+    assert (err.value.reason, err.value.spec) == ("missing", registry.get("sam", "vit_b"))
+    assert err.value.detail == "its weights are not in the cache and download=False"
     b = MaskAssistant(model="vit_b", device="cpu", checkpoint=tmp_path / "nope.pth")
-    with pytest.raises(registry.ModelUnavailableError, match="no checkpoint file at"):
+    with pytest.raises(registry.ModelUnavailableError, match="no checkpoint file at") as err:
         b.load()
+    assert err.value.reason == "missing" and err.value.model_id == "sam/vit_b@sam_vit_b_01ec64"
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"<html>404</html>")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
@@ -357,8 +360,9 @@ def test_cached_checkpoint_is_found_and_checked(tmp_path):
     torch.save(MaskAssistant(profile="tiny", device="cpu").model.state_dict(), dest)  # the wrong model
     a = MaskAssistant(model="vit_b", device="cpu", cache_dir=tmp_path, download=False)
     assert a.weights_path() == dest
-    with pytest.raises(registry.ModelUnavailableError, match="does not fit vit_b"):
+    with pytest.raises(registry.ModelUnavailableError, match="does not fit vit_b") as err:
         a.load()
+    assert err.value.reason == "invalid" and err.value.spec.name == "vit_b"
 
 
 @pytest.mark.skipif(not sam2_available(), reason="the sam2 package is not installed")
@@ -422,6 +426,7 @@ def test_download_verifies_the_full_sha256(tmp_path):
     seen = []
     got = registry.download_url(src.as_uri(), tmp_path / "cache" / "ok.bin", digest, progress=lambda f, m: seen.append((f, m)))
     assert got.read_bytes() == src.read_bytes() and seen[-1] == (1.0, "0.0/0.0 MB")
-    with pytest.raises(registry.ModelUnavailableError, match="checksum mismatch"):
+    with pytest.raises(registry.ModelUnavailableError, match="checksum mismatch") as err:
         registry.download_url(src.as_uri(), tmp_path / "cache" / "bad.bin", digest[:6] + "0" * 58, progress=False)
+    assert err.value.reason == "checksum" and err.value.detail.startswith("checksum mismatch for ")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["ok.bin"]  # no partial file left

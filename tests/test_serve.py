@@ -67,7 +67,7 @@ def project_bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(project_bundle):
     port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen([sys.executable, "-m", "fsad_core", "serve", "--bundle", str(project_bundle),
                              "--port", str(port), "--threads", "1", "--device", "cpu", "--max-upload-mb", "1",
                              "--max-pending", "1"], cwd=str(ROOT), env=env,

@@ -369,6 +369,45 @@ def test_purge_deleted_project_and_stray_files(store, pid):
     assert (store.read_image(shared) == rgb(0)).all() and store.check(deep=True) == []
 
 
+def test_create_project_with_images_is_one_transaction(store, pid):
+    """The bulk insert behind folder imports: everything commits, or (a bad record, a taken name, a
+    blob file gone) nothing does; `delete_unused_blobs` removes only files no row names."""
+    from storage.blobs import encode_mask_png, encode_rgb_png
+    from storage.store import NewImage
+
+    kept = store.add_image(pid, rgb(1))
+    shas = [sha256_of_array(rgb(k)) for k in (1, 2, 3)]
+    for k, sha in zip((1, 2, 3), shas):
+        if not store.blobs.exists(sha):
+            store.blobs.write(sha, encode_rgb_png(rgb(k)))
+    m = box_mask()
+    good = [NewImage(shas[1], 64, 48, "anomalous", "a.png", "scratch", encode_mask_png(m), int(m.sum()),
+                     label={"label": "NG", "reviewer": "import", "defect_type": "scratch"}),
+            NewImage(shas[2], 64, 48, "normal", b"n\xff.png", validation_only=True)]
+    before = snapshot(store)
+    with pytest.raises(StoreError, match="OK or NG"):
+        store.create_project_with_images("imp", "bottle", [*good, NewImage(shas[0], 64, 48, "query",
+                                                                           label={"label": "maybe"})])
+    with pytest.raises(StoreError, match="already exists"):
+        store.create_project_with_images("bottles", "bottle", good)
+    assert snapshot(store) == before
+    assert store.delete_unused_blobs(shas) == 2 and store.blobs.exists(shas[0])  # `kept` still names it
+    with pytest.raises(StoreError, match="vanished"):
+        store.create_project_with_images("imp", "bottle", good)
+    assert store.find_project("imp") is None
+    for k, sha in zip((2, 3), shas[1:]):
+        store.blobs.write(sha, encode_rgb_png(rgb(k)))
+    new = store.create_project_with_images("imp", "bottle", good, defect_types=["crack"])
+    assert store.defect_types(new) == ["crack", "scratch"]
+    rows = store.list_images(new)
+    assert [(r["role"], r["defect_type"], r["has_mask"], r["validation_only"]) for r in rows] == [
+        ("anomalous", "scratch", True, False), ("normal", None, False, True)]
+    assert rows[1]["filename_b64"] is not None and np.array_equal(store.get_mask(rows[0]["id"]), m)
+    assert store.get_label(rows[0]["id"])["label"] == "NG"
+    assert store.delete_unused_blobs(shas) == 0  # every one is named by a row now
+    assert np.array_equal(store.read_image(kept), rgb(1))
+
+
 # --- masks and defect types -----------------------------------------------------------------------
 def test_mask_history_is_kept_across_edits(store, pid):
     iid = store.add_image(pid, rgb(), role="anomalous")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from test_ui_events import backbone, ctx  # noqa: F401 (fixtures)
 
 import ui
-from test_ui_events import backbone, ctx  # noqa: F401 (fixtures)
 from ui import studio
 
 #: One element id from each tab's own layout (and from the panels laid out inside a tab).

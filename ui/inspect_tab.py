@@ -22,8 +22,15 @@ from .context import StudioContext
 from .result_view import aggregate_view, panels, reaggregate
 from .uploads import UploadedImage
 from .weights import (
-    SLIDERS, WEIGHT_NAMES, WEIGHTS, USER_PRESET_PREFIX, initial_weights, preset_choices, preset_weights,
-    slider_updates, studio_weight_set,
+    SLIDERS,
+    USER_PRESET_PREFIX,
+    WEIGHT_NAMES,
+    WEIGHTS,
+    initial_weights,
+    preset_choices,
+    preset_weights,
+    slider_updates,
+    studio_weight_set,
 )
 
 HELP = (

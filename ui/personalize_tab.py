@@ -2,7 +2,8 @@
 turn the current query into its anomaly-free version, score `personal` and `pool`.
 
 Handlers are plain functions `fn(ctx, ...) -> dict` as in every tab (`ui/common.py`); the long
-ones (training, pool) run with a progress bar, an ETA and a Cancel button.
+ones (training, pool) run with a progress bar and a Cancel button: the Personalizer's own progress
+lines (phase, time left) go straight to Gradio's bar.
 
 One Personalizer (one diffusion pipeline) serves the process. Whatever a handler does, it first
 makes that Personalizer match the open project: the project's finished customized model is active,
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 
 from fsad_core.personalize import (
     PRESETS, PersonalizeConfig, Personalizer, load_pool, model_id, pool_info, save_pool, training_state,
 )
+from fsad_core.progress import Progress, format_seconds, silent
 
 from . import render
 from .common import friendly, log, need_project
@@ -37,10 +38,6 @@ HELP = (
 )
 DEFAULT_POOL_SIZE = PersonalizeConfig().pool_size  # the paper's pool size: 30
 PRESET_CHOICES = list(PRESETS)  # "paper", "fast"
-
-
-def _no_progress(frac: float, desc: str = "") -> None:
-    pass
 
 
 def _dirs(ctx: StudioContext, pid: int) -> tuple[Path, Path]:
@@ -88,70 +85,6 @@ def _cancel_event(ctx: StudioContext, pid: int) -> threading.Event:
     ev = threading.Event()
     ctx.personalizers[f"cancel-{pid}"] = ev
     return ev
-
-
-def _fmt_s(seconds: float) -> str:
-    s = max(0.0, float(seconds))
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
-class _Monotonic:
-    """Progress that only moves forward: the bar's fraction never decreases and the time left never
-    grows (a noisy per-step estimate is clamped to the last one shown)."""
-
-    def __init__(self):
-        self.frac = 0.0
-        self.eta: float | None = None
-
-    def __call__(self, frac: float, eta: float | None) -> tuple[float, float | None]:
-        self.frac = max(self.frac, min(1.0, float(frac)))
-        if eta is not None:
-            self.eta = float(eta) if self.eta is None else min(self.eta, float(eta))
-        return self.frac, self.eta
-
-
-def _eta_progress(progress: Callable, what: str) -> Callable:
-    """Pool generation's progress: the time left is shown once two images have been timed (measured,
-    not guessed from a single sample) and never grows."""
-    mono = _Monotonic()
-
-    def cb(step, total, eta=None):
-        frac, eta = mono(step / max(1, total), eta if step >= 2 else None)
-        text = f"{what}: {step}/{total}" + (f", about {_fmt_s(eta)} left" if eta is not None else
-                                             (", measuring the time per image…" if step < total else ""))
-        progress(frac, text)
-    return cb
-
-
-def _train_progress(progress: Callable, p: Personalizer) -> Callable:
-    """Training's progress text: which phase (prior images i/n, then steps) and the time left. One
-    bar over both phases (prior images then optimizer steps), so it never jumps back."""
-    mono = _Monotonic()
-    seen_prior = {"n": 0}  # prior images of this run (the phase reports them only while generating)
-
-    def cb(step, total, eta=None):
-        what, i, n = p.phase
-        if what == "prior images":
-            seen_prior["n"] = n
-        prior = seen_prior["n"]
-        units = max(1, prior + int(total))
-        if what == "prior images" and i < n:
-            frac, eta = mono(i / units, eta)
-            left = f", about {_fmt_s(eta)} left" if eta is not None else ""
-            progress(frac, f"Generating prior images {i + 1}/{n} (class-prior images from the base model){left}")
-        elif what == "prior images":
-            frac, eta = mono(n / units, eta)
-            left = f", about {_fmt_s(eta)} left" if eta is not None else ""
-            progress(frac, f"Generated {n} prior images; encoding the shots{left}")
-        else:
-            frac, eta = mono((prior + step) / units, eta)
-            left = f", about {_fmt_s(eta)} left" if eta is not None else ""
-            progress(frac, f"Training: step {step}/{total}{left}")
-    return cb
 
 
 def _model_text(state: dict | None) -> str:
@@ -207,12 +140,12 @@ def pool_eta(ctx: StudioContext, pid, n, preset=None, seed=None, train_steps=Non
         est_p._unet_step_s = busy._unet_step_s
     n_shots = len(ctx.store.list_images(int(pid), role="normal")) if pid is not None else 0
     est = est_p.estimate_seconds("pool", n=int(n or 0), n_shots=n_shots)
-    return {"pool_eta": f"Pool of {int(n or 0)}: about **{_fmt_s(est)}** on this machine"}
+    return {"pool_eta": f"Pool of {int(n or 0)}: about **{format_seconds(est)}** on this machine"}
 
 
 @friendly
 def train(ctx: StudioContext, pid, preset="fast", seed=0, train_steps=0, restart=False,
-          progress: Callable = _no_progress) -> dict:
+          progress: Progress = silent) -> dict:
     pid = need_project(pid)
     normals = [ctx.store.read_image(r["id"]) for r in ctx.store.list_images(pid, role="normal")]
     if not normals:
@@ -220,9 +153,9 @@ def train(ctx: StudioContext, pid, preset="fast", seed=0, train_steps=0, restart
     p = personalizer(ctx, pid, preset, seed, train_steps)
     lora, _ = _dirs(ctx, pid)
     cancel = _cancel_event(ctx, pid)
-    progress(0.0, f"Training the customized model (about {_fmt_s(p.estimate_seconds('train'))})")
+    progress(0.0, f"Training the customized model (about {format_seconds(p.estimate_seconds('train'))})")
     class_name = ctx.store.get_project(pid).get("class_name") or "object"
-    p.train(normals, class_name, lora, progress=_train_progress(progress, p), cancel=cancel, restart=bool(restart))
+    p.train(normals, class_name, lora, progress=progress, cancel=cancel, restart=bool(restart))
     state = training_state(lora) or {}
     if state.get("complete"):
         gr.Info("The customized model is trained.")
@@ -257,7 +190,7 @@ def _gallery(pool) -> list:
 
 @friendly
 def make_pool(ctx: StudioContext, pid, n: int, preset="fast", seed=0, train_steps=0,
-              progress: Callable = _no_progress) -> dict:
+              progress: Progress = silent) -> dict:
     """Generate the pool; it replaces the saved one only when complete (a cancel keeps the old)."""
     pid = need_project(pid)
     p = personalizer(ctx, pid, preset, seed, train_steps)
@@ -267,7 +200,7 @@ def make_pool(ctx: StudioContext, pid, n: int, preset="fast", seed=0, train_step
     normals = [ctx.store.read_image(r["id"]) for r in ctx.store.list_images(pid, role="normal")]
     class_name = ctx.store.get_project(pid).get("class_name") or "object"
     cancel = _cancel_event(ctx, pid)
-    pool = p.generate_pool(class_name, int(n), normals=normals, progress=_eta_progress(progress, "Pool"), cancel=cancel)
+    pool = p.generate_pool(class_name, int(n), normals=normals, progress=progress, cancel=cancel)
     if pool.cancelled:
         gr.Warning(f"Pool generation cancelled after {len(pool)} of {pool.requested} images; the previous pool is kept.")
         return {"pool_gallery": _gallery(_pool(ctx, pid)), **status(ctx, pid)}
@@ -287,7 +220,7 @@ def show_pool(ctx: StudioContext, pid) -> dict:
 
 @friendly
 def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, threshold: float,
-        preset="fast", seed=0, train_steps=0, progress: Callable = _no_progress) -> dict:
+        preset="fast", seed=0, train_steps=0, progress: Progress = silent) -> dict:
     """Personalize the query scored in Inspect, add `personal` (and `pool`) to its result."""
     pid = need_project(pid)
     cached = ctx.get_result(pid, sha)
@@ -296,7 +229,7 @@ def run(ctx: StudioContext, pid, sha, strength: float, weights, opacity: float, 
         raise gr.Error("Score a query in the Inspect tab first; Personalize works on that query.")
     p = personalizer(ctx, pid, preset, seed, train_steps)
     class_name = ctx.store.get_project(pid).get("class_name") or "object"
-    progress(0.1, f"Personalizing the query (about {_fmt_s(p.estimate_seconds('personalize'))})")
+    progress(0.1, f"Personalizing the query (about {format_seconds(p.estimate_seconds('personalize'))})")
     res = p.personalize(img, class_name, strength=float(strength))
     progress(0.7, "Scoring personal / pool")
     from fsad_core.scorers.personal import encode_levels, personal_components

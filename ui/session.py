@@ -10,7 +10,8 @@ from typing import Iterable, Mapping
 import gradio as gr
 import numpy as np
 
-from fsad_core.aggregate import PRESET_NAMES, WeightSet, missing_required, preset as preset_set
+from fsad_core.aggregate import PRESET_NAMES, WeightSet, missing_required
+from fsad_core.aggregate import preset as preset_set
 from fsad_core.images import sha256_of_array
 
 from .common import friendly, image_label, log, need_project, project_lists, query_choices

@@ -18,8 +18,17 @@ from fsad_core.progress import Progress, silent
 
 from . import render, session
 from .common import (
-    anomalous_choices, anomalous_gallery, anomalous_rows, as_list, defect_types, friendly, images, need_project,
-    normal_gallery, project_status, read_upload,
+    anomalous_choices,
+    anomalous_gallery,
+    anomalous_rows,
+    as_list,
+    defect_types,
+    friendly,
+    images,
+    need_project,
+    normal_gallery,
+    project_status,
+    read_upload,
 )
 from .context import StudioContext
 from .inspect_tab import add_query

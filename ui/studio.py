@@ -18,7 +18,15 @@ import numpy as np
 from fsad_core.progress import from_gradio
 
 from . import (
-    batch_tab, compare_tab, decisions, inspect_tab, models_tab, personalize_tab, project_bar, render, review_tab,
+    batch_tab,
+    compare_tab,
+    decisions,
+    inspect_tab,
+    models_tab,
+    personalize_tab,
+    project_bar,
+    render,
+    review_tab,
     shots_tab,
 )
 from .common import DOCS

@@ -9,7 +9,8 @@ from typing import Iterable, Mapping, Sequence
 
 import gradio as gr
 
-from fsad_core.aggregate import PRESET_NAMES, STABLE_NAMES, WeightSet, preset as preset_set
+from fsad_core.aggregate import PRESET_NAMES, STABLE_NAMES, WeightSet
+from fsad_core.aggregate import preset as preset_set
 
 from .context import StudioContext
 

@@ -83,7 +83,8 @@ def _build_model(ref: BackboneRef, cache_dir=None):
         try:
             spec = registry.get("clip", name=ref.name, profile="tiny")
         except KeyError as exc:
-            raise registry.ModelUnavailableError(str(exc.args[0])) from None
+            raise registry.ModelUnavailableError(str(exc.args[0]), spec=f"clip/{ref.name}@{ref.tag}",
+                                                 reason="unknown") from None
         name = _register_tiny_config(spec)
         torch.manual_seed(0)  # the same random model in every process (checkpoints are reproducible)
         with _quiet_open_clip(prefix="No pretrained weights loaded"):
@@ -93,7 +94,8 @@ def _build_model(ref: BackboneRef, cache_dir=None):
         close = difflib.get_close_matches(ref.name, open_clip.list_models(), n=5, cutoff=0.5)
         raise registry.ModelUnavailableError(
             f"open_clip knows no model architecture {ref.name!r} for the adapters' backbone"
-            + (f"; did you mean: {', '.join(close)}?" if close else "") + " The default is ViT-L-14-336.")
+            + (f"; did you mean: {', '.join(close)}?" if close else "") + " The default is ViT-L-14-336.",
+            spec=f"clip/{ref.name}@{ref.tag}", reason="unknown")
     quick = bool((open_clip.get_pretrained_cfg(ref.name, "openai") or {}).get("quick_gelu")) and ref.tag in ("openai", "random")
     if ref.tag == "random":
         spec = registry.ModelSpec(kind="clip", name=ref.name, tag="random", profile="standard", source="builtin",
@@ -106,7 +108,8 @@ def _build_model(ref: BackboneRef, cache_dir=None):
         path = Path(ref.tag).expanduser()
         if not path.is_file():
             raise registry.ModelUnavailableError(f"the adapters' CLIP checkpoint {path} does not exist; give the "
-                                                 f"path of a {ref.name} checkpoint file or a pretrained tag")
+                                                 f"path of a {ref.name} checkpoint file or a pretrained tag",
+                                                 spec=f"clip/{ref.name}@{path}", reason="missing")
         spec = registry.ModelSpec(kind="clip", name=ref.name, tag=local_checkpoint_tag(path), profile="standard",
                                   source=str(path.resolve()))
         pretrained = str(path)
@@ -114,7 +117,8 @@ def _build_model(ref: BackboneRef, cache_dir=None):
         tags = open_clip.list_pretrained_tags_by_model(ref.name)
         if ref.tag not in tags:
             raise registry.ModelUnavailableError(f"{ref.tag!r} is not a pretrained tag of {ref.name}; valid: "
-                                                 f"{', '.join(tags) or 'none'}")
+                                                 f"{', '.join(tags) or 'none'}", spec=f"clip/{ref.name}@{ref.tag}",
+                                                 reason="unknown")
         try:
             spec = registry.get("clip", name=ref.name, tag=ref.tag)
         except KeyError:

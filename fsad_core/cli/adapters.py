@@ -1,6 +1,8 @@
 """`python -m fsad_core adapters train|info`: train APRIL-GAN adapter heads, show a checkpoint."""
 from __future__ import annotations
 
+from fsad_core.runtime import PRECISIONS, PROFILES, check_profile
+
 
 def register(sub) -> None:
     p = sub.add_parser("adapters", help="train APRIL-GAN adapters (per-stage linear heads on a frozen CLIP)")
@@ -13,7 +15,7 @@ def register(sub) -> None:
     t.add_argument("--categories", default="all", help="all | a,b,c")
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file to write (.safetensors)")
-    t.add_argument("--profile", default=None, choices=("standard", "tiny"), help="tiny = random 4-block CLIP, for testing")
+    t.add_argument("--profile", default=None, choices=PROFILES, help="tiny = random 4-block CLIP, for testing")
     t.add_argument("--backbone", default=None, help="open_clip architecture (default ViT-L-14-336; tiny: fsad-tiny-clip-s4)")
     t.add_argument("--pretrained", default=None, help="pretrained tag or local file (default openai)")
     t.add_argument("--resolution", type=int, default=None, help="training/scoring size in px (default 518; tiny 240)")
@@ -23,7 +25,7 @@ def register(sub) -> None:
     t.add_argument("--mosaic", type=float, default=0.2, help="probability of the 4-image mosaic")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-resume", action="store_true", help="start over even if OUT.resume.pt exists")
-    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    t.add_argument("--precision", default="auto", choices=PRECISIONS)
     t.add_argument("--device", default="auto")
     t.add_argument("--cache-dir", default=None)
     t.set_defaults(func=run_train)
@@ -38,8 +40,7 @@ def backbone_ref_from_args(args):
     from fsad_core.adapters.stages import BackboneRef
 
     profile = args.profile or os.environ.get("FSAD_PROFILE", "standard")
-    if profile not in ("standard", "tiny"):
-        raise ValueError(f"profile must be standard or tiny, got {profile!r}")
+    profile = check_profile(profile)
     ref = BackboneRef.default(profile, args.resolution)
     if args.resolution is not None and args.resolution < 32:
         raise ValueError(f"--resolution must be at least 32 px, got {args.resolution}")

@@ -138,9 +138,8 @@ def check_personalize_args(args) -> None:
 def attach_scorers(engine, args) -> None:
     """Plug the optional scorers a command line asks for into `engine` (after it is built)."""
     if getattr(args, "personalize", None):
-        import sys
-
         from fsad_core.personalize import PersonalizeConfig, Personalizer
+        from fsad_core.progress import printer
         from fsad_core.scorers.one_to_normal import OneToNormalScorer
 
         kw = dict(profile=engine.config.profile, preset=args.personalize, cache_dir=engine.config.cache_dir)
@@ -149,8 +148,9 @@ def attach_scorers(engine, args) -> None:
         if engine.config.device != "auto":
             kw["device"] = engine.config.device
         p = Personalizer(PersonalizeConfig(**kw))
+        # each phase's first line at once, then a line at most every 10 s (training has hundreds of steps)
         engine.add_scorer(OneToNormalScorer(engine, p, lora_dir=args.lora,
-                                            progress=lambda msg: print(f"one-to-normal: {msg}", file=sys.stderr)))
+                                            progress=printer("one-to-normal", every=10.0)))
     from fsad_core.cli.adapter_args import attach_adapter
 
     attach_adapter(engine, args)  # --adapter CKPT: adapter, adapter_memory, adapter_text

@@ -43,7 +43,7 @@ def register(sub) -> None:
                    help="generated anomaly-free images (One-to-Normal pool; DIR/<category>/ or DIR itself)")
     p.add_argument("--pool-in-memory", action="store_true",
                    help="add the --pool-dir images to the normal memory of the WinCLIP components")
-    # defect-type accuracy (issue 16; fsad_core/defects/evaluate.py): replaces the anomaly metrics when given
+    # defect-type accuracy (fsad_core/defects/evaluate.py): replaces the anomaly metrics when given
     p.add_argument("--type-shots", type=int, default=None, metavar="K",
                    help="evaluate defect-type classification with K painted shots per type (seeds default to 1-5)")
     p.add_argument("--type-classifier", default="contrastive", choices=("contrastive", "relation", "prototype"))

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from fsad_core.runtime import PRECISIONS, PROFILES
+
 
 def register(sub) -> None:
     p = sub.add_parser("score", help="score query images with every component",
@@ -31,8 +33,8 @@ def register(sub) -> None:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-model", default="ViT-B-16-plus-240")
     p.add_argument("--clip-pretrained", default="laion400m_e31", help="pretrained tag or a local checkpoint file")
-    p.add_argument("--profile", default=None, choices=("standard", "tiny"), help="tiny = random weights, for testing")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--profile", default=None, choices=PROFILES, help="tiny = random weights, for testing")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--device", default="auto")
     p.add_argument("--scales", default="1,2,3,7", help="window scales in patches (16 px each)")
     p.add_argument("--cache-dir", default=None)

@@ -58,8 +58,8 @@ def synthetic_set(scorer, base_images: Sequence[np.ndarray], textures: Mapping[s
     fgs = [foreground_mask(b) for b in base_images]
     maps, labels = [], []
     total = len(textures) * n_per_class
-    for ci, (name, tex) in enumerate(sorted(textures.items())):
-        for j in range(n_per_class):
+    for ci, (_name, tex) in enumerate(sorted(textures.items())):
+        for _ in range(n_per_class):
             _check_cancel(cancel)
             b = int(rng.integers(len(base_images)))
             t = tex[int(rng.integers(len(tex)))] if isinstance(tex, (list, tuple)) else tex  # a class's images

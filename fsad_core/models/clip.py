@@ -176,7 +176,9 @@ def build_open_clip(config: EngineConfig):
             f"open_clip knows no model architecture {config.clip_model!r} (--clip-model / clip_model). "
             + (f"Did you mean: {', '.join(close)}? " if close else "")
             + f"The default is ViT-B-16-plus-240; `python -c \"import open_clip; print(open_clip.list_models())\"` "
-            "lists all."
+            "lists all.",
+            spec=f"clip/{config.clip_model}@{config.clip_pretrained}", reason="unknown",
+            detail=f"open_clip knows no model architecture {config.clip_model!r}",
         )
     pretrained = config.clip_pretrained
     if pretrained and _is_local_path(pretrained):
@@ -187,7 +189,8 @@ def build_open_clip(config: EngineConfig):
                 f"The CLIP checkpoint {path} {what} (--clip-pretrained / clip_pretrained). Fix the path "
                 f"to point at a {config.clip_model} checkpoint file (.pt, .bin or .safetensors), or give a "
                 f"pretrained tag instead ({', '.join(open_clip.list_pretrained_tags_by_model(config.clip_model)) or 'none known'}); "
-                f"or use `--profile tiny` ({registry.TINY_NOTE})."
+                f"or use `--profile tiny` ({registry.TINY_NOTE}).",
+                spec=f"clip/{config.clip_model}@{path}", reason="missing", detail=f"the checkpoint {path} {what}",
             )
         spec = registry.ModelSpec(kind="clip", name=config.clip_model, tag=local_checkpoint_tag(path),
                                   profile="standard", source=str(path.resolve()),
@@ -200,7 +203,8 @@ def build_open_clip(config: EngineConfig):
                 f"The CLIP checkpoint {path} could not be loaded as {config.clip_model} "
                 f"({exc.__class__.__name__}: {registry.shorten(str(exc), 200)}). Check that the file is a "
                 f"complete {config.clip_model} checkpoint (or pass the matching --clip-model); "
-                f"or use `--profile tiny` ({registry.TINY_NOTE})."
+                f"or use `--profile tiny` ({registry.TINY_NOTE}).",
+                spec=spec, reason="invalid", detail=f"the checkpoint {path} does not load as {config.clip_model}",
             ) from None
         return model, spec
     tags = open_clip.list_pretrained_tags_by_model(config.clip_model)
@@ -208,7 +212,9 @@ def build_open_clip(config: EngineConfig):
         raise registry.ModelUnavailableError(
             f"{pretrained!r} is not a pretrained tag of {config.clip_model} (--clip-pretrained / clip_pretrained). "
             f"Valid tags: {', '.join(tags) or 'none (this architecture has no pretrained weights in open_clip)'}; "
-            "or give the path of a local checkpoint file."
+            "or give the path of a local checkpoint file.",
+            spec=f"clip/{config.clip_model}@{pretrained}", reason="unknown",
+            detail=f"{pretrained!r} is not a pretrained tag of {config.clip_model}",
         )
     try:
         spec = registry.get("clip", name=config.clip_model, tag=pretrained)

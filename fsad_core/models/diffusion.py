@@ -259,7 +259,7 @@ def load_pipeline(profile: str = "standard", *, base: str | None = None, tiny_va
         kw["variant"] = "fp16"
     if spec.tag == "local" and not Path(source).is_dir():
         raise registry.unavailable(spec, f"no diffusers folder at {source}", "or fix the path given as base_model",
-                                   cache=cache_dir)
+                                   cache=cache_dir, reason="missing")
     try:
         pipe = StableDiffusionImg2ImgPipeline.from_pretrained(source, **kw)
     except Exception as exc:  # offline, not cached, wrong repo, missing variant

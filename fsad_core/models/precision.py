@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from ..runtime import PRECISIONS, check_precision  # noqa: F401  (re-exported: the one validation lives there)
 
 
 @lru_cache(maxsize=1)
@@ -46,12 +46,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    return precision
-
-
 def resolve_precision(precision: str, device: torch.device, cuda_auto: torch.dtype | None = None) -> torch.dtype | None:
     """Autocast dtype for `precision` on `device`, or None for plain fp32.
 
@@ -63,7 +57,7 @@ def resolve_precision(precision: str, device: torch.device, cuda_auto: torch.dty
     >>> resolve_precision("bf16", torch.device("cpu"))
     torch.bfloat16
     """
-    check_precision(precision)
+    precision = check_precision(precision)
     if precision == "fp32":
         return None
     if precision == "bf16":

@@ -12,7 +12,8 @@ Profiles:
 Offline behaviour: `hub_offline_if_unreachable()` sets ``HF_HUB_OFFLINE=1`` when the hub cannot be
 reached (it must run before anything imports huggingface_hub, or each failed lookup retries for
 ~45 s). A missing model raises `ModelUnavailableError` whose message says which model, from where,
-how large, and how to provide it.
+how large, and how to provide it; its fields `spec`, `reason` (a `REASONS` key such as "offline")
+and `detail` say the same to code.
 """
 from __future__ import annotations
 
@@ -28,13 +29,54 @@ from pathlib import Path
 from typing import Iterable
 
 from ..progress import Progress
+from ..runtime import PROFILES  # noqa: F401  (re-exported)
 
-PROFILES = ("standard", "tiny")
 TINY_NOTE = "random weights — for testing only"
 
 
+#: What `ModelUnavailableError.reason` can be: short and stable, for code to branch on (the message
+#: says the same to a person, with the fix).
+REASONS = {
+    "offline": "no network (or the hub switched off, HF_HUB_OFFLINE=1) and the weights are not cached",
+    "missing": "not in the cache and downloading was not allowed, or a named file or folder does not exist",
+    "checksum": "a downloaded file does not match its published checksum",
+    "download-failed": "the download itself failed",
+    "invalid": "a file is there but does not load as this model",
+    "unknown": "no such model, architecture, pretrained tag or source",
+    "dependency": "a Python package the model needs is not installed",
+    "load-failed": "the loader failed for another reason (the message quotes it)",
+}
+
+
 class ModelUnavailableError(RuntimeError):
-    """A model's weights are neither cached nor downloadable; the message says how to provide them."""
+    """A model's weights are neither cached nor downloadable; the message says how to provide them.
+
+    spec: the `ModelSpec` (or its id "kind/name@tag" where no spec exists, e.g. an architecture
+    open_clip does not know; None when unknown). reason: one of `REASONS` ("offline", "missing",
+    "checksum", ...). detail: the cause in a few words ("its weights are not in the cache and
+    download=False"), without the how-to-fix text; the whole message when nothing shorter is known.
+
+    >>> err = unavailable(get("clip"), "no copy here", reason="offline")
+    >>> err.reason, err.spec.name, err.detail, err.model_id
+    ('offline', 'ViT-B-16-plus-240', 'no copy here', 'clip/ViT-B-16-plus-240@laion400m_e31')
+    """
+
+    def __init__(self, message: str, *, spec: "ModelSpec | str | None" = None, reason: str = "missing",
+                 detail: str | None = None):
+        if reason not in REASONS:
+            raise ValueError(f"reason must be one of {', '.join(REASONS)}, got {reason!r}")
+        super().__init__(message)
+        self.spec = spec
+        self.reason = reason
+        self.detail = message if detail is None else detail
+
+    @property
+    def model_id(self) -> str | None:
+        """The model's id ("kind/name@tag"), or None when no model is named."""
+        return self.spec.id if isinstance(self.spec, ModelSpec) else self.spec
+
+    def __reduce__(self):  # keep the fields through pickling (Ray workers, process pools)
+        return (self.__class__, (str(self),), {"spec": self.spec, "reason": self.reason, "detail": self.detail})
 
 
 @dataclass(frozen=True)
@@ -315,18 +357,20 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
 
-def unavailable(spec: ModelSpec, reason: str, local_hint: str = "",
-                cache: str | os.PathLike | None = None) -> ModelUnavailableError:
-    """The teaching error for a model that cannot be had (`cache`: the weights cache in use)."""
+def unavailable(spec: ModelSpec, detail: str, local_hint: str = "",
+                cache: str | os.PathLike | None = None, *, reason: str = "missing") -> ModelUnavailableError:
+    """The teaching error for a model that cannot be had (`cache`: the weights cache in use).
+    detail: the cause in words (in the message, and as the error's `detail`); reason: its `REASONS` key."""
+    fields = {"spec": spec, "reason": reason, "detail": detail}
     repo = _hf_repo(spec)
     size = f", {spec.size_text}" if spec.size_bytes else ""
     if not repo and not _is_url(spec.source) and spec.source != "builtin" and spec not in _SPECS:
         # a local file or folder the user named: there is nothing to fetch, only a path to fix
         hint = local_hint or "or fix the path"
         return ModelUnavailableError(
-            f"The {spec.kind} model {spec.name} ({spec.tag}{size}) is not available: {reason}. "
+            f"The {spec.kind} model {spec.name} ({spec.tag}{size}) is not available: {detail}. "
             f"It was to be read from {spec.source}: check that the path is right and the file complete, "
-            f"{hint}; or use `--profile tiny` ({TINY_NOTE})."
+            f"{hint}; or use `--profile tiny` ({TINY_NOTE}).", **fields
         )
     where = repo + " on the Hugging Face hub" if repo else spec.source
     hint = local_hint or "or point the config at a local copy of the weights"
@@ -337,9 +381,9 @@ def unavailable(spec: ModelSpec, reason: str, local_hint: str = "",
     else:
         fetch = f"from {spec.source} and give its path"
     return ModelUnavailableError(
-        f"The {spec.kind} model {spec.name} ({spec.tag}{size}) is not available: {reason}. "
+        f"The {spec.kind} model {spec.name} ({spec.tag}{size}) is not available: {detail}. "
         f"It comes from {where}. Fetch it on a machine with internet {fetch} "
-        f"(cache: {cache_dir(cache)}), {hint}; or use `--profile tiny` ({TINY_NOTE})."
+        f"(cache: {cache_dir(cache)}), {hint}; or use `--profile tiny` ({TINY_NOTE}).", **fields
     )
 
 
@@ -347,9 +391,11 @@ def load_failed(spec: ModelSpec, exc: Exception, cache: str | os.PathLike | None
                 local_hint: str = "") -> ModelUnavailableError:
     """`unavailable` for a loader's exception: offline (HF_HUB_OFFLINE=1) says so plainly, anything
     else quotes the exception, shortened."""
-    reason = ("it is not in the cache and the hub is offline (no network)" if os.environ.get("HF_HUB_OFFLINE") == "1"
-              else f"{exc.__class__.__name__}: {shorten(str(exc), 200)}")
-    return unavailable(spec, reason, local_hint, cache=cache)
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return unavailable(spec, "it is not in the cache and the hub is offline (no network)", local_hint,
+                           cache=cache, reason="offline")
+    return unavailable(spec, f"{exc.__class__.__name__}: {shorten(str(exc), 200)}", local_hint, cache=cache,
+                       reason="load-failed")
 
 
 def _verify(path: Path, sha256: str | None) -> None:
@@ -364,7 +410,8 @@ def _verify(path: Path, sha256: str | None) -> None:
     want = sha256.lower()
     if len(want) < 8 or not h.hexdigest().startswith(want):
         raise ModelUnavailableError(f"checksum mismatch for {path.name}: expected sha256 {sha256[:16]}…, "
-                                    f"got {h.hexdigest()[:16]}… (a truncated or corrupted download; run the pull again)")
+                                    f"got {h.hexdigest()[:16]}… (a truncated or corrupted download; run the pull again)",
+                                    reason="checksum", detail=f"checksum mismatch for {path.name}")
 
 
 def download_url(url: str, dest: Path, sha256: str | None = None, progress: Progress | bool = True) -> Path:
@@ -423,7 +470,7 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: Prog
         return have
     host = "huggingface.co" if _hf_repo(spec) else urllib.parse.urlparse(spec.source).hostname
     if host and not _reachable(host):
-        raise unavailable(spec, f"no network connection to {host} (offline?)", cache=cache)
+        raise unavailable(spec, f"no network connection to {host} (offline?)", cache=cache, reason="offline")
     try:
         if spec.filename:
             return download_url(spec.source, cache_dir(cache) / spec.kind / spec.filename,
@@ -434,10 +481,11 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: Prog
 
             cfg = open_clip.get_pretrained_cfg(spec.name, spec.tag)
             if not cfg:
-                raise unavailable(spec, f"open_clip knows no pretrained tag {spec.tag!r} for {spec.name}", cache=cache)
+                raise unavailable(spec, f"open_clip knows no pretrained tag {spec.tag!r} for {spec.name}", cache=cache,
+                                  reason="unknown")
             got = open_clip.download_pretrained(cfg, cache_dir=str(cache_dir(cache) / "hub"))
             if not got:
-                raise unavailable(spec, "open_clip could not download it", cache=cache)
+                raise unavailable(spec, "open_clip could not download it", cache=cache, reason="download-failed")
             return Path(got)
         if repo:
             from huggingface_hub import snapshot_download
@@ -446,12 +494,15 @@ def pull(spec: ModelSpec, cache: str | os.PathLike | None = None, progress: Prog
             if spec.kind == "diffusion":
                 kw["allow_patterns"] = diffusion_allow_patterns(spec.tag)
             return Path(snapshot_download(repo, cache_dir=str(cache_dir(cache) / "hub"), **kw))
-    except ModelUnavailableError:
+    except ModelUnavailableError as exc:
+        if exc.spec is None:  # the checksum check knows the file, not the model
+            exc.spec = spec
         raise
     except Exception as exc:  # network errors, HTTP errors, offline mode
+        offline = _hf_repo(spec) is not None and os.environ.get("HF_HUB_OFFLINE") == "1"
         raise unavailable(spec, f"download failed ({exc.__class__.__name__}: {shorten(str(exc), 160)})",
-                          cache=cache) from None
-    raise unavailable(spec, f"unknown source {spec.source!r}", cache=cache)
+                          cache=cache, reason="offline" if offline else "download-failed") from None
+    raise unavailable(spec, f"unknown source {spec.source!r}", cache=cache, reason="unknown")
 
 
 def describe(all_specs: Iterable[ModelSpec] | None = None, cache: str | os.PathLike | None = None) -> list[dict]:

@@ -42,8 +42,9 @@ import torch
 
 from .. import masks as mask_ops
 from ..images import ImageInput, sha256_of_array, to_rgb_array
+from ..runtime import RuntimeOptions, check_profile
 from . import registry
-from .precision import autocast, check_precision, resolve_device, resolve_precision
+from .precision import autocast, resolve_device, resolve_precision
 from .registry import ModelSpec
 
 Point = Sequence[float]  # (x, y, is_positive)
@@ -133,6 +134,7 @@ def resolve_spec(profile: str = "standard", model: str | None = None, device: st
     standard: `model` by name (vit_b, vit_l, vit_h, sam2.1_hiera_t), else `default_model(device)`.
     tiny: the tiny random model of the same family (segment_anything or sam2) as `model`.
     """
+    profile = check_profile(profile)
     if profile == "tiny":
         tiny = registry.specs("sam", "tiny")
         if model is None:
@@ -144,8 +146,6 @@ def resolve_spec(profile: str = "standard", model: str | None = None, device: st
         fam = family_of(std[0]) if std else ("sam2" if model.startswith("sam2") else "segment_anything")
         same = [s for s in tiny if family_of(s) == fam]
         return (same or tiny)[0]
-    if profile != "standard":
-        raise ValueError(f"profile must be 'standard' or 'tiny', got {profile!r}")
     name = model or default_model(device)
     cands = [s for s in registry.specs("sam", "standard") if s.name == name]
     if not cands:
@@ -317,6 +317,9 @@ class MaskAssistant:
         natively, else fp32; see docs/sam.md) | "fp32" | "bf16" | "fp16" (GPU only).
     cache_dir: weights cache (default: the registry's).
     cache_size: image embeddings kept (LRU); one vit_b embedding is 4 MB, a SAM 2.1 one ~9 MB.
+    profile, device, precision and cache_dir are validated as `fsad_core.runtime.RuntimeOptions` and
+    kept as `options` (composition: the assistant is a model holder, not a config; `device` is the
+    resolved torch.device, `profile` / `precision` / `cache_dir` the normalised values).
     download: fetch missing standard weights into the cache (with a progress bar) on first use.
 
     Thread-safe: encoder passes are serialised, concurrent `set_image` calls for the same image share
@@ -334,19 +337,19 @@ class MaskAssistant:
         cache_size: int = 4,
         download: bool = True,
     ):
-        check_precision(precision)
+        self.options = RuntimeOptions(profile=profile, device=str(device), precision=precision, cache_dir=cache_dir)
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, got {cache_size}")
-        self.device = resolve_device(device)
-        self.spec = resolve_spec(profile, model, self.device)
+        self.device = resolve_device(self.options.device)
+        self.profile = self.options.profile
+        self.spec = resolve_spec(self.profile, model, self.device)
         self.family = family_of(self.spec)
-        self.profile = profile
         self.checkpoint = Path(checkpoint).expanduser() if checkpoint else None
-        if self.checkpoint is not None and profile == "tiny":
+        if self.checkpoint is not None and self.profile == "tiny":
             raise ValueError("checkpoint= is for the standard profile; the tiny profile builds random weights")
-        self.cache_dir = cache_dir
-        self.precision = precision
-        self.autocast_dtype = resolve_precision(precision, self.device)  # encoder pass only
+        self.cache_dir = self.options.cache_dir
+        self.precision = self.options.precision
+        self.autocast_dtype = resolve_precision(self.precision, self.device)  # encoder pass only
         self.cache_size = int(cache_size)
         self.download = download
         self.model_id = self._model_id()
@@ -367,11 +370,8 @@ class MaskAssistant:
     def for_config(cls, config, **overrides) -> "MaskAssistant":
         """The assistant matching an `EngineConfig`: same profile, device, precision and weights cache.
         Optional config fields `sam_model` / `sam_checkpoint` pick the model; keyword overrides win."""
-        kw = {
-            "profile": config.profile, "device": config.device, "cache_dir": config.cache_dir,
-            "precision": config.precision, "model": getattr(config, "sam_model", None),
-            "checkpoint": getattr(config, "sam_checkpoint", None),
-        }
+        kw = {**config.runtime.as_kwargs(), "model": getattr(config, "sam_model", None),
+              "checkpoint": getattr(config, "sam_checkpoint", None)}
         kw.update(overrides)
         return cls(**kw)
 
@@ -394,7 +394,7 @@ class MaskAssistant:
             return None
         if self.checkpoint is not None:
             if not self.checkpoint.is_file():
-                raise registry.unavailable(spec, f"no checkpoint file at {self.checkpoint}",
+                raise registry.unavailable(spec, f"no checkpoint file at {self.checkpoint}", reason="missing",
                                            local_hint=f"or pass checkpoint= the path of {spec.filename}",
                                            cache=self.cache_dir)
             return self.checkpoint
@@ -404,7 +404,7 @@ class MaskAssistant:
         hint = f"or pass checkpoint='/path/to/{spec.filename}'"
         if not self.download:
             raise registry.unavailable(spec, "its weights are not in the cache and download=False", local_hint=hint,
-                                       cache=self.cache_dir)
+                                       cache=self.cache_dir, reason="missing")
         if family_of(spec) == "sam2" and not sam2_available():
             raise self._no_sam2()
         return registry.pull(spec, self.cache_dir)  # progress bar; ModelUnavailableError when offline
@@ -413,7 +413,8 @@ class MaskAssistant:
         return registry.ModelUnavailableError(
             f"The SAM model {self.spec.name} needs the `sam2` package (SAM 2.1's predictor): "
             "`pip install sam2` (set SAM2_BUILD_CUDA=0 on machines without a CUDA toolkit), "
-            "or choose model='vit_b'."
+            "or choose model='vit_b'.",
+            spec=self.spec, reason="dependency", detail="the `sam2` package is not installed",
         )
 
     def load(self) -> "MaskAssistant":
@@ -449,7 +450,8 @@ class MaskAssistant:
                 return _build_sam2(spec.extra["config"], str(path), torch.device("cpu"))
             except RuntimeError as exc:
                 raise registry.unavailable(spec, f"{path.name} does not fit {spec.name} ({str(exc).splitlines()[0][:160]})",
-                                           local_hint="check that the file is the SAM 2.1 tiny checkpoint") from None
+                                           local_hint="check that the file is the SAM 2.1 tiny checkpoint",
+                                           reason="invalid") from None
         from segment_anything import sam_model_registry
 
         sd = _load_state_dict(path)
@@ -458,7 +460,8 @@ class MaskAssistant:
             model.load_state_dict(sd)
         except RuntimeError as exc:
             raise registry.unavailable(spec, f"{path.name} does not fit {spec.name} ({str(exc).splitlines()[0][:160]})",
-                                       local_hint=f"check that the file is the {spec.name} checkpoint ({spec.filename})") from None
+                                       local_hint=f"check that the file is the {spec.name} checkpoint ({spec.filename})",
+                                       reason="invalid") from None
         return model
 
     @property

@@ -9,8 +9,8 @@
       -> the layers stacked, flattened and adaptively average-pooled to `target_dim`   (PatchCore's "Aggregator")
       = (h2 * w2, target_dim) patch features on layer 2's grid (32 x 32 at 256 px).
 
-This is the reference implementation's pipeline (patchcore-inspection `common.py`), which the
-issue names; anomalib instead averages 3x3 neighbourhoods per channel and keeps all 1536 channels.
+This is the reference implementation's pipeline (patchcore-inspection `common.py`); anomalib
+instead averages 3x3 neighbourhoods per channel and keeps all 1536 channels.
 
 Backbones come from torchvision's definitions with weights through the model registry
 (`fsad_core.models.registry`, kind "cnn"); the tiny profile builds `TinyCNN` (random weights, same
@@ -83,13 +83,14 @@ def build_cnn(name: str = "resnet50", profile: str = "standard", cache_dir: str 
     if path is None:
         path = registry.pull(spec, cache_dir)  # ModelUnavailableError (naming the fix) when offline
     if not Path(path).is_file():
-        raise registry.unavailable(spec, f"no weights file at {path}", cache=cache_dir)
+        raise registry.unavailable(spec, f"no weights file at {path}", cache=cache_dir, reason="missing")
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(sd)
     except Exception as exc:
         raise registry.unavailable(spec, f"{Path(path).name} does not load as {name} ({str(exc).splitlines()[0][:160]})",
-                                   local_hint=f"check that the file is torchvision's {spec.filename}", cache=cache_dir) from None
+                                   local_hint=f"check that the file is torchvision's {spec.filename}", cache=cache_dir,
+                                   reason="invalid") from None
     return ResNetLayers(net).eval(), spec.id if not weights else f"{spec.kind}/{name}@file-{Path(path).name}"
 
 

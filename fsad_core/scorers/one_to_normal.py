@@ -19,6 +19,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from ..progress import Progress, report, scaled
 from ..results import ScoreMap
 from .base import Query, Scorer, ScorerContext
 
@@ -41,12 +42,14 @@ class OneToNormalScorer(Scorer):
     personalizer: a `Personalizer` (its config picks preset, profile, seed, steps, pool size).
     lora_dir: a trained customized model to use as is (None = train on the normal shots, cached).
     cache_root: where trained models and pools are cached (default: the weights cache's personalize/).
-    progress: optional callable(message) for the long steps (training, pool generation).
+    progress: optional `fsad_core.progress` callback (fraction, message) for the long steps: training,
+        then pool generation, on one bar split by the Personalizer's estimates of the two.
     """
 
     name = "one-to-normal"
 
-    def __init__(self, engine, personalizer, lora_dir=None, cache_root=None, progress=None, max_cached: int = 64):
+    def __init__(self, engine, personalizer, lora_dir=None, cache_root=None, progress: Progress | None = None,
+                 max_cached: int = 64):
         self.engine = engine
         self.personalizer = personalizer
         self.lora_dir = Path(lora_dir) if lora_dir is not None else None
@@ -65,10 +68,6 @@ class OneToNormalScorer(Scorer):
         self._lock = threading.RLock()
         self.model_dir: Path | None = None
 
-    def _say(self, msg: str) -> None:
-        if self.progress is not None:
-            self.progress(msg)
-
     def prepare(self, ctx: ScorerContext) -> None:
         with self._lock:
             if self._version == ctx.version:
@@ -82,20 +81,25 @@ class OneToNormalScorer(Scorer):
             from .personal import encode_levels
 
             p = self.personalizer
+            # one bar: training, then the pool, each its share of the estimated time
+            train_s = p.estimate_seconds("train") if self.lora_dir is None else 0.0
+            pool_s = p.estimate_seconds("pool", n_shots=len(normals))
+            split = train_s / max(1e-9, train_s + pool_s)
             if self.lora_dir is not None:
                 p.load_lora(self.lora_dir)
                 work = self.cache_root / f"lora-{_fingerprint(p, ctx)}"
                 self.model_dir = self.lora_dir
             else:
                 work = self.cache_root / _fingerprint(p, ctx)
-                self._say(f"training the customized model on {len(normals)} normal shot(s) (cached in {work})")
-                p.train(normals, ctx.class_name, work / "lora")
+                report(self.progress, 0.0,
+                       f"training the customized model on {len(normals)} normal shot(s) (cached in {work})")
+                p.train(normals, ctx.class_name, work / "lora", progress=scaled(self.progress, 0.0, split))
                 self.model_dir = work / "lora"
             pool_dir = work / "pool"
             pool = load_pool(pool_dir) if pool_dir.is_dir() else []
             if len(pool) < p.config.pool_size:
-                self._say(f"generating the anomaly-free pool ({p.config.pool_size} images)")
-                pool = p.generate_pool(ctx.class_name, normals=normals)
+                report(self.progress, split, f"generating the anomaly-free pool ({p.config.pool_size} images)")
+                pool = p.generate_pool(ctx.class_name, normals=normals, progress=scaled(self.progress, split, 1.0))
                 save_pool(pool, pool_dir)
             # §3.4: the pool is the normal reference images *and* the generated normal images
             self._pool_feats = encode_levels(self.engine.backbone, [*normals, *pool])

@@ -6,6 +6,7 @@ context's shots, and computes the components scale by scale (`score_progressive`
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Iterator, Mapping
 
 import torch
@@ -77,10 +78,8 @@ class WinClipScorer(Scorer):
         return names
 
     def score(self, query: Query) -> dict[str, ScoreMap]:
-        out = {}
-        for out in self.score_progressive(query):
-            pass
-        return out
+        last = deque(self.score_progressive(query), maxlen=1)  # the last step holds every component
+        return last[0] if last else {}
 
     def score_progressive(self, query: Query) -> Iterator[dict[str, ScoreMap]]:
         eng = self.engine
