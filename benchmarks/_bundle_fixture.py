@@ -3,11 +3,9 @@ real ViT-B-16-plus-240 architecture with random weights (weights cannot be downl
 not depend on weight values), and synthetic query images."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
-
 
 
 def texture(seed: int, size: int = 256) -> np.ndarray:

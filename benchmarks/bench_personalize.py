@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +34,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fsad_core.models.diffusion import (  # noqa: E402
-    SD15_UNET_CONFIG, SD_SCHEDULER_CONFIG, TAESD_CONFIG, autocast, build_tiny_tokenizer, cpu_supports_bf16,
+    SD15_UNET_CONFIG,
+    SD_SCHEDULER_CONFIG,
+    TAESD_CONFIG,
+    autocast,
+    build_tiny_tokenizer,
+    cpu_supports_bf16,
 )
 
 SD15_VAE_CONFIG = dict(
@@ -98,7 +102,13 @@ def main(argv=None) -> dict:
     if dev.type == "cuda":
         res["gpu"] = torch.cuda.get_device_name(dev)
 
-    from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        AutoencoderTiny,
+        DDIMScheduler,
+        StableDiffusionImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
     from diffusers.utils import logging as dlogging
     from transformers import CLIPTextConfig, CLIPTextModel
 

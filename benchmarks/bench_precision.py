@@ -10,8 +10,6 @@ and of any map pixel, and the map's own range for scale.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

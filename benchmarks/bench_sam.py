@@ -22,13 +22,10 @@ import contextlib
 import json
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
 
 
 def _image(h: int = 768, w: int = 1024) -> np.ndarray:

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from _bundle_fixture import make_bundle, texture  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

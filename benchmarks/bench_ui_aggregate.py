@@ -15,10 +15,8 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
 
 
 def main(argv=None) -> int:

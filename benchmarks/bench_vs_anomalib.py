@@ -16,9 +16,7 @@ import copy
 import os
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -459,7 +459,7 @@ def _decision(engine, weights, shot_images, threshold, agg_scores, labels, notes
     """The threshold inspection would use ("auto": the shots-only calibration, the same function as
     `inspect --threshold auto`; "conformal": on held-out OK scores; or a given number) and what it
     does on this test set."""
-    from .calibration import calibrate_engine, confusion, conformal, manual
+    from .calibration import calibrate_engine, conformal, confusion, manual
 
     y = np.asarray(labels, bool)
     s = np.asarray(agg_scores, np.float64)

@@ -24,9 +24,19 @@ from typing import Sequence
 
 from . import names
 from .fileio import write_atomic
+from .inspect_batch import (
+    BatchSummary,
+    _inside,
+    _signature,
+    check_batch_weights,
+    check_output_folder,
+    list_images,
+    read_results,
+    record_name,
+    score_record,
+    write_outputs,
+)
 from .progress import Progress, steps
-from .inspect_batch import (BatchSummary, _inside, _signature, check_batch_weights, check_output_folder,
-                            list_images, read_results, record_name, score_record, write_outputs)
 
 #: environment variables the driver passes on to the workers (offline hub, weights cache, bf16 override)
 WORKER_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FSAD_CACHE_DIR", "FSAD_CPU_BF16", "FSAD_PROFILE")

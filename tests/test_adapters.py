@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fsad_core.adapters.checkpoint import AdapterCheckpointError, load_checkpoint, read_header, save_checkpoint
+from fsad_core.adapters.checkpoint import AdapterCheckpointError, load_checkpoint, read_header
 from fsad_core.adapters.head import StageHeads, memory_map, stage_logits, text_branch, zero_shot_map
 from fsad_core.adapters.stages import AdapterBackbone, BackboneRef, stage_indices
 from fsad_core.adapters.train import TrainConfig, TrainingCancelled, resume_path, shot_items, train_adapters

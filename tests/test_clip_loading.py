@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import tempfile
-from pathlib import Path
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from test_e2e_browser import ARTIFACTS, Shots, browser, studio, wait_count, wait_text  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.e2e]

@@ -294,9 +294,8 @@ def test_tune_weights_from_the_engine_alone(tiny_engine, images):
 
 
 def test_persistent_encoding_store_survives_a_new_engine(tiny_config, tiny_backbone, images, tmp_path, monkeypatch):
-    from storage import Store
-
     from fsad_core import Engine
+    from storage import Store
 
     store = Store(tmp_path / "data")
     e1 = Engine(tiny_config, backbone=tiny_backbone, encoding_store=store.embeddings)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from fsad_core import synth
 from fsad_core.__main__ import main
 

@@ -6,7 +6,6 @@ import base64
 import csv
 import json
 import os
-import sqlite3
 import struct
 import subprocess
 import sys

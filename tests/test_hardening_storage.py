@@ -178,7 +178,6 @@ def ctx(tmp_path):
 
 
 def test_uploads_are_files_checked_before_decoding(ctx, tmp_path):
-    import gradio as gr
     from gradio.data_classes import FileData
 
     from ui import inspect_tab, project_bar, shots_tab

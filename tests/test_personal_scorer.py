@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import textured
+
 from fsad_core.scorers.personal import (
-    LevelFeatures, encode_levels, level_scoremap, personal_components, personal_maps, pool_maps, resolve_levels,
+    LevelFeatures,
+    encode_levels,
+    level_scoremap,
+    personal_components,
+    personal_maps,
+    pool_maps,
+    resolve_levels,
 )
 
 

@@ -13,9 +13,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ROOT, textured
+from PIL import Image
 
 CHILD = os.environ.get("FSAD_RAY_CHILD") == "1"
 HAVE_RAY = importlib.util.find_spec("ray") is not None

@@ -11,13 +11,11 @@ import sys
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ROOT, textured
+from PIL import Image
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -39,9 +37,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def project_bundle(tmp_path_factory):
     """A studio project (normal, validation-only normal, painted anomalous shot) exported by the CLI."""
-    from storage import Store
-
     from fsad_core.__main__ import main
+    from storage import Store
 
     d = tmp_path_factory.mktemp("studio")
     anomalous = textured(1).copy()

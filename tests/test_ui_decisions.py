@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_ui_events import backbone, ctx, project_with_shots, texture  # noqa: F401 (fixtures)
+
 from ui import decisions, render, review_tab
 from ui.context import StudioContext
 from ui.weights import initial_weights
@@ -59,6 +59,7 @@ def test_calibrate_review_queue_and_restart(ctx, tmp_path):  # noqa: F811
     assert "correction" in r["review_status"] and r["review_items"][0]["label"] == label
     assert r["review_sel"] == 1
     r2 = review_tab.decide(ctx, pid, r["review_items"], 1, "OK", "ana", None)
+    assert r2["review_items"][1]["label"] == "OK"
     # the threshold view shows both groups once labelled
     sc = decisions.labelled_scores(ctx, pid, w)
     assert len(sc["ok"]) + len(sc["ng"]) == 2

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fsad_core import overlay
 from ui import compare_tab, inspect_tab, project_bar, render, result_view, session, shots_tab
 from ui.context import StudioContext
 from ui.weights import WEIGHT_NAMES, initial_weights
@@ -78,7 +79,7 @@ def run_score(ctx, pid, img, weights=None):
 def test_render_maps_masks_and_clicks():
     m = np.zeros((6, 6), bool)
     m[1:5, 1:5] = True
-    b = render.boundary(m)
+    b = overlay.boundary(m)
     assert b.sum() == 12 and not b[2, 2]
     img = np.full((6, 6, 3), 100, np.uint8)
     assert (render.overlay(img, np.ones((6, 6), np.float32), 0.0) == img).all()
@@ -104,8 +105,8 @@ def test_aggregate_panel_threshold_draws_a_contour():
     values[20:40, 20:40] = 1.0
     with_contour = render.aggregate_panel(img, values, 0.0, 0.5, max_side=64)
     without = render.aggregate_panel(img, values, 0.0, None, max_side=64)
-    cyan = (with_contour == np.array(render.CONTOUR_RGB, np.uint8)).all(axis=2)
-    assert cyan.sum() > 40 and not (without == np.array(render.CONTOUR_RGB, np.uint8)).all(axis=2).any()
+    cyan = (with_contour == np.array(overlay.CONTOUR_RGB, np.uint8)).all(axis=2)
+    assert cyan.sum() > 40 and not (without == np.array(overlay.CONTOUR_RGB, np.uint8)).all(axis=2).any()
     assert cyan[20, 30] and not cyan[30, 30]  # on the region's edge, not inside
 
 

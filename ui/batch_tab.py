@@ -10,7 +10,6 @@ import html
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 

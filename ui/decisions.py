@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Callable, Mapping
+from typing import Mapping
 
 import gradio as gr
 import numpy as np

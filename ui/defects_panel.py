@@ -8,11 +8,11 @@ Weights are stored with the project: `<store project dir>/defect-types/classifie
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 
 from fsad_core.progress import Progress, silent
+
 from .context import StudioContext
 
 CLASSIFIERS = ("contrastive", "relation", "prototype")

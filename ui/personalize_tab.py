@@ -18,7 +18,14 @@ from pathlib import Path
 import gradio as gr
 
 from fsad_core.personalize import (
-    PRESETS, PersonalizeConfig, Personalizer, load_pool, model_id, pool_info, save_pool, training_state,
+    PRESETS,
+    PersonalizeConfig,
+    Personalizer,
+    load_pool,
+    model_id,
+    pool_info,
+    save_pool,
+    training_state,
 )
 from fsad_core.progress import Progress, format_seconds, silent
 

@@ -16,9 +16,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-# colouring, overlays and contours are shared with the CLI and the batch report
-from fsad_core.overlay import CONTOUR_RGB, boundary, colorize, colormap_lut, draw_contour, normalise, value_range
 from fsad_core.overlay import blend as overlay
+
+# colouring, overlays and contours are shared with the CLI and the batch report
+from fsad_core.overlay import colorize, colormap_lut, draw_contour, normalise, value_range
 
 #: Longest side of the images sent to the browser. Maps stay at full resolution in the engine;
 #: the display copy is smaller so a slider move re-encodes a small PNG (the < 100 ms budget).

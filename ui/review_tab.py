@@ -8,8 +8,6 @@ memories rebuild from cached encodings (`StudioContext.sync_image`).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import gradio as gr
 import numpy as np
 

@@ -21,8 +21,14 @@ import torch
 from PIL import Image
 
 from ..models import registry
-from ..models.clip import OPENAI_MEAN, OPENAI_STD, _is_local_path, _quiet_open_clip, _register_tiny_config, \
-    local_checkpoint_tag
+from ..models.clip import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    _is_local_path,
+    _quiet_open_clip,
+    _register_tiny_config,
+    local_checkpoint_tag,
+)
 from ..models.precision import autocast, precision_name, resolve_device, resolve_precision
 
 N_STAGES = 4

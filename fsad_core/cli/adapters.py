@@ -63,9 +63,8 @@ def run_train(args) -> int:
     items, data = folder_items(args.data, args.categories)  # layout errors before the model loads
     ref = backbone_ref_from_args(args)
     hub_offline_if_unreachable()
-    from fsad_core.progress import tqdm_progress
-
     from fsad_core.adapters.stages import AdapterBackbone
+    from fsad_core.progress import tqdm_progress
 
     backbone = AdapterBackbone(ref, device=args.device, precision=args.precision, cache_dir=args.cache_dir)
     if args.no_resume:

@@ -33,7 +33,6 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import json
-    import sys
     from pathlib import Path
 
     from fsad_core.cli.common import check_output_file

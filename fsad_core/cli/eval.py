@@ -64,11 +64,16 @@ def run(args) -> int:
         from fsad_core.defects.evaluate import run_eval_args
 
         return run_eval_args(args)
-    import sys
     from pathlib import Path
 
-    from fsad_core.cli.common import (HOW_TO_GET, attach_scorers, check_output_dir, check_personalize_args,
-                                      engine_component_names, extra_component_names)
+    from fsad_core.cli.common import (
+        HOW_TO_GET,
+        attach_scorers,
+        check_output_dir,
+        check_personalize_args,
+        engine_component_names,
+        extra_component_names,
+    )
     from fsad_core.cli.score import config_from_args
     from fsad_core.models.registry import hub_offline_if_unreachable
     from fsad_core.names import display
@@ -116,10 +121,9 @@ def run(args) -> int:
     several = len(weights) > 1
 
     hub_offline_if_unreachable()
-    from fsad_core.progress import tqdm_progress
-
     from fsad_core.engine import Engine
     from fsad_core.evaluate import evaluate_category, list_categories, write_run, write_summary, write_weights_table
+    from fsad_core.progress import tqdm_progress
 
     root = Path(args.data)
     if not root.is_dir():

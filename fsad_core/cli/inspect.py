@@ -181,10 +181,15 @@ def _file_shots(args) -> tuple[list, list]:
 def run(args) -> int:
     import sys
 
-    from fsad_core.cli.common import (attach_scorers, check_personalize_args, engine_component_names,
-                                      extra_component_names, weights_from_arg)
-    from fsad_core.names import display
+    from fsad_core.cli.common import (
+        attach_scorers,
+        check_personalize_args,
+        engine_component_names,
+        extra_component_names,
+        weights_from_arg,
+    )
     from fsad_core.cli.score import config_from_args
+    from fsad_core.names import display
 
     # -- everything that can be checked before a model loads or a file is written ----------------
     sources = [n for n, on in (("--project", args.project), ("--shots", args.shots),
@@ -233,10 +238,9 @@ def run(args) -> int:
     from fsad_core.models.registry import hub_offline_if_unreachable
 
     hub_offline_if_unreachable()
-    from fsad_core.progress import tqdm_progress
-
     from fsad_core.engine import Engine
     from fsad_core.inspect_batch import run_batch
+    from fsad_core.progress import tqdm_progress
 
     engine = Engine(config)
     attach_scorers(engine, args)

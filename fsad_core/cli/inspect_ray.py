@@ -2,7 +2,6 @@
 in this process or on Ray actors (fsad_core/ray_batch.py). Same outputs as `inspect` with shots."""
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -49,11 +48,10 @@ def run_bundle(args) -> int:
     from fsad_core.models.registry import hub_offline_if_unreachable
 
     hub_offline_if_unreachable()
-    from fsad_core.progress import tqdm_progress
-
     from fsad_core.bundle import export_bundle
     from fsad_core.engine import Engine
     from fsad_core.inspect_batch import auto_threshold
+    from fsad_core.progress import tqdm_progress
 
     tmp = None
     if args.bundle:

@@ -75,8 +75,15 @@ def run(args) -> int:
         raise ValueError("give one --defect-type per --anomalous, or none")
     if not args.normal and not args.anomalous:
         raise ValueError("give at least one --normal or --anomalous shot")
-    from fsad_core.cli.common import (attach_scorers, check_output_dir, check_output_file, check_personalize_args,
-                                      engine_component_names, extra_component_names, weights_from_arg)
+    from fsad_core.cli.common import (
+        attach_scorers,
+        check_output_dir,
+        check_output_file,
+        check_personalize_args,
+        engine_component_names,
+        extra_component_names,
+        weights_from_arg,
+    )
     from fsad_core.models.registry import hub_offline_if_unreachable
 
     # everything that can be checked before the model loads is checked first

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..images import ImageInput, sha256_of_array, to_mask_array, to_rgb_array
+from ..progress import Progress, scaled, steps
 from .classifiers import KINDS, ContrastiveClassifier, FewShotClassifier
 from .episodes import finetune_passes
-from ..progress import Progress, scaled, steps
 from .pretrain import TrainLog, _check_cancel, finetune, load_classifier, pretrain
 from .synthetic import builtin_textures, load_textures
 

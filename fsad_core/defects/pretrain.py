@@ -29,7 +29,6 @@ from .episodes import finetune_pass, sample_episode
 from .synthetic import foreground_mask, synthetic_anomaly
 
 
-
 class Cancelled(Exception):
     """Training was cancelled through the `cancel` callback; nothing was saved."""
 

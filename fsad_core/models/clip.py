@@ -175,7 +175,7 @@ def build_open_clip(config: EngineConfig):
         raise registry.ModelUnavailableError(
             f"open_clip knows no model architecture {config.clip_model!r} (--clip-model / clip_model). "
             + (f"Did you mean: {', '.join(close)}? " if close else "")
-            + f"The default is ViT-B-16-plus-240; `python -c \"import open_clip; print(open_clip.list_models())\"` "
+            + "The default is ViT-B-16-plus-240; `python -c \"import open_clip; print(open_clip.list_models())\"` "
             "lists all.",
             spec=f"clip/{config.clip_model}@{config.clip_pretrained}", reason="unknown",
             detail=f"open_clip knows no model architecture {config.clip_model!r}",
