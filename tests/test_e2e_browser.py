@@ -237,6 +237,9 @@ def test_sample_project_tour(studio, browser):
         page.wait_for_selector("#sample-project")
         page.click("#sample-project")
         wait_text(page, "#project-status", "sample-")
+        # the opening is recorded for this browser session (a slower, older opening can't paint over it)
+        sample_pid = max(p["id"] for p in ctx.store.list_projects() if p["name"].startswith("sample-"))
+        assert sample_pid in [pid for s, pid in ctx.openings.shown().items() if s]
         wait_count(page, "#normal-gallery img", 3)
         wait_count(page, "#anomalous-gallery img", 2)
         page.locator("#anomalous-gallery img").first.click()

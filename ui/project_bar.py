@@ -159,13 +159,14 @@ def wiring(s) -> None:
     restore_outs = ["query_pick", "query_image", "query_iid", "query_sha", "heatmaps", "aggregate_map",
                     "aggregate_score", "inspect_status", "preset"] + sliders
     s.opened_events = [
-        s.wire(s.demo.load, on_load, ["last_pid"], project_outs + ["banner"]),
+        s.wire(s.demo.load, on_load, ["last_pid"], project_outs + ["banner"], opening=True),
         s.wire([C["project_open"].click, C["project_name"].submit], open_project, ["project_name", "class_name"],
-               project_outs),
-        s.wire(C["project_list"].input, select_project, ["project_list"], project_outs),
-        s.wire(C["sample"].click, load_sample, [], project_outs, progress=True),
+               project_outs, opening=True),
+        s.wire(C["project_list"].input, select_project, ["project_list"], project_outs, opening=True),
+        s.wire(C["sample"].click, load_sample, [], project_outs, progress=True, opening=True),
     ]
-    for dep in s.opened_events:
-        dep.then(*s.chained(session.removed_view, ["pid"], ["removed_pick", "removed_status"])).then(
-            *s.chained(session.restore_inspect, ["pid", "opacity", "threshold"], restore_outs))
+    for dep in s.opened_events:  # a slow step of a superseded opening never paints over the newer one
+        dep.then(*s.chained(session.removed_view, ["pid"], ["removed_pick", "removed_status"],
+                            follows_opening=True)).then(
+            *s.chained(session.restore_inspect, ["pid", "opacity", "threshold"], restore_outs, follows_opening=True))
     s.wire(C["class_name"].submit, set_class_name, ["pid", "class_name"], ["project_status"])

@@ -82,6 +82,11 @@ def user_error(handler_name: str, exc: gr.Error) -> None:
     gr.Warning(exc.message, title="Cannot do that")
 
 
+def _session(request) -> str | None:
+    """The browser session a request comes from (None outside a browser, e.g. in tests)."""
+    return getattr(request, "session_hash", None)
+
+
 def _pack(res: dict | None, outs: Sequence[str]):
     res = res or {}
     vals = tuple(_to_browser(res[n]) if n in res else gr.skip() for n in outs)
@@ -134,12 +139,14 @@ class Studio:
         return out
 
     def wire(self, trigger, handler: Callable, ins: Sequence[str], outs: Sequence[str], *,
-             progress: bool = False, select: bool = False, fast: bool = False, **kw):
+             progress: bool = False, select: bool = False, fast: bool = False, opening: bool = False, **kw):
         """Connect `trigger` (an event listener or a list of them) to `handler(ctx, *ins)`.
 
         progress: the handler gets `progress=` (a gr.Progress mirroring tqdm).
         select: the handler gets the click's `evt.index` as its last argument.
         fast: the slider fast path (no queue, no spinner, only the last of a burst of events).
+        opening: the handler opens a project; its view is dropped if a later opening of the same
+            browser session started meanwhile (`context.OpeningOrder`).
         """
         ctx = self.ctx
         n_in = len(self.comps(ins))
@@ -147,6 +154,8 @@ class Studio:
 
         def prepare(args):
             args = list(args)
+            if opening:
+                args.pop()  # the gr.Request, read by `call`
             prog = args.pop() if progress else None
             evt = args.pop() if select else None
             vals = _unpack(args[:n_in], ins)
@@ -169,12 +178,16 @@ class Studio:
                     yield _pack({}, outs)
         else:
             def call(*args):
+                session = _session(args[-1]) if opening else None
+                ticket = ctx.openings.begin(session) if opening else None
                 vals, kwargs = prepare(args)
                 try:
                     res = handler(ctx, *vals, **kwargs)
                 except gr.Error as exc:
                     user_error(name, exc)
                     res = {}
+                if opening and not ctx.openings.finish(session, ticket, (res or {}).get("pid")):
+                    res = {}  # superseded: a later opening's view stands
                 return _pack(res, outs)
 
         params = [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_in)]
@@ -185,6 +198,12 @@ class Studio:
         if progress:
             params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                             default=gr.Progress(track_tqdm=True)))
+        if opening:
+            if is_gen:
+                raise ValueError("opening=True needs a plain (non-generator) handler")
+            params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                            annotation=gr.Request))  # injected by Gradio (annotation)
+            annotations["request"] = gr.Request
         call.__signature__ = inspect.Signature(params)
         call.__annotations__ = annotations
         call.__name__ = handler.__name__
@@ -225,18 +244,33 @@ class Studio:
                 hook(self)
         return demo
 
-    def chained(self, handler, ins, outs):
-        """(fn, inputs, outputs) for a `.then(...)` chain, with the same packing as `wire`."""
+    def chained(self, handler, ins, outs, *, follows_opening: bool = False):
+        """(fn, inputs, outputs) for a `.then(...)` chain, with the same packing as `wire`.
+
+        follows_opening: the step follows a project opening (its removed images, its last
+        inspection); what it returns is dropped once the browser session shows another project
+        than its `pid` input (`context.OpeningOrder`)."""
         ctx = self.ctx
+        n_in = len(self.comps(ins))
 
         def call(*args):
+            session = _session(args[n_in]) if follows_opening else None
+            vals = _unpack(args[:n_in], ins)
             try:
-                res = handler(ctx, *_unpack(args, ins))
+                res = handler(ctx, *vals)
             except gr.Error as exc:
                 user_error(getattr(handler, "__name__", "handler"), exc)
                 res = {}
+            if follows_opening and not ctx.openings.is_current(session, vals[ins.index("pid")]):
+                res = {}  # the session moved on to another project meanwhile
             return _pack(res, outs)
 
+        params = [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_in)]
+        if follows_opening:
+            params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                            annotation=gr.Request))
+            call.__annotations__ = {"request": gr.Request}
+        call.__signature__ = inspect.Signature(params)
         return call, self.comps(ins), self.comps(outs)
 
 
