@@ -16,7 +16,7 @@ import gradio as gr
 from fsad_core.images import ImageError
 from fsad_core.progress import Progress, silent
 
-from . import defects_panel, render
+from . import defects_panel, project_bar, render
 from .common import as_list, friendly, log, need_project, read_upload
 from .context import StudioContext
 from .weights import WEIGHTS, effective_weights, initial_weights
@@ -169,7 +169,8 @@ def build(studio) -> None:
                concurrency_id="models")
         s.wire(C["batch_history"].input, show_run, ["pid", "batch_history"],
                ["batch_table", "batch_status", "batch_download"])
-        for dep in s.opened_events:  # a reload lists the project's saved runs
-            dep.then(*s.chained(history, ["pid"], ["batch_history"]))
+        for dep in s.opened_events:  # a reload lists the project's saved runs (of the project still shown)
+            dep.then(*s.chained(history, ["pid"], ["batch_history"], follows_opening=True),
+                     concurrency_id=project_bar.OPENING, concurrency_limit=1)
 
     studio.extra_wiring.append(wiring)

@@ -19,6 +19,9 @@ from .inspect_tab import empty_view
 from .shots_tab import new_prompts
 from .weights import SLIDERS, preset_choices
 
+#: The queue of project openings and the steps that follow them (one at a time).
+OPENING = "project-opening"
+
 #: What opening a project updates (plus every weight slider).
 PROJECT_OUTS = ("pid", "last_pid", "project_list", "project_name", "class_name", "project_status",
                 "normal_gallery", "anomalous_gallery", "anom_pick", "defect_type", "query_pick", "preset",
@@ -158,15 +161,21 @@ def wiring(s) -> None:
     project_outs = list(PROJECT_OUTS) + sliders
     restore_outs = ["query_pick", "query_image", "query_iid", "query_sha", "heatmaps", "aggregate_map",
                     "aggregate_score", "inspect_status", "preset"] + sliders
+    # Openings and the steps that follow them run one at a time (one queue, OPENING), each finished and
+    # delivered before the next starts; a step of an opening a newer one superseded shows nothing
+    # (`context.OpeningOrder`). So a slow page-load restore never paints its project over the one the
+    # user opened meantime (its preset choices lack the other's "tuned": Score would then be refused).
+    one = {"concurrency_id": OPENING, "concurrency_limit": 1}
     s.opened_events = [
-        s.wire(s.demo.load, on_load, ["last_pid"], project_outs + ["banner"], opening=True),
+        s.wire(s.demo.load, on_load, ["last_pid"], project_outs + ["banner"], opening=True, **one),
         s.wire([C["project_open"].click, C["project_name"].submit], open_project, ["project_name", "class_name"],
-               project_outs, opening=True),
-        s.wire(C["project_list"].input, select_project, ["project_list"], project_outs, opening=True),
-        s.wire(C["sample"].click, load_sample, [], project_outs, progress=True, opening=True),
+               project_outs, opening=True, **one),
+        s.wire(C["project_list"].input, select_project, ["project_list"], project_outs, opening=True, **one),
+        s.wire(C["sample"].click, load_sample, [], project_outs, progress=True, opening=True, **one),
     ]
-    for dep in s.opened_events:  # a slow step of a superseded opening never paints over the newer one
-        dep.then(*s.chained(session.removed_view, ["pid"], ["removed_pick", "removed_status"],
-                            follows_opening=True)).then(
-            *s.chained(session.restore_inspect, ["pid", "opacity", "threshold"], restore_outs, follows_opening=True))
+    for dep in s.opened_events:
+        dep.then(*s.chained(session.removed_view, ["pid"], ["removed_pick", "removed_status"], follows_opening=True),
+                 **one).then(
+            *s.chained(session.restore_inspect, ["pid", "opacity", "threshold"], restore_outs, follows_opening=True),
+            **one)
     s.wire(C["class_name"].submit, set_class_name, ["pid", "class_name"], ["project_status"])

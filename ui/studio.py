@@ -82,6 +82,24 @@ def user_error(handler_name: str, exc: gr.Error) -> None:
     gr.Warning(exc.message, title="Cannot do that")
 
 
+def _give_signature(call, n_in: int, *, select: bool = False, progress: bool = False, request: bool = False) -> None:
+    """The signature Gradio reads to pass `n_in` input values and inject the extras: SelectData and
+    Request by annotation, Progress by default value (in that order, after the inputs)."""
+    P = inspect.Parameter
+    params = [P(f"in{i}", P.POSITIONAL_OR_KEYWORD) for i in range(n_in)]
+    annotations = {}
+    if select:
+        params.append(P("evt", P.POSITIONAL_OR_KEYWORD, annotation=gr.SelectData))
+        annotations["evt"] = gr.SelectData
+    if progress:
+        params.append(P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress(track_tqdm=True)))
+    if request:
+        params.append(P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request))
+        annotations["request"] = gr.Request
+    call.__signature__ = inspect.Signature(params)
+    call.__annotations__ = annotations
+
+
 def _session(request) -> str | None:
     """The browser session a request comes from (None outside a browser, e.g. in tests)."""
     return getattr(request, "session_hash", None)
@@ -190,22 +208,9 @@ class Studio:
                     res = {}  # superseded: a later opening's view stands
                 return _pack(res, outs)
 
-        params = [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_in)]
-        annotations = {}
-        if select:  # Gradio injects these by annotation (SelectData) and by default value (Progress)
-            params.append(inspect.Parameter("evt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.SelectData))
-            annotations["evt"] = gr.SelectData
-        if progress:
-            params.append(inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                            default=gr.Progress(track_tqdm=True)))
-        if opening:
-            if is_gen:
-                raise ValueError("opening=True needs a plain (non-generator) handler")
-            params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                                            annotation=gr.Request))  # injected by Gradio (annotation)
-            annotations["request"] = gr.Request
-        call.__signature__ = inspect.Signature(params)
-        call.__annotations__ = annotations
+        if opening and is_gen:
+            raise ValueError("opening=True needs a plain (non-generator) handler")
+        _give_signature(call, n_in, select=select, progress=progress, request=opening)
         call.__name__ = handler.__name__
         if fast:
             kw.setdefault("queue", False)
@@ -265,12 +270,7 @@ class Studio:
                 res = {}  # the session moved on to another project meanwhile
             return _pack(res, outs)
 
-        params = [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(n_in)]
-        if follows_opening:
-            params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
-                                            annotation=gr.Request))
-            call.__annotations__ = {"request": gr.Request}
-        call.__signature__ = inspect.Signature(params)
+        _give_signature(call, n_in, request=follows_opening)
         return call, self.comps(ins), self.comps(outs)
 
 
