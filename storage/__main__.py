@@ -76,52 +76,80 @@ def _run(args) -> int:
         db_path, _ = resolve_paths(args.data_dir)
         return _report_damage(args, health.diagnose(db_path) or ["the database cannot be opened"])
     try:
-        if args.cmd == "list":
-            projects = store.list_projects()
-            if not projects:
-                print(f"No projects in {display(str(store.path))}.")
-            for p in projects:
-                print(f"{p['id']}\t{display(p['name'])}\tclass={display(p['class_name'])}\tnormal={p['n_normal']}"
-                      f"\tanomalous={p['n_anomalous']}\tquery={p['n_query']}"
-                      f"\tdefect_types={len(store.defect_types(p['id']))}")
-        elif args.cmd == "export":
-            from .folders import export_project
-
-            s = export_project(store, args.project, args.out, mvtec_strict=args.mvtec_strict)
-            print(f"Exported {s.normal} normal, {s.anomalous} anomalous ({s.masks} with masks) and {s.query} query "
-                  f"images ({len(s.defect_types)} defect types) to {display(str(s.folder))}.")
-            if s.decisions:
-                print(f"  decisions of {s.decisions} images in decisions.csv and decisions.json")
-            for line in s.skipped:
-                print(f"  skipped: {display(line)}")
-        elif args.cmd == "import":
-            from .folders import import_folder
-
-            s = import_folder(store, args.folder, args.project, class_name=args.class_name)
-            print(f"Imported project '{display(args.project)}' (id {s.project_id}): {s.normal} normal, {s.anomalous} "
-                  f"anomalous ({s.masks} with masks), {s.query} query; defect types: "
-                  f"{display(', '.join(s.defect_types)) or 'none'}.")
-            if s.labels:
-                print("  review labels: " + ", ".join(f"{v} {k}" for k, v in sorted(s.labels.items())))
-            for line in s.notes:
-                print(f"  note: {display(line)}")
-        elif args.cmd == "backup":
-            out = store.backup(args.out)
-            print(f"Backed up {display(str(store.path))} to {display(str(out))}.")
-        elif args.cmd == "check":
-            problems = store.check(deep=args.deep)
-            if any(p.startswith(("integrity_check:", "table ", "schema:", "database:")) for p in problems):
-                return _report_damage(args, problems)
-            for line in problems:
-                print(safe_line(line))
-            print("ok" if not problems else f"{len(problems)} problem(s)")
-            return 0 if not problems else 1
-        elif args.cmd == "purge":
-            counts = store.purge(grace_s=args.grace_hours * 3600)
-            print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+        command = _COMMANDS.get(args.cmd)
+        return command(store, args) if command is not None else 0
     finally:
         store.close()
+
+
+def _list(store: Store, args) -> int:
+    """`list`: one line per project with its image counts."""
+    projects = store.list_projects()
+    if not projects:
+        print(f"No projects in {display(str(store.path))}.")
+    for p in projects:
+        print(f"{p['id']}\t{display(p['name'])}\tclass={display(p['class_name'])}\tnormal={p['n_normal']}"
+              f"\tanomalous={p['n_anomalous']}\tquery={p['n_query']}"
+              f"\tdefect_types={len(store.defect_types(p['id']))}")
     return 0
+
+
+def _export(store: Store, args) -> int:
+    """`export`: write the project as an MVTec-AD-layout folder and say what was written."""
+    from .folders import export_project
+
+    s = export_project(store, args.project, args.out, mvtec_strict=args.mvtec_strict)
+    print(f"Exported {s.normal} normal, {s.anomalous} anomalous ({s.masks} with masks) and {s.query} query "
+          f"images ({len(s.defect_types)} defect types) to {display(str(s.folder))}.")
+    if s.decisions:
+        print(f"  decisions of {s.decisions} images in decisions.csv and decisions.json")
+    for line in s.skipped:
+        print(f"  skipped: {display(line)}")
+    return 0
+
+
+def _import(store: Store, args) -> int:
+    """`import`: read a folder into a new project and say what was imported."""
+    from .folders import import_folder
+
+    s = import_folder(store, args.folder, args.project, class_name=args.class_name)
+    print(f"Imported project '{display(args.project)}' (id {s.project_id}): {s.normal} normal, {s.anomalous} "
+          f"anomalous ({s.masks} with masks), {s.query} query; defect types: "
+          f"{display(', '.join(s.defect_types)) or 'none'}.")
+    if s.labels:
+        print("  review labels: " + ", ".join(f"{v} {k}" for k, v in sorted(s.labels.items())))
+    for line in s.notes:
+        print(f"  note: {display(line)}")
+    return 0
+
+
+def _backup(store: Store, args) -> int:
+    """`backup`: copy a consistent snapshot to --out."""
+    out = store.backup(args.out)
+    print(f"Backed up {display(str(store.path))} to {display(str(out))}.")
+    return 0
+
+
+def _check(store: Store, args) -> int:
+    """`check`: print the problems found (damage with how to recover); exit 1 when there are any."""
+    problems = store.check(deep=args.deep)
+    if any(p.startswith(("integrity_check:", "table ", "schema:", "database:")) for p in problems):
+        return _report_damage(args, problems)
+    for line in problems:
+        print(safe_line(line))
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+def _purge(store: Store, args) -> int:
+    """`purge`: delete soft-deleted rows and unused blobs for good; print the counts."""
+    counts = store.purge(grace_s=args.grace_hours * 3600)
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+_COMMANDS = {"list": _list, "export": _export, "import": _import, "backup": _backup, "check": _check,
+             "purge": _purge}
 
 
 def _report_damage(args, problems: list[str]) -> int:

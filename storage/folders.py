@@ -375,18 +375,7 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
     """Items to import from a manifest if there is one, else from the folder structure."""
     mf = root / MANIFEST
     if mf.is_file():
-        try:
-            manifest = json.loads(mf.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{mf} is not valid JSON ({exc}); fix it or delete it to import by folder structure.") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise StoreError(f"{mf} is not an fsad-studio manifest; delete it to import by folder structure.")
-        items = [_manifest_item(root, mf, k, e) for k, e in enumerate(_manifest_list(mf, manifest, "images"))]
-        _manifest_list(mf, manifest, "defect_types", item_type=str)
-        for key in ("class_name", "project"):
-            if manifest.get(key) is not None and not isinstance(manifest[key], str):
-                raise StoreError(f"{mf}: field {key!r} must be text, got {type(manifest[key]).__name__}.")
-        return items, [], manifest
+        return _scan_manifest(root, mf)
     if not (root / "train").is_dir() and not (root / "test").is_dir():
         from fsad_core.labelled_folder import LAYOUT_HELP, is_labelled_folder
 
@@ -395,6 +384,27 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
         raise StoreError(f"{root} has neither train/ nor test/; point --folder at one MVTec-layout category "
                          "(the folder that holds train/, test/ and ground_truth/), or at a labelled folder: "
                          f"{LAYOUT_HELP}.")
+    return _scan_mvtec(root)
+
+
+def _scan_manifest(root: Path, mf: Path) -> tuple[list[_Item], list[str], dict]:
+    """Items listed by the manifest `mf`, every field checked; a bad manifest is a StoreError."""
+    try:
+        manifest = json.loads(mf.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{mf} is not valid JSON ({exc}); fix it or delete it to import by folder structure.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise StoreError(f"{mf} is not an fsad-studio manifest; delete it to import by folder structure.")
+    items = [_manifest_item(root, mf, k, e) for k, e in enumerate(_manifest_list(mf, manifest, "images"))]
+    _manifest_list(mf, manifest, "defect_types", item_type=str)
+    for key in ("class_name", "project"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise StoreError(f"{mf}: field {key!r} must be text, got {type(manifest[key]).__name__}.")
+    return items, [], manifest
+
+
+def _scan_mvtec(root: Path) -> tuple[list[_Item], list[str], dict]:
+    """Items of an MVTec-layout folder (train/good, test/good, test/<type> + ground_truth/<type>)."""
     items, notes = [], []
     # one rule for links, as for manifest paths: whatever resolves outside the folder is refused
     inside = lambda p: _inside(root, os.path.relpath(p, root))  # noqa: E731
@@ -409,17 +419,22 @@ def _scan(root: Path) -> tuple[list[_Item], list[str], dict]:
     test = root / "test"
     if test.is_dir():
         for d in sorted(x for x in test.iterdir() if x.is_dir() and x.name != "good"):
-            for p in _images_in(d):
-                m = _find_mask(root, d.name, p.stem)
-                if m is None:
-                    notes.append(f"test/{display(d.name)}/{display(p.name)} has no mask in "
-                                 f"ground_truth/{display(d.name)}/")
-                # the defect type is a label: a folder name that is not UTF-8 becomes its escaped form
-                items.append(_Item(inside(p), "anomalous", p.name, display(d.name),
-                                   inside(m) if m is not None else None))
+            _scan_defect_dir(root, d, inside, items, notes)
     if not items:
         raise StoreError(f"No images found under {root}/train/good or {root}/test/*.")
     return items, notes, {}
+
+
+def _scan_defect_dir(root: Path, d: Path, inside, items: list[_Item], notes: list[str]) -> None:
+    """Append the anomalous images of test/<type> `d` to `items` (a note for each one without a mask)."""
+    for p in _images_in(d):
+        m = _find_mask(root, d.name, p.stem)
+        if m is None:
+            notes.append(f"test/{display(d.name)}/{display(p.name)} has no mask in "
+                         f"ground_truth/{display(d.name)}/")
+        # the defect type is a label: a folder name that is not UTF-8 becomes its escaped form
+        items.append(_Item(inside(p), "anomalous", p.name, display(d.name),
+                           inside(m) if m is not None else None))
 
 
 def _scan_labelled(root: Path) -> tuple[list[_Item], list[str], dict]:
@@ -455,45 +470,12 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
     items, notes, manifest = _scan(root)
     class_name = class_name or manifest.get("class_name") or "object"
     class_name = check_name(class_name, "object class name")
-    type_order = [t for t in manifest.get("defect_types", []) if isinstance(t, str)]
-    for it in items:
-        if it.defect_type is not None and it.defect_type not in type_order:
-            type_order.append(it.defect_type)
-    for t in type_order:
-        check_name(t, "defect type")
+    type_order = _defect_type_order(manifest, items)
 
     prepared, created = [], []
     try:
         for it in items:
-            rel = display(os.path.relpath(it.path, root))
-            if it.role not in ROLES:
-                raise StoreError(f"{rel}: unknown role {it.role!r} in the manifest.")
-            if it.filename is not None:
-                try:
-                    check_filename(it.filename)
-                except StoreError as exc:
-                    raise StoreError(f"{rel}: {exc}") from None
-            try:
-                rgb = to_rgb_array(it.path)
-                mask_png = area = None
-                if it.mask_path is not None or it.mask_png is not None:
-                    src = it.mask_path if it.mask_path is not None else it.mask_png
-                    what = (f"mask {display(os.path.relpath(it.mask_path, root))}" if it.mask_path is not None
-                            else "mask in the manifest")
-                    m = to_mask_array(src, rgb.shape[:2], what=what)
-                    mask_png, area = encode_mask_png(m), int(m.sum())
-            except ImageError as exc:
-                raise StoreError(f"{rel}: {exc}") from None
-            sha = sha256_of_array(rgb)
-            blob = store.blobs.path(sha)
-            if blob.is_file():
-                os.utime(blob)  # fresh mtime: purge's grace period protects it until we commit
-            else:
-                store.blobs.write(sha, encode_rgb_png(rgb))
-                created.append(sha)
-            prepared.append(NewImage(sha, rgb.shape[1], rgb.shape[0], it.role, it.filename, it.defect_type,
-                                     mask_png, area, it.validation_only, it.label))
-            del rgb
+            prepared.append(_prepare_item(store, root, it, created))
         for im in prepared:  # (after every file is read, as before: a bad file is reported first)
             if im.label is not None:
                 _check_label(im.label)
@@ -501,6 +483,60 @@ def import_folder(store: Store, folder: str | os.PathLike, project: str,
     except BaseException:
         _forget_blobs(store, created)
         raise
+    return _import_summary(pid, prepared, type_order, notes)
+
+
+def _defect_type_order(manifest: dict, items: list[_Item]) -> list[str]:
+    """The manifest's defect types, then those first named by an item, each checked as a name."""
+    type_order = [t for t in manifest.get("defect_types", []) if isinstance(t, str)]
+    for it in items:
+        if it.defect_type is not None and it.defect_type not in type_order:
+            type_order.append(it.defect_type)
+    for t in type_order:
+        check_name(t, "defect type")
+    return type_order
+
+
+def _prepare_item(store: Store, root: Path, it: _Item, created: list[str]) -> NewImage:
+    """Check and decode one item, write its blob (its sha appended to `created` when new) -> its row."""
+    rel = display(os.path.relpath(it.path, root))
+    if it.role not in ROLES:
+        raise StoreError(f"{rel}: unknown role {it.role!r} in the manifest.")
+    if it.filename is not None:
+        try:
+            check_filename(it.filename)
+        except StoreError as exc:
+            raise StoreError(f"{rel}: {exc}") from None
+    rgb, mask_png, area = _decode_item(root, it, rel)
+    sha = sha256_of_array(rgb)
+    blob = store.blobs.path(sha)
+    if blob.is_file():
+        os.utime(blob)  # fresh mtime: purge's grace period protects it until we commit
+    else:
+        store.blobs.write(sha, encode_rgb_png(rgb))
+        created.append(sha)
+    return NewImage(sha, rgb.shape[1], rgb.shape[0], it.role, it.filename, it.defect_type,
+                    mask_png, area, it.validation_only, it.label)
+
+
+def _decode_item(root: Path, it: _Item, rel: str):
+    """(RGB array, mask PNG or None, mask area or None) of one item; a bad file is a StoreError naming `rel`."""
+    try:
+        rgb = to_rgb_array(it.path)
+        mask_png = area = None
+        if it.mask_path is not None or it.mask_png is not None:
+            src = it.mask_path if it.mask_path is not None else it.mask_png
+            what = (f"mask {display(os.path.relpath(it.mask_path, root))}" if it.mask_path is not None
+                    else "mask in the manifest")
+            m = to_mask_array(src, rgb.shape[:2], what=what)
+            mask_png, area = encode_mask_png(m), int(m.sum())
+    except ImageError as exc:
+        raise StoreError(f"{rel}: {exc}") from None
+    return rgb, mask_png, area
+
+
+def _import_summary(pid: int, prepared: list[NewImage], type_order: list[str], notes: list[str]) -> ImportSummary:
+    """What an import added: counts by role, masks, defect types, notes and review labels."""
     counts = {role: sum(im.role == role for im in prepared) for role in ("normal", "anomalous", "query")}
     n_labels: dict[str, int] = {}
     for im in prepared:

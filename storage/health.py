@@ -210,10 +210,8 @@ def recover(db_path: str | os.PathLike, blob_root: str | os.PathLike, personaliz
             out: str | os.PathLike) -> RecoverySummary:
     """Salvage a damaged store into the new data folder `out` (module docstring). `out` must not exist
     or be empty; the source is only read. Returns what was copied and what was lost."""
-    from .blobs import BlobDir, check_sha
+    from .blobs import BlobDir
     from .maintenance import copy_tree
-    from .migrations import SCHEMA_VERSION
-    from .store import Store
 
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -221,84 +219,130 @@ def recover(db_path: str | os.PathLike, blob_root: str | os.PathLike, personaliz
     src = _open_ro(Path(db_path))
     summary = RecoverySummary(out=out)
     try:
-        try:
-            objects = _objects(src)
-            version = int(src.execute("PRAGMA user_version").fetchone()[0])
-        except sqlite3.DatabaseError as exc:
-            objects, version = None, SCHEMA_VERSION
-            summary.notes.append(f"the damaged file's list of tables cannot be read ({exc}); the tables of "
-                                 f"schema version {SCHEMA_VERSION} were read by name")
+        objects, version = _read_schema(src, summary)
         out.mkdir(parents=True, exist_ok=True)
-        dst_path = out / DB_FILENAME
-        if objects is None:  # build the current schema, then fill it
-            Store(out).close()
-            dst = sqlite3.connect(str(dst_path))
-            tables = _tables(_objects(dst))
-            later: list[str] = []
-        else:
-            dst = sqlite3.connect(str(dst_path))
-            tables = _tables(objects)
-            for typ, name, _t, _r, sql in objects:
-                if typ == "table" and sql and not name.startswith("sqlite_"):
-                    dst.execute(sql)
-            later = [sql for typ, name, _t, _r, sql in objects if typ in ("index", "trigger", "view") and sql]
+        dst, tables, later = _create_target(out, objects)
         dst.execute("PRAGMA foreign_keys = OFF")
         for table in tables:
-            try:
-                cols = _columns(src, table) or _columns(dst, table)
-            except sqlite3.DatabaseError:
-                cols = _columns(dst, table)
-            marks = ", ".join("?" * (len(cols) + 1))
-            collist = ", ".join(f'"{c}"' for c in cols)
-            gen = _salvage(src, table, cols)
-            n = 0
-            while True:
-                try:
-                    row = next(gen)
-                except StopIteration as stop:
-                    if stop.value:
-                        summary.damaged[table] = list(stop.value)
-                    break
-                dst.execute(f'INSERT OR IGNORE INTO "{table}" (rowid, {collist}) VALUES ({marks})', list(row))
-                n += 1
-            summary.rows[table] = n
+            _copy_table(src, dst, table, summary)
         dst.commit()
         # a blob row lost with its file still there: rebuild the row from the file
         src_blobs, dst_blobs = BlobDir(Path(blob_root), create=False), BlobDir(out / BLOB_DIRNAME)
         if {"images", "blobs"} <= set(tables):
-            for (sha,) in dst.execute("SELECT DISTINCT sha256 FROM images WHERE sha256 NOT IN (SELECT sha256 FROM blobs)"
-                                      ).fetchall():
-                try:
-                    p = src_blobs.path(check_sha(sha))
-                    from PIL import Image
-
-                    with Image.open(p) as im:
-                        w, h = im.size
-                    dst.execute("INSERT INTO blobs (sha256, width, height, bytes, created_at) VALUES (?, ?, ?, ?, "
-                                "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))", [sha, w, h, p.stat().st_size])
-                    summary.notes.append(f"blob row {sha[:12]}… rebuilt from its file")
-                except (ValueError, OSError):
-                    continue
-        # rows whose parent row was lost cannot be kept (the schema's foreign keys say so)
-        for _ in range(10):
-            orphans = dst.execute("PRAGMA foreign_key_check").fetchall()
-            if not orphans:
-                break
-            for table, rowid, _parent, _fk in orphans:
-                dst.execute(f'DELETE FROM "{table}" WHERE rowid = ?', [rowid])
-                summary.dropped[table] = summary.dropped.get(table, 0) + 1
-                summary.rows[table] = summary.rows.get(table, 0) - 1
-        for sql in later:
-            try:
-                dst.execute(sql)
-            except sqlite3.DatabaseError as exc:  # e.g. a unique index over rows the damage duplicated
-                summary.notes.append(f"could not rebuild: {sql.split('(')[0].strip()} ({exc})")
+            _rebuild_blob_rows(dst, src_blobs, summary)
+        _drop_orphans(dst, summary)
+        _rebuild_later(dst, later, summary)
         dst.execute(f"PRAGMA user_version = {int(version)}")
         dst.commit()
         shas = [r[0] for r in dst.execute("SELECT sha256 FROM blobs")] if "blobs" in tables else []
         dst.close()
     finally:
         src.close()
+    _copy_blobs(shas, src_blobs, dst_blobs, summary)
+    if personalize_root is not None and Path(personalize_root).is_dir():
+        copy_tree(Path(personalize_root), out / PERSONALIZE_DIRNAME)
+    return summary
+
+
+def _read_schema(src: sqlite3.Connection, summary: RecoverySummary):
+    """(schema objects or None when unreadable, user_version) of the damaged file; a note when unreadable."""
+    from .migrations import SCHEMA_VERSION
+
+    try:
+        objects = _objects(src)
+        version = int(src.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        objects, version = None, SCHEMA_VERSION
+        summary.notes.append(f"the damaged file's list of tables cannot be read ({exc}); the tables of "
+                             f"schema version {SCHEMA_VERSION} were read by name")
+    return objects, version
+
+
+def _create_target(out: Path, objects) -> tuple[sqlite3.Connection, list[str], list[str]]:
+    """(connection to the new database, its tables, index/trigger/view SQL to run once filled): the
+    damaged file's tables, or this version's schema when `objects` is None."""
+    from .store import Store
+
+    dst_path = out / DB_FILENAME
+    if objects is None:  # build the current schema, then fill it
+        Store(out).close()
+        dst = sqlite3.connect(str(dst_path))
+        return dst, _tables(_objects(dst)), []
+    dst = sqlite3.connect(str(dst_path))
+    tables = _tables(objects)
+    for typ, name, _t, _r, sql in objects:
+        if typ == "table" and sql and not name.startswith("sqlite_"):
+            dst.execute(sql)
+    later = [sql for typ, name, _t, _r, sql in objects if typ in ("index", "trigger", "view") and sql]
+    return dst, tables, later
+
+
+def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, summary: RecoverySummary) -> None:
+    """Copy every readable row of `table`, recording the rows copied and the damaged ranges stepped over."""
+    try:
+        cols = _columns(src, table) or _columns(dst, table)
+    except sqlite3.DatabaseError:
+        cols = _columns(dst, table)
+    marks = ", ".join("?" * (len(cols) + 1))
+    collist = ", ".join(f'"{c}"' for c in cols)
+    gen = _salvage(src, table, cols)
+    n = 0
+    while True:
+        try:
+            row = next(gen)
+        except StopIteration as stop:
+            if stop.value:
+                summary.damaged[table] = list(stop.value)
+            break
+        dst.execute(f'INSERT OR IGNORE INTO "{table}" (rowid, {collist}) VALUES ({marks})', list(row))
+        n += 1
+    summary.rows[table] = n
+
+
+def _rebuild_blob_rows(dst: sqlite3.Connection, src_blobs, summary: RecoverySummary) -> None:
+    """Insert a blobs row, read from its image file, for each image whose blob row was lost."""
+    from .blobs import check_sha
+
+    for (sha,) in dst.execute("SELECT DISTINCT sha256 FROM images WHERE sha256 NOT IN (SELECT sha256 FROM blobs)"
+                              ).fetchall():
+        try:
+            p = src_blobs.path(check_sha(sha))
+            from PIL import Image
+
+            with Image.open(p) as im:
+                w, h = im.size
+            dst.execute("INSERT INTO blobs (sha256, width, height, bytes, created_at) VALUES (?, ?, ?, ?, "
+                        "strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))", [sha, w, h, p.stat().st_size])
+            summary.notes.append(f"blob row {sha[:12]}… rebuilt from its file")
+        except (ValueError, OSError):
+            continue
+
+
+def _drop_orphans(dst: sqlite3.Connection, summary: RecoverySummary) -> None:
+    """Delete rows whose parent row was lost (the schema's foreign keys say so), counting them."""
+    for _ in range(10):
+        orphans = dst.execute("PRAGMA foreign_key_check").fetchall()
+        if not orphans:
+            break
+        for table, rowid, _parent, _fk in orphans:
+            dst.execute(f'DELETE FROM "{table}" WHERE rowid = ?', [rowid])
+            summary.dropped[table] = summary.dropped.get(table, 0) + 1
+            summary.rows[table] = summary.rows.get(table, 0) - 1
+
+
+def _rebuild_later(dst: sqlite3.Connection, later: list[str], summary: RecoverySummary) -> None:
+    """Create the indexes, triggers and views once the rows are in; a note for each that fails."""
+    for sql in later:
+        try:
+            dst.execute(sql)
+        except sqlite3.DatabaseError as exc:  # e.g. a unique index over rows the damage duplicated
+            summary.notes.append(f"could not rebuild: {sql.split('(')[0].strip()} ({exc})")
+
+
+def _copy_blobs(shas: list[str], src_blobs, dst_blobs, summary: RecoverySummary) -> None:
+    """Copy the image file of each surviving blob row; count those copied and list those missing."""
+    from .blobs import check_sha
+
     for sha in shas:
         try:
             s = src_blobs.path(check_sha(sha))
@@ -311,6 +355,3 @@ def recover(db_path: str | os.PathLike, blob_root: str | os.PathLike, personaliz
             summary.blobs_copied += 1
         except FileNotFoundError:
             summary.blobs_missing.append(sha)
-    if personalize_root is not None and Path(personalize_root).is_dir():
-        copy_tree(Path(personalize_root), out / PERSONALIZE_DIRNAME)
-    return summary
