@@ -296,8 +296,6 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     measured on the remaining test images.
     Anomalous test images without a mask count for image metrics only (`notes["ground_truth"]`).
     """
-    from .images import to_mask_array, to_rgb_array
-
     several = isinstance(weights, (list, tuple))
     modes = list(weights) if several else [weights]
     if not modes:
@@ -309,21 +307,66 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
     proto, held_out = _hold_out_normals(proto, calibration_normal, seed, split.category)
     engine.clear_shots()
     engine.set_class_name(category)
+    images = _add_protocol_shots(engine, proto)
+    names = list(engine.component_names)
+    t_shots = time.perf_counter()
+    sets, tunings, labels_ = _weight_sets(engine, modes, names, images, tune_kwargs)
+    t_tune = time.perf_counter()
+    keys = [f"aggregate#{i}" for i in range(len(sets))]
+    ok_scores = _score_held_out(engine, held_out, keys, sets)
+    sc = _score_test_images(engine, proto.test, root, keys, sets, names, pixel_size, progress)
+    t_score = time.perf_counter()
+    gt_notes = list(split.notes)
+    per = _all_metrics(sc, [*keys, *names], gt_notes)
+    decisions = {k: _run_decision(engine, ws, images, threshold, sc.scores[k], sc.labels, gt_notes, held_out,
+                                  ok_scores[k], root, alpha, confidence)
+                 for k, ws in zip(keys, sets)}
+    t_metrics = time.perf_counter()
+    model = _model_record(engine)
+    notes = _run_notes(engine, names, gt_notes)
+    n_bad = int(sum(sc.labels))
+    total = len(proto.test)
+    out = []
+    for j, (ws, tuning, label, key) in enumerate(zip(sets, tunings, labels_, keys)):
+        out.append(EvalRun(
+            category=category, seed=seed, metrics=per[key], component_metrics={n: per[n] for n in names},
+            rows=sc.rows[j], components=names, weights={k: float(v) for k, v in ws.weights.items() if k in names},
+            weights_mode=label,
+            shots={"normal": [display(s.path) for s in proto.normal_shots],
+                   "validation_normal": [display(s.path) for s in proto.validation_normals],
+                   "anomalous": [display(s.path) for s in proto.anomalous_shots]},
+            n_test=(len(sc.labels) - n_bad, n_bad),
+            seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
+                     "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
+                     "total": t_metrics - t0},
+            model=model, tuning=tuning, rule=ws.rule, map_weights=None if ws.map_weights is None else dict(ws.map_weights),
+            notes=notes, decision=decisions[key],
+        ))
+    return out if several else out[0]
+
+
+def _add_protocol_shots(engine, proto: Protocol) -> dict:
+    """Add the protocol's normal, validation-only and anomalous shots to `engine`; {shot id: RGB array}."""
+    from .images import to_mask_array, to_rgb_array
+
     images = {}
-    held = proto.validation_normals
     for s in proto.normal_shots:
         rgb = to_rgb_array(s.path)
         images[engine.add_shot(rgb, kind="normal")] = rgb
-    for s in held:
+    for s in proto.validation_normals:
         rgb = to_rgb_array(s.path)
         images[engine.add_shot(rgb, kind="normal", role="validation")] = rgb
     for s in proto.anomalous_shots:
         rgb = to_rgb_array(s.path)
         mask = to_mask_array(s.mask_path, rgb.shape[:2], what=f"mask {s.mask_path}")
         images[engine.add_shot(rgb, kind="anomalous", mask=mask, defect_type=s.defect_type)] = rgb
-    names = list(engine.component_names)
-    t_shots = time.perf_counter()
-    sets, tunings, labels_ = [], [], []
+    return images
+
+
+def _weight_sets(engine, modes: Sequence, names: Sequence[str], images: dict,
+                 tune_kwargs: Mapping | None) -> tuple[list, list, list[str]]:
+    """Resolve each weight mode (tuning the 'tuned' ones on the shots): (WeightSets, tuning records, labels)."""
+    sets, tunings, labels = [], [], []
     for i, mode in enumerate(modes):
         tuning = None
         if isinstance(mode, str) and mode == "tuned":
@@ -337,75 +380,122 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
             ws = weight_set(mode, names)
         sets.append(ws)
         tunings.append(tuning)
-        labels_.append(weights_label(mode, i))
-    t_tune = time.perf_counter()
-    labels, rows = [], [[] for _ in sets]
-    keys = [f"aggregate#{i}" for i in range(len(sets))]
-    ok_scores: dict[str, list[float]] = {k: [] for k in keys}  # held-out OK images (calibration_normal)
+        labels.append(weights_label(mode, i))
+    return sets, tunings, labels
+
+
+def _score_held_out(engine, held_out: Sequence[Sample], keys: Sequence[str], sets: Sequence) -> dict[str, list[float]]:
+    """Aggregate scores of the held-out OK images (calibration_normal), one list per weight set key."""
+    from .images import to_rgb_array
+
+    ok_scores: dict[str, list[float]] = {k: [] for k in keys}
     for s in held_out:
         result = engine.score(to_rgb_array(s.path))
         for k, ws in zip(keys, sets):
             ok_scores[k].append(float(result.aggregate(ws).score))
-    scores: dict[str, list[float]] = {n: [] for n in [*keys, *names]}
-    maps: dict[str, list[np.ndarray]] = {n: [] for n in [*keys, *names]}
-    masks: list[np.ndarray] = []
-    total = len(proto.test)
-    for i, s in enumerate(proto.test):
+    return ok_scores
+
+
+def _relative(path: str, root: Path) -> str:
+    """`path` relative to the dataset root (POSIX), or unchanged when it lies outside it."""
+    return Path(path).relative_to(root).as_posix() if Path(path).is_relative_to(root) else path
+
+
+@dataclass
+class _Scored:
+    """The test images' scores and maps per series (aggregate keys, then components), masks
+    (None: ground truth unknown), labels, and the scores.csv rows per weight set."""
+
+    scores: dict[str, list[float]]
+    maps: dict[str, list[np.ndarray]]
+    masks: list[np.ndarray | None]
+    labels: list[int]
+    rows: list[list[dict]]
+
+
+def _ground_truth(s: Sample, shape) -> np.ndarray | None:
+    """The test image's mask: its file, all-False for a good image, None for an anomalous one without a mask."""
+    from .images import to_mask_array
+
+    if s.label and s.mask_path:
+        return to_mask_array(s.mask_path, shape, what=f"mask {s.mask_path}")
+    if s.label:
+        return None  # no ground truth: this image counts for image metrics only
+    return np.zeros(shape, bool)
+
+
+def _score_test_images(engine, test: Sequence[Sample], root: Path, keys: Sequence[str], sets: Sequence,
+                       names: Sequence[str], pixel_size: int, progress: Progress | None) -> _Scored:
+    """Score every test image once and combine it with every weight set; maps and masks resized to `pixel_size`."""
+    from .images import to_rgb_array
+
+    sc = _Scored({n: [] for n in [*keys, *names]}, {n: [] for n in [*keys, *names]}, [], [], [[] for _ in sets])
+    total = len(test)
+    for i, s in enumerate(test):
         rgb = to_rgb_array(s.path)
-        if s.label and s.mask_path:
-            gt = to_mask_array(s.mask_path, rgb.shape[:2], what=f"mask {s.mask_path}")
-        elif s.label:
-            gt = None  # no ground truth: this image counts for image metrics only
-        else:
-            gt = np.zeros(rgb.shape[:2], bool)
+        gt = _ground_truth(s, rgb.shape[:2])
         result = engine.score(rgb)
         aggs = {k: result.aggregate(ws) for k, ws in zip(keys, sets)}
         comps = {**aggs, **{n: result.components[n] for n in names}}
-        rel = Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root) else s.path
+        rel = _relative(s.path, root)
         # file names are bytes: the escaped form, and the exact bytes for names that needed escaping
         base = {"path": display(rel), "label": s.label, "defect_type": display(s.defect_type),
                 "path_b64": raw_b64(rel) or ""}
         for n, sm in comps.items():
-            scores[n].append(float(sm.score))
-            maps[n].append(_resize_for_pixels(sm.map, pixel_size, nearest=False))
+            sc.scores[n].append(float(sm.score))
+            sc.maps[n].append(_resize_for_pixels(sm.map, pixel_size, nearest=False))
         for j, k in enumerate(keys):
-            rows[j].append({**base, "aggregate": float(aggs[k].score), **{n: float(result.components[n].score)
-                                                                        for n in names}})
-        masks.append(None if gt is None else _resize_for_pixels(gt, pixel_size, nearest=True))
-        labels.append(s.label)
+            sc.rows[j].append({**base, "aggregate": float(aggs[k].score), **{n: float(result.components[n].score)
+                                                                           for n in names}})
+        sc.masks.append(None if gt is None else _resize_for_pixels(gt, pixel_size, nearest=True))
+        sc.labels.append(s.label)
         steps(progress, i + 1, total, "test images scored")
-    t_score = time.perf_counter()
-    gt_notes = list(split.notes)
+    return sc
+
+
+def _all_metrics(sc: _Scored, series: Sequence[str], gt_notes: list) -> dict[str, dict]:
+    """Image metrics on every test image, pixel metrics on those with known ground truth; notes what was skipped."""
+    labels, scores, masks, maps = sc.labels, sc.scores, sc.masks, sc.maps
     known = [i for i, m in enumerate(masks) if m is not None]  # images whose ground truth is known
     if any(labels[i] for i in known):
         per = {n: {**evaluate_all(labels, scores[n]),
                    **_pixel_only(evaluate_all([labels[i] for i in known], [scores[n][i] for i in known],
                                               [masks[i] for i in known], [maps[n][i] for i in known]))}
-               for n in [*keys, *names]}
+               for n in series}
         if len(known) < len(masks):
             gt_notes.append(f"pixel metrics on the {len(known)} of {len(masks)} test images with known ground truth")
     else:
-        per = {n: evaluate_all(labels, scores[n]) for n in [*keys, *names]}  # pixel metrics: nan
+        per = {n: evaluate_all(labels, scores[n]) for n in series}  # pixel metrics: nan
         if any(labels):
             gt_notes.append("pixel metrics skipped: no anomalous test image has a ground-truth mask")
-    decisions: dict[str, dict | None] = {}
-    for k, ws in zip(keys, sets):
-        if held_out:
-            d = _decision(engine, ws, images, "conformal", scores[k], labels, gt_notes, ok_scores=ok_scores[k],
-                          alpha=alpha, confidence=confidence)
-            d["held_out"] = [Path(s.path).relative_to(root).as_posix() if Path(s.path).is_relative_to(root)
-                             else s.path for s in held_out]
-        elif threshold is not None:
-            d = _decision(engine, ws, images, threshold, scores[k], labels, gt_notes)
-        else:
-            d = None
-        decisions[k] = d
-    t_metrics = time.perf_counter()
+    return per
+
+
+def _run_decision(engine, ws, images, threshold, agg_scores, labels, gt_notes: list, held_out: Sequence[Sample],
+                  ok_scores, root: Path, alpha: float, confidence: float) -> dict | None:
+    """One weight set's decision: conformal on the held-out OK images, else `threshold` (None: no decision)."""
+    if held_out:
+        d = _decision(engine, ws, images, "conformal", agg_scores, labels, gt_notes, ok_scores=ok_scores,
+                      alpha=alpha, confidence=confidence)
+        d["held_out"] = [_relative(s.path, root) for s in held_out]
+        return d
+    if threshold is not None:
+        return _decision(engine, ws, images, threshold, agg_scores, labels, gt_notes)
+    return None
+
+
+def _model_record(engine) -> dict[str, str]:
+    """Which model produced the numbers: CLIP id, profile and precision (and a note for the tiny profile)."""
     bb = getattr(engine, "backbone", None)
     model = {"clip": getattr(bb, "model_id", "?"), "profile": getattr(engine.config, "profile", "?"),
              "precision": getattr(bb, "precision_name", "?")}  # bf16 and fp32 differ in the 4th digit
     if model["profile"] == "tiny":
         model["note"] = "tiny profile: random weights, numbers test the pipeline only"
+    return model
+
+
+def _run_notes(engine, names: Sequence[str], gt_notes: Sequence[str]) -> dict:
+    """The run's notes: ground-truth caveats (deduplicated) and, with One-to-Normal, its pool and text branch."""
     notes = {"ground_truth": list(dict.fromkeys(gt_notes))} if gt_notes else {}
     one = next((sc for sc in engine.scorers if sc.name == "one-to-normal"), None)
     if one is not None:
@@ -413,24 +503,7 @@ def evaluate_category(root, category: str, engine, normal_shots: int = 1, anomal
                                   "text_branch": "adapter_text" if "adapter_text" in names else
                                   "zero_shot (no APRIL-GAN adapter loaded: WinCLIP's zero-shot map stands in for S_text)",
                                   "model_dir": str(getattr(one, "model_dir", "") or "")}
-    n_bad = int(sum(labels))
-    out = []
-    for j, (ws, tuning, label, key) in enumerate(zip(sets, tunings, labels_, keys)):
-        out.append(EvalRun(
-            category=category, seed=seed, metrics=per[key], component_metrics={n: per[n] for n in names},
-            rows=rows[j], components=names, weights={k: float(v) for k, v in ws.weights.items() if k in names},
-            weights_mode=label,
-            shots={"normal": [display(s.path) for s in proto.normal_shots],
-                   "validation_normal": [display(s.path) for s in held],
-                   "anomalous": [display(s.path) for s in proto.anomalous_shots]},
-            n_test=(len(labels) - n_bad, n_bad),
-            seconds={"shots": t_shots - t0, "tuning": t_tune - t_shots, "scoring": t_score - t_tune,
-                     "per_image": (t_score - t_tune) / max(total, 1), "metrics": t_metrics - t_score,
-                     "total": t_metrics - t0},
-            model=model, tuning=tuning, rule=ws.rule, map_weights=None if ws.map_weights is None else dict(ws.map_weights),
-            notes=notes, decision=decisions[key],
-        ))
-    return out if several else out[0]
+    return notes
 
 
 def _pixel_only(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -59,24 +59,14 @@ def _split(values) -> list[str]:
     return [v.strip() for item in values or [] for v in str(item).split(",") if v.strip()]
 
 
-def run(args) -> int:
-    if getattr(args, "type_shots", None) is not None:
-        from fsad_core.defects.evaluate import run_eval_args
+def _pct(v) -> str:
+    """A rate as a percentage with one decimal; '–' for a missing or NaN value."""
+    return "–" if v is None or v != v else f"{100 * v:.1f}"
 
-        return run_eval_args(args)
-    from pathlib import Path
 
-    from fsad_core.cli.common import (
-        HOW_TO_GET,
-        attach_scorers,
-        check_output_dir,
-        check_personalize_args,
-        engine_component_names,
-        extra_component_names,
-    )
-    from fsad_core.cli.score import config_from_args
-    from fsad_core.models.registry import hub_offline_if_unreachable
-    from fsad_core.names import display
+def _check_args(args) -> tuple[list[int], str | float | None]:
+    """Validate the numeric options and --out, in the order users meet them; (seeds, threshold)."""
+    from fsad_core.cli.common import check_output_dir
 
     if args.normal_shots < 0 or args.anomalous_shots < 0 or args.validation_normal < 0:
         raise ValueError("--normal-shots, --anomalous-shots and --validation-normal must be >= 0")
@@ -93,28 +83,120 @@ def run(args) -> int:
 
     check_alpha(args.alpha)
     check_confidence(args.confidence)
-    threshold = {"auto": "auto", "none": None}.get(str(args.threshold).lower(), args.threshold)
+    return seeds, _parse_threshold(args.threshold)
+
+
+def _parse_threshold(value) -> str | float | None:
+    """--threshold: 'auto' | None (for 'none') | a float; anything else is a ValueError."""
+    threshold = {"auto": "auto", "none": None}.get(str(value).lower(), value)
     if threshold not in ("auto", None):
         try:
             threshold = float(threshold)
         except ValueError:
-            raise ValueError(f"--threshold must be auto, none or a number, got {args.threshold!r}") from None
-    check_personalize_args(args)
-    config = config_from_args(args)
-    valid = engine_component_names(config, extra_component_names(args))
-    modes = list(dict.fromkeys(args.weights or ["default"]))
-    weights = []
-    from fsad_core.aggregate import resolve_weights
+            raise ValueError(f"--threshold must be auto, none or a number, got {value!r}") from None
+    return threshold
 
+
+def _check_weights(args, modes: list[str], valid) -> list[str]:
+    """Check every --weights mode before any work (typos, missing components, shots 'tuned' needs)."""
+    from fsad_core.aggregate import resolve_weights
+    from fsad_core.cli.common import HOW_TO_GET
+
+    weights = []
     for mode in modes:
         if mode == "tuned":
             if args.anomalous_shots < 1 or (args.normal_shots < 1 and args.validation_normal < 1):
                 raise ValueError("--weights tuned needs at least one anomalous shot and a normal shot "
                                  "(--normal-shots or --validation-normal)")
-            weights.append(mode)
         else:
             resolve_weights(mode, valid, HOW_TO_GET)  # typos and missing components fail before any work
-            weights.append(mode)
+        weights.append(mode)
+    return weights
+
+
+def _categories(root, values) -> list[str]:
+    """The --category values under the dataset root ('all': every category found there)."""
+    from fsad_core.evaluate import list_categories
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {str(root)!r} does not exist "
+                                "(make one with: python -m fsad_core synth --out ROOT)")
+    cats = _split(values)
+    if cats == ["all"]:
+        cats = list_categories(root)
+        if not cats:
+            raise FileNotFoundError(f"no categories found under {str(root)!r}")
+    return cats
+
+
+def _set_category_pool(engine, pool_dir: str, cat: str, in_memory: bool) -> None:
+    """Give `engine` the category's generated normal images (POOL/<cat>/ or POOL itself) and say so."""
+    from pathlib import Path
+
+    from fsad_core.names import display
+    from fsad_core.personalize import load_pool
+
+    pool_root = Path(pool_dir)
+    folder = pool_root / cat if (pool_root / cat).is_dir() else pool_root
+    pool = load_pool(folder) or [p for p in sorted(folder.iterdir())
+                                 if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")]
+    if not pool:
+        raise FileNotFoundError(f"no pool images in {str(folder)!r}")
+    engine.set_pool(pool)
+    print(f"{display(cat)}: pool of {len(pool)} generated images, in normal memory: {in_memory}")
+
+
+def _print_run(cat: str, seed: int, label: str, several: bool, run_) -> None:
+    """Print one run's metrics line, its decision (if any) and its ground-truth notes."""
+    from fsad_core.names import display
+
+    m = run_.metrics
+    print(f"{display(cat)} seed {seed}{' ' + label if several else ''}: image AUROC {_pct(m['image_auroc'])}, "
+          f"pixel AUROC {_pct(m['pixel_auroc'])}, PRO {_pct(m['pro'])} "
+          f"({run_.n_test[0]} good + {run_.n_test[1]} defective, {run_.seconds['per_image']:.2f} s/img)")
+    if run_.decision is not None:
+        t = run_.decision["test"]
+        print(f"  threshold {run_.decision['calibration']['threshold']:.4f} "
+              f"({run_.decision['calibration']['mode']}): false alarms {_pct(t['false_alarm_rate'])} %, "
+              f"misses {_pct(t['miss_rate'])} % on the test images")
+    for note in run_.notes.get("ground_truth", []):
+        print(f"  note: {note}")
+
+
+def _write_tables(runs: list, out, labels: list[str], several: bool, title: str) -> dict:
+    """Write the mean ± std summary (one per weight set and a comparison table when several); its paths."""
+    from fsad_core.evaluate import write_summary, write_weights_table
+
+    if several:
+        for label in labels:
+            write_summary([r for r in runs if r.weights_mode == label], out / label, title=f"{title} — {label}")
+        return write_weights_table(runs, out, title=title)
+    return write_summary(runs, out, title=title)
+
+
+def run(args) -> int:
+    if getattr(args, "type_shots", None) is not None:
+        from fsad_core.defects.evaluate import run_eval_args
+
+        return run_eval_args(args)
+    from pathlib import Path
+
+    from fsad_core.cli.common import (
+        attach_scorers,
+        check_personalize_args,
+        engine_component_names,
+        extra_component_names,
+    )
+    from fsad_core.cli.score import config_from_args
+    from fsad_core.models.registry import hub_offline_if_unreachable
+    from fsad_core.names import display
+
+    seeds, threshold = _check_args(args)
+    check_personalize_args(args)
+    config = config_from_args(args)
+    valid = engine_component_names(config, extra_component_names(args))
+    modes = list(dict.fromkeys(args.weights or ["default"]))
+    weights = _check_weights(args, modes, valid)
     from fsad_core.evaluate import weights_label
 
     labels = [weights_label(m, i) for i, m in enumerate(modes)]
@@ -122,18 +204,11 @@ def run(args) -> int:
 
     hub_offline_if_unreachable()
     from fsad_core.engine import Engine
-    from fsad_core.evaluate import evaluate_category, list_categories, write_run, write_summary, write_weights_table
+    from fsad_core.evaluate import evaluate_category, write_run
     from fsad_core.progress import tqdm_progress
 
     root = Path(args.data)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {str(root)!r} does not exist "
-                                "(make one with: python -m fsad_core synth --out ROOT)")
-    cats = _split(args.category)
-    if cats == ["all"]:
-        cats = list_categories(root)
-        if not cats:
-            raise FileNotFoundError(f"no categories found under {str(root)!r}")
+    cats = _categories(root, args.category)
     engine = Engine(config)
     attach_scorers(engine, args)
     out = Path(args.out)
@@ -146,16 +221,7 @@ def run(args) -> int:
     engine.set_pool_in_normal_memory(args.pool_in_memory)
     for cat in cats:
         if args.pool_dir:
-            from fsad_core.personalize import load_pool
-
-            pool_root = Path(args.pool_dir)
-            folder = pool_root / cat if (pool_root / cat).is_dir() else pool_root
-            pool = load_pool(folder) or [p for p in sorted(folder.iterdir())
-                                         if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")]
-            if not pool:
-                raise FileNotFoundError(f"no pool images in {str(folder)!r}")
-            engine.set_pool(pool)
-            print(f"{display(cat)}: pool of {len(pool)} generated images, in normal memory: {args.pool_in_memory}")
+            _set_category_pool(engine, args.pool_dir, cat, args.pool_in_memory)
         for seed in seeds:
             with tqdm_progress(f"{display(cat)} seed {seed}") as progress:
                 got = evaluate_category(root, cat, engine, args.normal_shots, args.anomalous_shots, seed=seed,
@@ -167,29 +233,13 @@ def run(args) -> int:
             for label, run_ in zip(labels, got):
                 base = out if single else out / cat / f"seed{seed}"
                 write_run(run_, base / label if several else base)
-                m = run_.metrics
-                fmt = lambda v: "–" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
-                print(f"{display(cat)} seed {seed}{' ' + label if several else ''}: image AUROC {fmt(m['image_auroc'])}, "
-                      f"pixel AUROC {fmt(m['pixel_auroc'])}, PRO {fmt(m['pro'])} "
-                      f"({run_.n_test[0]} good + {run_.n_test[1]} defective, {run_.seconds['per_image']:.2f} s/img)")
-                if run_.decision is not None:
-                    t = run_.decision["test"]
-                    print(f"  threshold {run_.decision['calibration']['threshold']:.4f} "
-                          f"({run_.decision['calibration']['mode']}): false alarms {fmt(t['false_alarm_rate'])} %, "
-                          f"misses {fmt(t['miss_rate'])} % on the test images")
-                for note in run_.notes.get("ground_truth", []):
-                    print(f"  note: {note}")
+                _print_run(cat, seed, label, several, run_)
                 runs.append(run_)
     note = "tiny profile: random weights" if engine.config.profile == "tiny" else engine.backbone.model_id
     title = (f"{args.normal_shots} normal + {args.anomalous_shots} anomalous shots"
              f"{f' (+{args.validation_normal} validation-only normal)' if args.validation_normal else ''}, "
              f"weights {', '.join(labels)}, seeds {','.join(map(str, seeds))}; {note}")
-    if several:
-        for label in labels:
-            write_summary([r for r in runs if r.weights_mode == label], out / label, title=f"{title} — {label}")
-        paths = write_weights_table(runs, out, title=title)
-    else:
-        paths = write_summary(runs, out, title=title)
+    paths = _write_tables(runs, out, labels, several, title)
     print(display(paths["table_md"].read_text(encoding="utf-8")).replace("\\n", "\n"))
     print(f"wrote {display(str(out))}")
     return 0
