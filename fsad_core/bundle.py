@@ -293,42 +293,29 @@ def read_manifest(path) -> dict:
     return m
 
 
-def load_bundle(path, *, device: str = "auto", cache_dir: str | None = None, clip_pretrained: str | None = None,
-                backbone=None):
-    """An Engine that scores exactly as the engine that exported `path` did (module docstring).
-
-    device / cache_dir: where to run and where the model weights are cached on this machine.
-    clip_pretrained: a local checkpoint file standing in for the bundle's pretrained tag or path (the
-        weights' checksum must still match). backbone: an already loaded ClipBackbone to reuse.
-    Raises BundleError for another format version, a different model, precision or patch grid, or a
-    damaged file; ModelUnavailableError when the model's weights are not available here.
-    """
-    from .aggregate import WeightSet
-    from .config import EngineConfig
-    from .engine import Engine, Features
-    from .images import to_mask_array, to_rgb_array
-    from .models.clip import ClipBackbone, Encoding
-    from .models.registry import ModelUnavailableError
-
-    p = Path(path).expanduser()
-    m = read_manifest(p)
-    clip = m["model"]["clip"]
+def _check_extensions(p: Path, m: dict) -> None:
+    """Raise BundleError when the manifest holds extension sections this installation cannot load."""
     unknown = [k for k in (m.get("extensions") or {}) if k not in EXTENSIONS]
     if unknown:
         raise BundleError(f"{str(p)!r} holds section(s) {', '.join(unknown)} that this installation cannot load "
                           f"(known: {', '.join(sorted(EXTENSIONS)) or 'none'}); scores without them would differ")
-    prec = m["precision"]
-    config = EngineConfig(clip_model=clip["arch"], clip_pretrained=clip_pretrained or clip["pretrained"],
-                          profile=m["profile"], scales=tuple(m["config"]["scales"]), precision=prec, device=device,
-                          temperature=m["config"]["temperature"], mask_coverage=m["config"]["mask_coverage"],
-                          pool_in_normal_memory=m["config"]["pool_in_normal_memory"], cache_dir=cache_dir)
-    if backbone is None:
-        try:
-            backbone = ClipBackbone(config)
-        except ModelUnavailableError as exc:
-            raise ModelUnavailableError(f"the bundle scores with {clip['id']} ({m['profile']} profile), whose weights "
-                                        f"are not available here: {exc}", spec=exc.spec, reason=exc.reason,
-                                        detail=exc.detail) from None
+
+
+def _engine_config(m: dict, *, device: str, cache_dir: str | None, clip_pretrained: str | None):
+    """The EngineConfig a manifest was exported with, run on `device` with weights cached in `cache_dir`."""
+    from .config import EngineConfig
+
+    clip = m["model"]["clip"]
+    return EngineConfig(clip_model=clip["arch"], clip_pretrained=clip_pretrained or clip["pretrained"],
+                        profile=m["profile"], scales=tuple(m["config"]["scales"]), precision=m["precision"],
+                        device=device, temperature=m["config"]["temperature"],
+                        mask_coverage=m["config"]["mask_coverage"],
+                        pool_in_normal_memory=m["config"]["pool_in_normal_memory"], cache_dir=cache_dir)
+
+
+def _model_differences(m: dict, backbone) -> list[str]:
+    """How the loaded `backbone` differs from the model in manifest `m` (empty: the same model)."""
+    clip, prec = m["model"]["clip"], m["precision"]
     diffs = []
     if backbone.model_id != clip["model_id"]:
         diffs.append(f"model {clip['model_id']} in the bundle, {backbone.model_id} here")
@@ -340,6 +327,38 @@ def load_bundle(path, *, device: str = "auto", cache_dir: str | None = None, cli
     if here != clip["weights_sha256"]:
         diffs.append(f"weights sha256 {clip['weights_sha256'][:16]}… in the bundle, {here[:16]}… here "
                      "(another checkpoint of the same architecture)")
+    return diffs
+
+
+def load_bundle(path, *, device: str = "auto", cache_dir: str | None = None, clip_pretrained: str | None = None,
+                backbone=None):
+    """An Engine that scores exactly as the engine that exported `path` did (module docstring).
+
+    device / cache_dir: where to run and where the model weights are cached on this machine.
+    clip_pretrained: a local checkpoint file standing in for the bundle's pretrained tag or path (the
+        weights' checksum must still match). backbone: an already loaded ClipBackbone to reuse.
+    Raises BundleError for another format version, a different model, precision or patch grid, or a
+    damaged file; ModelUnavailableError when the model's weights are not available here.
+    """
+    from .aggregate import WeightSet
+    from .engine import Engine, Features
+    from .images import to_mask_array, to_rgb_array
+    from .models.clip import ClipBackbone, Encoding
+    from .models.registry import ModelUnavailableError
+
+    p = Path(path).expanduser()
+    m = read_manifest(p)
+    clip = m["model"]["clip"]
+    _check_extensions(p, m)
+    config = _engine_config(m, device=device, cache_dir=cache_dir, clip_pretrained=clip_pretrained)
+    if backbone is None:
+        try:
+            backbone = ClipBackbone(config)
+        except ModelUnavailableError as exc:
+            raise ModelUnavailableError(f"the bundle scores with {clip['id']} ({m['profile']} profile), whose weights "
+                                        f"are not available here: {exc}", spec=exc.spec, reason=exc.reason,
+                                        detail=exc.detail) from None
+    diffs = _model_differences(m, backbone)
     if diffs:
         raise BundleError(f"{str(p)!r} was built for a different model than the one loaded here: {'; '.join(diffs)}")
 

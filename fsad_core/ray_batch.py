@@ -113,6 +113,95 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
     return ray
 
 
+def _resolve_threshold(engine, threshold: float | None, margin: float | None) -> tuple[float, float]:
+    """The run's (threshold, margin): those given, or the bundle's when `threshold` is None."""
+    if threshold is None:
+        threshold = engine.bundle.threshold
+        if margin is None:
+            margin = engine.bundle.margin
+    return float(threshold), float(margin or 0.0)
+
+
+def _prepare_output(out: Path, state: str, sig: dict) -> None:
+    """Refuse to resume a run made with other settings, drop a replaced run's files, create the folders."""
+    run_json = out / "run.json"
+    if state == "resume":
+        old = json.loads(run_json.read_text()).get("signature")
+        if old is not None and old != sig:
+            changed = [k for k in sig if old.get(k) != sig[k]]
+            raise ValueError(f"'{names.display(str(out))}' holds a batch run with different settings "
+                             f"({', '.join(changed)}); use another output folder, or --restart to discard it")
+    if state == "replace":
+        for p in (out / "results.jsonl", run_json):
+            p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(exist_ok=True)
+
+
+def _pending_items(paths: Sequence[Path], input_dir: Path, done: set) -> list[dict]:
+    """The Ray items ({"path": absolute, "rel": record name}) of `paths` whose record name is not in `done`.
+
+    >>> _pending_items([Path("in/a.png"), Path("in/b/c.png")], Path("in"), {"a.png"})[0]["rel"]
+    'b/c.png'
+    """
+    items = []
+    for p in paths:
+        rel = p.relative_to(input_dir).as_posix() if p.is_relative_to(input_dir) else str(p)
+        if rel not in done:
+            items.append({"path": str(p.resolve()), "rel": rel})
+    return items
+
+
+def _scored_dataset(items: list[dict], bundle_bytes: bytes, weights, *, address: str | None, num_workers: int,
+                    threads_per_worker: int, batch_size: int, overlays: bool, device: str):
+    """Start (or join) Ray and return the lazy Ray Dataset of `items` scored by a pool of BundleScorer actors."""
+    init_ray(address, num_cpus=num_workers * threads_per_worker)
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # results.jsonl in the single-process order
+    ctx.enable_progress_bars = False
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(1, len(items) // batch_size)))
+    return ds.map_batches(BundleScorer, batch_size=batch_size, batch_format="numpy",
+                          compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=threads_per_worker,
+                          fn_constructor_kwargs={"bundle": ray.put(bundle_bytes), "weights": weights.to_dict(),
+                                                 "overlays": overlays, "threads": threads_per_worker,
+                                                 "device": device})
+
+
+def _add_stats(stats: dict, batch: dict, t0: float) -> None:
+    """Note in `stats` the seconds until the first result (from `t0`) and each worker's seconds spent scoring."""
+    stats.setdefault("first_result_s", time.perf_counter() - t0)
+    busy = stats.setdefault("busy_s", {})
+    for pid, sec in zip(batch["worker"], batch["seconds"]):
+        busy[int(pid)] = busy.get(int(pid), 0.0) + float(sec)
+
+
+def _drain(ds, out: Path, *, done_now: int, total: int, progress: Progress | None, stats: dict | None,
+           t0: float) -> tuple[int, int]:
+    """Append each scored record to results.jsonl as it arrives, write its overlay -> (n_scored, n_failed)."""
+    n_scored = n_failed = 0
+    jsonl = out / "results.jsonl"
+    with open(jsonl, "a") as log:
+        if log.tell() > 0 and not jsonl.read_bytes().endswith(b"\n"):
+            log.write("\n")
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            if stats is not None:
+                _add_stats(stats, batch, t0)
+            for text, png in zip(batch["record"], batch["overlay_png"]):
+                rec = json.loads(str(text))
+                if rec.get("overlay") and len(png):
+                    (out / rec["overlay"]).write_bytes(bytes(png))
+                n_failed += "error" in rec
+                n_scored += "error" not in rec
+                log.write(json.dumps(rec) + "\n")
+                done_now += 1
+                steps(progress, done_now, total, rec["path"])
+            log.flush()
+            os.fsync(log.fileno())
+    return n_scored, n_failed
+
+
 def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None, threshold: float | None = None,
                   threshold_source: str = "given", overlays: bool = True, restart: bool = False,
                   files: Sequence[Path] | None = None, address: str | None = None, num_workers: int = 2,
@@ -141,71 +230,23 @@ def run_batch_ray(bundle_path, input_dir, out_dir, *, engine=None, weights=None,
     paths = [Path(p) for p in (files if files is not None else list_images(input_dir, exclude=[out]))
              if not _inside(Path(p), out)]
     weights = check_batch_weights(engine, weights if weights is not None else engine.default_weights)
-    if threshold is None:
-        threshold = engine.bundle.threshold
-        if margin is None:
-            margin = engine.bundle.margin
-    thr, margin = float(threshold), float(margin or 0.0)
+    thr, margin = _resolve_threshold(engine, threshold, margin)
     sig = _signature(engine, weights)
     run_json = out / "run.json"
-    if state == "resume":
-        old = json.loads(run_json.read_text()).get("signature")
-        if old is not None and old != sig:
-            changed = [k for k in sig if old.get(k) != sig[k]]
-            raise ValueError(f"'{names.display(str(out))}' holds a batch run with different settings "
-                             f"({', '.join(changed)}); use another output folder, or --restart to discard it")
-    if state == "replace":
-        for p in (out / "results.jsonl", run_json):
-            p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(exist_ok=True)
+    _prepare_output(out, state, sig)
     cal = getattr(getattr(engine, "bundle", None), "calibration", None)
     write_atomic(run_json, json.dumps({"signature": sig, "threshold": thr, "threshold_source": threshold_source,
                                        "margin": margin, "calibration": (cal or None) if isinstance(cal, dict) else None,
                                        "input": names.display(str(input_dir))}, indent=2).encode("utf-8"))
     done = {record_name(r) for r in read_results(out) if not r.get("error")}
-    items = []
-    for p in paths:
-        rel = p.relative_to(input_dir).as_posix() if p.is_relative_to(input_dir) else str(p)
-        if rel not in done:
-            items.append({"path": str(p.resolve()), "rel": rel})
+    items = _pending_items(paths, input_dir, done)
     total, n_resumed = len(paths), len(paths) - len(items)
     n_scored = n_failed = 0
-    jsonl = out / "results.jsonl"
     if items:
-        init_ray(address, num_cpus=num_workers * threads_per_worker)
-        import ray.data
-
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # results.jsonl in the single-process order
-        ctx.enable_progress_bars = False
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(1, len(items) // batch_size)))
-        ds = ds.map_batches(BundleScorer, batch_size=batch_size, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=threads_per_worker,
-                            fn_constructor_kwargs={"bundle": ray.put(bundle_bytes), "weights": weights.to_dict(),
-                                                   "overlays": overlays, "threads": threads_per_worker,
-                                                   "device": device})
-        done_now = n_resumed
-        with open(jsonl, "a") as log:
-            if log.tell() > 0 and not jsonl.read_bytes().endswith(b"\n"):
-                log.write("\n")
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                if stats is not None:
-                    stats.setdefault("first_result_s", time.perf_counter() - t0)
-                    busy = stats.setdefault("busy_s", {})
-                    for pid, sec in zip(batch["worker"], batch["seconds"]):
-                        busy[int(pid)] = busy.get(int(pid), 0.0) + float(sec)
-                for text, png in zip(batch["record"], batch["overlay_png"]):
-                    rec = json.loads(str(text))
-                    if rec.get("overlay") and len(png):
-                        (out / rec["overlay"]).write_bytes(bytes(png))
-                    n_failed += "error" in rec
-                    n_scored += "error" not in rec
-                    log.write(json.dumps(rec) + "\n")
-                    done_now += 1
-                    steps(progress, done_now, total, rec["path"])
-                log.flush()
-                os.fsync(log.fileno())
+        ds = _scored_dataset(items, bundle_bytes, weights, address=address, num_workers=num_workers,
+                             threads_per_worker=threads_per_worker, batch_size=batch_size, overlays=overlays,
+                             device=device)
+        n_scored, n_failed = _drain(ds, out, done_now=n_resumed, total=total, progress=progress, stats=stats, t0=t0)
     csv_path, html_path, n_anom = write_outputs(out, input_dir, thr, threshold_source, margin=margin)
     return BatchSummary(n_images=total, n_scored=n_scored, n_resumed=n_resumed, n_failed=n_failed,
                         n_anomalous=n_anom, threshold=thr, threshold_source=threshold_source, out_dir=str(out),

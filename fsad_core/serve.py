@@ -56,6 +56,32 @@ def score_payload(engine, data: bytes, heatmap: bool = False) -> dict:
     return out
 
 
+def _upload_refusal(headers, max_upload_bytes: int) -> tuple[int, str] | None:
+    """(status, detail) refusing a POST /score from its headers alone, or None to let it through.
+
+    >>> _upload_refusal({}, 1000)
+    (411, 'send a Content-Length header (chunked uploads are not accepted)')
+    >>> _upload_refusal({"content-length": "2000000"}, 1000000)[0]
+    413
+    >>> _upload_refusal({"content-length": "10", "content-type": "multipart/form-data; boundary=x"}, 1000) is None
+    True
+    """
+    length = headers.get("content-length")
+    if length is None:
+        return 411, "send a Content-Length header (chunked uploads are not accepted)"
+    try:
+        n = int(length)
+    except ValueError:
+        return 400, f"bad Content-Length {length!r}"
+    if n > max_upload_bytes:
+        return 413, f"the upload is {n / 1e6:.1f} MB, over the {max_upload_bytes / 1e6:.1f} MB limit"
+    ctype = headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        return 415, ("POST /score takes multipart/form-data with the image in the field "
+                     f"'file' (got Content-Type {ctype or 'none'!r})")
+    return None
+
+
 def create_app(engine, *, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6),
                max_pending: int = DEFAULT_MAX_PENDING):
     """A FastAPI app serving `engine` (built by `Engine.from_bundle`: it carries `engine.bundle`)."""
@@ -76,21 +102,9 @@ def create_app(engine, *, max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         if request.method == "POST" and request.url.path == "/score":
-            length = request.headers.get("content-length")
-            if length is None:
-                return JSONResponse({"detail": "send a Content-Length header (chunked uploads are not accepted)"},
-                                    status_code=411)
-            try:
-                n = int(length)
-            except ValueError:
-                return JSONResponse({"detail": f"bad Content-Length {length!r}"}, status_code=400)
-            if n > max_upload_bytes:
-                return JSONResponse({"detail": f"the upload is {n / 1e6:.1f} MB, over the "
-                                               f"{max_upload_bytes / 1e6:.1f} MB limit"}, status_code=413)
-            ctype = request.headers.get("content-type", "")
-            if not ctype.startswith("multipart/form-data"):
-                return JSONResponse({"detail": "POST /score takes multipart/form-data with the image in the field "
-                                               f"'file' (got Content-Type {ctype or 'none'!r})"}, status_code=415)
+            refusal = _upload_refusal(request.headers, max_upload_bytes)
+            if refusal is not None:
+                return JSONResponse({"detail": refusal[1]}, status_code=refusal[0])
         return await call_next(request)
 
     @app.exception_handler(Exception)
