@@ -134,14 +134,9 @@ def pretrain(scorer, base_images: Sequence[np.ndarray], textures: Mapping[str, n
     for it in range(max_iters):
         _check_cancel(cancel)
         ep = sample_episode(labels, n_way, k_shot, n_query, rng)
-        clf.train()
-        loss, acc = clf.episode_loss(maps[ep.support], torch.from_numpy(ep.support_y), maps[ep.query],
-                                     torch.from_numpy(ep.query_y))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss, acc = _train_step(clf, opt, maps, ep)
         accs.append(acc)
-        log.losses.append(float(loss.detach()))
+        log.losses.append(loss)
         log.iterations = it + 1
         log.accuracy = float(np.mean(accs[-window:]))
         steps(progress, it + 1, max_iters, "pretraining episodes")
@@ -152,6 +147,17 @@ def pretrain(scorer, base_images: Sequence[np.ndarray], textures: Mapping[str, n
         save_classifier(clf, path, {"iterations": log.iterations, "accuracy": log.accuracy, "extractor": scorer.extractor.id,
                                     "textures": sorted(textures)})
     return clf, log
+
+
+def _train_step(clf: FewShotClassifier, opt, maps: torch.Tensor, ep) -> tuple[float, float]:
+    """One optimiser step on one episode (pretraining and fine-tuning alike): (loss, query accuracy)."""
+    clf.train()
+    loss, acc = clf.episode_loss(maps[ep.support], torch.from_numpy(ep.support_y), maps[ep.query],
+                                 torch.from_numpy(ep.query_y))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return float(loss.detach()), acc
 
 
 def finetune(clf: FewShotClassifier, maps: torch.Tensor, labels: np.ndarray, passes: int, lr: float = 1e-4,
@@ -167,13 +173,8 @@ def finetune(clf: FewShotClassifier, maps: torch.Tensor, labels: np.ndarray, pas
     for p in range(passes):
         for ep in finetune_pass(labels, rng):
             _check_cancel(cancel)
-            clf.train()
-            loss, acc = clf.episode_loss(maps[ep.support], torch.from_numpy(ep.support_y), maps[ep.query],
-                                         torch.from_numpy(ep.query_y))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            log.losses.append(float(loss.detach()))
+            loss, acc = _train_step(clf, opt, maps, ep)
+            log.losses.append(loss)
             log.accuracy = acc
             log.iterations += 1
         steps(progress, p + 1, passes, "fine-tuning passes")
