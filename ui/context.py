@@ -45,61 +45,46 @@ class LRU(OrderedDict):
             self.popitem(last=False)
 
 
-class OpeningOrder:
-    """Which project each browser session opened last, so that a slow opening a newer one
-    superseded cannot paint its project over the newer one.
+class SessionProjects:
+    """The project each browser session shows, so that a step that follows an opening (its removed
+    images, its last inspection) shows nothing once the session has moved on to another project.
 
-    Opening a project (page load, Create / open, the picker, the sample) takes a ticket when it
-    starts (`begin`); when it ends (`finish`) its view is shown unless a later-started opening was
-    shown already (a refused opening, e.g. an empty name, shows nothing and supersedes nothing).
-    What follows an opening (its removed images, its last inspection) is shown only while its
-    project is still the session's (`is_current`). Without this, a page load that reopens the last
-    project and restores its inspection (seconds: it may score) overwrote a sample project the user
-    had loaded in the meantime.
+    Openings (page load, Create / open, the picker, the sample) and those steps run one at a time
+    in one queue (`ui.project_bar.OPENING`), each delivered before the next starts; an opening
+    records its project here when it ends (`show`). A step queued behind a newer opening then sees
+    that its `pid` is no longer the session's (`is_current`). Without this, a page load that
+    reopens the last project and restores its inspection (seconds: it may score) painted that
+    project over a sample project the user had loaded in the meantime.
 
-    >>> o = OpeningOrder()
-    >>> load, sample = o.begin("s"), o.begin("s")      # the page load, then a click before it finished
-    >>> o.finish("s", sample, 7), o.finish("s", load, 3)
-    (True, False)
-    >>> o.is_current("s", 7), o.is_current("s", 3), o.is_current("other", 3)
+    >>> p = SessionProjects()
+    >>> p.show("s", 3); p.show("s", 7)          # the page load's project, then the sample's
+    >>> p.is_current("s", 7), p.is_current("s", 3), p.is_current("other", 3)
     (True, False, True)
-    >>> load, bad = o.begin("t"), o.begin("t")         # a refused click does not hide the page load
-    >>> o.finish("t", bad, None), o.finish("t", load, 3)
-    (True, True)
+    >>> p.show("s", None)                       # a refused opening shows nothing and changes nothing
+    >>> p.shown()
+    {'s': 7}
     """
 
     def __init__(self, capacity: int = 256):
         self._lock = threading.Lock()
-        self._started: LRU = LRU(capacity)  # session -> number of the latest opening started
-        self._shown: LRU = LRU(capacity)  # session -> (ticket, project) of the latest opening shown
+        self._shown: LRU = LRU(capacity)  # session -> project it shows
 
-    def begin(self, session: str | None) -> int:
-        with self._lock:
-            ticket = self._started.get(session, 0) + 1
-            self._started.put(session, ticket)
-            return ticket
-
-    def finish(self, session: str | None, ticket: int, pid) -> bool:
-        """True if this opening's view may be shown (no later-started one was shown); an opening
-        with a project (`pid`) then becomes the session's shown one."""
-        with self._lock:
-            shown = self._shown.get(session)
-            if shown is not None and shown[0] > ticket:
-                return False
-            if pid is not None and pid != "":
-                self._shown.put(session, (ticket, int(pid)))
-            return True
+    def show(self, session: str | None, pid) -> None:
+        """An opening of `pid` ended in `session` (None or "": it opened nothing)."""
+        if pid is not None and pid != "":
+            with self._lock:
+                self._shown.put(session, int(pid))
 
     def shown(self) -> dict:
-        """{browser session: the project its latest shown opening opened}."""
+        """{browser session: the project it shows}."""
         with self._lock:
-            return {s: pid for s, (_, pid) in self._shown.items()}
+            return dict(self._shown)
 
     def is_current(self, session: str | None, pid) -> bool:
-        """False only when the session has since shown another project than `pid`."""
+        """False only when the session shows another project than `pid`."""
         with self._lock:
             shown = self._shown.get(session)
-        return shown is None or pid is None or pid == "" or int(pid) == shown[1]
+        return shown is None or pid is None or pid == "" or int(pid) == shown
 
 
 @dataclass
@@ -144,7 +129,7 @@ class StudioContext:
         self.personalizers: dict[int, Any] = {}
         self.tuned: dict[int, Any] = {}
         self.session_labels: dict[int, str] = {}  # project id -> the preset label of the sliders as last set
-        self.openings = OpeningOrder()  # per browser session: which project opening is the latest
+        self.openings = SessionProjects()  # per browser session: the project it shows
 
     # --- engines -------------------------------------------------------------------------------
     def new_engine(self):

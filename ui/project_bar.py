@@ -162,8 +162,8 @@ def wiring(s) -> None:
     restore_outs = ["query_pick", "query_image", "query_iid", "query_sha", "heatmaps", "aggregate_map",
                     "aggregate_score", "inspect_status", "preset"] + sliders
     # Openings and the steps that follow them run one at a time (one queue, OPENING), each finished and
-    # delivered before the next starts; a step of an opening a newer one superseded shows nothing
-    # (`context.OpeningOrder`). So a slow page-load restore never paints its project over the one the
+    # delivered before the next starts; a step queued behind a newer opening shows nothing
+    # (`context.SessionProjects`). So a slow page-load restore never paints its project over the one the
     # user opened meantime (its preset choices lack the other's "tuned": Score would then be refused).
     one = {"concurrency_id": OPENING, "concurrency_limit": 1}
     s.opened_events = [

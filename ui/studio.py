@@ -163,8 +163,8 @@ class Studio:
         progress: the handler gets `progress=` (a gr.Progress mirroring tqdm).
         select: the handler gets the click's `evt.index` as its last argument.
         fast: the slider fast path (no queue, no spinner, only the last of a burst of events).
-        opening: the handler opens a project; its view is dropped if a later opening of the same
-            browser session started meanwhile (`context.OpeningOrder`).
+        opening: the handler opens a project: the project it shows is recorded for the browser session
+            (`context.SessionProjects`; steps chained with `follows_opening` check it).
         """
         ctx = self.ctx
         n_in = len(self.comps(ins))
@@ -197,15 +197,14 @@ class Studio:
         else:
             def call(*args):
                 session = _session(args[-1]) if opening else None
-                ticket = ctx.openings.begin(session) if opening else None
                 vals, kwargs = prepare(args)
                 try:
                     res = handler(ctx, *vals, **kwargs)
                 except gr.Error as exc:
                     user_error(name, exc)
                     res = {}
-                if opening and not ctx.openings.finish(session, ticket, (res or {}).get("pid")):
-                    res = {}  # superseded: a later opening's view stands
+                if opening:
+                    ctx.openings.show(session, (res or {}).get("pid"))
                 return _pack(res, outs)
 
         if opening and is_gen:
@@ -254,7 +253,7 @@ class Studio:
 
         follows_opening: the step follows a project opening (its removed images, its last
         inspection); what it returns is dropped once the browser session shows another project
-        than its `pid` input (`context.OpeningOrder`)."""
+        than its `pid` input (`context.SessionProjects`)."""
         ctx = self.ctx
         n_in = len(self.comps(ins))
 
