@@ -42,6 +42,25 @@ def tiny_backbone(tiny_config):
     return ClipBackbone(tiny_config)
 
 
+@pytest.fixture(scope="module")
+def backbone():
+    """The studio's tiny CLIP (the profile's default precision, as `app.py --profile tiny` runs)."""
+    from fsad_core import EngineConfig
+    from fsad_core.models.clip import ClipBackbone
+
+    return ClipBackbone(EngineConfig(profile="tiny"))
+
+
+@pytest.fixture()
+def ctx(tmp_path, backbone):
+    """A studio context on a fresh store, sharing the module's backbone (the studio's handler tests)."""
+    import storage
+    from ui.context import StudioContext
+
+    store = storage.Store(tmp_path / "data")
+    return StudioContext(store, profile="tiny", banner="tiny", backbone=backbone, data_dir=tmp_path / "data")
+
+
 @pytest.fixture
 def tiny_engine(tiny_config, tiny_backbone):
     from fsad_core import Engine

@@ -15,20 +15,6 @@ storage = pytest.importorskip("storage", reason="the storage package is needed f
 from test_ui_events import png, stroke_layer, texture  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    from fsad_core import EngineConfig
-    from fsad_core.models.clip import ClipBackbone
-
-    return ClipBackbone(EngineConfig(profile="tiny"))
-
-
-@pytest.fixture()
-def ctx(tmp_path, backbone):
-    store = storage.Store(tmp_path / "data")
-    return StudioContext(store, profile="tiny", banner="tiny", backbone=backbone, data_dir=tmp_path / "data")
-
-
 def _project(ctx, tmp_path, annotate=True):
     pid = project_bar.open_project(ctx, "line-3", "fabric")["pid"]
     shots_tab.add_normals(ctx, pid, [png(tmp_path, "n1", texture(seed=1))])

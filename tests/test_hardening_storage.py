@@ -166,15 +166,6 @@ def test_a_database_error_in_a_handler_never_claims_saved_work_is_intact():
 
 
 # --- the web server's limits -----------------------------------------------------------------------
-@pytest.fixture()
-def ctx(tmp_path):
-    from fsad_core import EngineConfig
-    from fsad_core.models.clip import ClipBackbone
-    from ui.context import StudioContext
-
-    store = storage.Store(tmp_path / "data")
-    return StudioContext(store, profile="tiny", banner="tiny", backbone=ClipBackbone(EngineConfig(profile="tiny")),
-                         data_dir=tmp_path / "data")
 
 
 def test_uploads_are_files_checked_before_decoding(ctx, tmp_path):

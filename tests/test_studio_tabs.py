@@ -8,7 +8,6 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
-from test_ui_events import backbone, ctx  # noqa: F401 (fixtures)
 
 import ui
 from ui import studio
@@ -35,7 +34,7 @@ def _ids_under(block) -> set[str]:
     return ids
 
 
-def test_every_tab_module_lays_out_its_tab(ctx):  # noqa: F811
+def test_every_tab_module_lays_out_its_tab(ctx):
     demo = studio.build_studio(ctx)
     tabs = [b for b in demo.blocks.values() if isinstance(b, gr.Tab)]
     assert [(t.label, t.elem_id) for t in tabs] == [(label, elem_id) for label, elem_id, _ in studio.TABS]

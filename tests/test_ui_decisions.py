@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_ui_events import backbone, ctx, project_with_shots, texture  # noqa: F401 (fixtures)
+from test_ui_events import project_with_shots, texture
 
 from ui import decisions, render, review_tab
 from ui.context import StudioContext
@@ -29,7 +29,7 @@ def test_badge_and_contour_follow_the_threshold_in_score_units():
     assert np.array_equal(c, base)  # same value, same meaning: no pixel of this map is at or above it
 
 
-def test_calibrate_review_queue_and_restart(ctx, tmp_path):  # noqa: F811
+def test_calibrate_review_queue_and_restart(ctx, tmp_path):
     pid, _ = project_with_shots(ctx, tmp_path)
     for i, defect in enumerate([False, False, True, False]):
         ctx.store.add_image(pid, texture(defect, seed=20 + i), role="query", filename=f"q{i}.png")
@@ -93,7 +93,7 @@ def test_calibrate_review_queue_and_restart(ctx, tmp_path):  # noqa: F811
     store2.close()
 
 
-def test_studio_has_the_decision_element_ids(ctx):  # noqa: F811
+def test_studio_has_the_decision_element_ids(ctx):
     from ui.studio import build_studio
 
     demo = build_studio(ctx)

@@ -20,21 +20,7 @@ from ui.weights import WEIGHT_NAMES, initial_weights
 storage = pytest.importorskip("storage", reason="the storage package is needed for the studio's handlers")
 
 
-# --- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def backbone():
-    from fsad_core import EngineConfig
-    from fsad_core.models.clip import ClipBackbone
-
-    return ClipBackbone(EngineConfig(profile="tiny"))
-
-
-@pytest.fixture()
-def ctx(tmp_path, backbone):
-    store = storage.Store(tmp_path / "data")
-    return StudioContext(store, profile="tiny", banner="tiny", backbone=backbone, data_dir=tmp_path / "data")
-
-
+# --- fixtures (`backbone`, `ctx`: tests/conftest.py) ---------------------------------------------
 def texture(defect: bool = False, seed: int = 0, size: int = 96) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = np.arange(size)[None, :].repeat(size, 0)
