@@ -152,6 +152,4 @@ def from_gradio(progress) -> Progress:
     if progress is None:
         return silent
 
-    def cb(fraction: float, message: str = "") -> None:
-        progress(min(1.0, max(0.0, float(fraction))), message)
-    return cb
+    return lambda fraction, message="": report(progress, fraction, message)

@@ -35,7 +35,6 @@ class AdapterJob:
     pid: int
     stop: threading.Event = field(default_factory=threading.Event)
     state: str = "starting"  # starting | running | done | cancelled | failed
-    fraction: float = 0.0
     progress_text: str = ""  # the trainer's progress message ("step 12/40, loss 0.4810")
     message: str = ""
     started: float = field(default_factory=time.perf_counter)
@@ -120,8 +119,8 @@ def _run(ctx: StudioContext, job: AdapterJob, epochs: int, copies: int) -> None:
         bb = _backbone(ctx, ref)
         job.state = "running"
 
-        def progress(fraction: float, message: str) -> None:
-            job.fraction, job.progress_text = fraction, message
+        def progress(fraction: float, message: str) -> None:  # the status line shows the trainer's text
+            job.progress_text = message
 
         path = adapter_path(ctx, job.pid)
         ckpt = train_adapters(bb, items, path, TrainConfig(epochs=epochs, batch_size=16), data, progress=progress,
